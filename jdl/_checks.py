@@ -1,0 +1,104 @@
+"""Input validation shared by every layer, loss and metric.
+
+Each check runs at trace time (on shapes and dtypes, never on values), so a bad input
+fails with a message that names the function that saw it, what it expected and what it
+got, instead of an XLA error deep inside `jit`.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+def describe_shape(x: Any) -> str:
+    return f"shape {tuple(x.shape)} ({jnp.dtype(x.dtype).name})"
+
+
+def check_array(where: str, x: Any, what: str = "input") -> None:
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{where}: expected {what} to be an array, got {type(x).__name__}")
+
+
+def check_floating(where: str, x: Any, what: str = "input") -> None:
+    check_array(where, x, what)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{where}: expected a floating-point {what}, got {jnp.dtype(x.dtype).name} "
+            f"{what} of shape {tuple(x.shape)}; cast it explicitly (x.astype(jnp.float32))"
+        )
+
+
+def check_integer(where: str, x: Any, what: str = "input") -> None:
+    check_array(where, x, what)
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+        raise TypeError(
+            f"{where}: expected an integer {what}, got {jnp.dtype(x.dtype).name} "
+            f"{what} of shape {tuple(x.shape)}"
+        )
+
+
+def check_min_rank(where: str, x: Any, min_ndim: int, layout: str, what: str = "input") -> None:
+    check_array(where, x, what)
+    if x.ndim < min_ndim:
+        raise ValueError(
+            f"{where}: expected {what} of rank >= {min_ndim} ({layout}), "
+            f"got rank {x.ndim} with shape {tuple(x.shape)}"
+        )
+
+
+def check_rank(where: str, x: Any, ndim: int, layout: str, what: str = "input") -> None:
+    check_array(where, x, what)
+    if x.ndim != ndim:
+        raise ValueError(
+            f"{where}: expected {what} of rank {ndim} ({layout}), "
+            f"got rank {x.ndim} with shape {tuple(x.shape)}"
+        )
+
+
+def check_same_shape(where: str, a: Any, b: Any, a_name: str, b_name: str) -> None:
+    check_array(where, a, a_name)
+    check_array(where, b, b_name)
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(
+            f"{where}: expected {a_name} and {b_name} of the same shape (nothing is "
+            f"broadcast), got {a_name} {tuple(a.shape)} and {b_name} {tuple(b.shape)}"
+        )
+
+
+def check_keys(where: str, tree: Any, expected: set[str] | list[str], what: str = "params") -> None:
+    """Check that a params/state dict has exactly the expected keys."""
+    expected = set(expected)
+    if not isinstance(tree, Mapping):
+        raise TypeError(
+            f"{where}: expected {what} to be a dict with keys {sorted(expected)}, "
+            f"got {type(tree).__name__}; are these {what} from another model?"
+        )
+    got = set(tree.keys())
+    if got != expected:
+        raise ValueError(
+            f"{where}: expected {what} with keys {sorted(expected)}, got keys {sorted(got)}; "
+            f"are these {what} from another model?"
+        )
+
+
+def check_param_shape(where: str, param: Any, expected: tuple[int, ...], name: str) -> None:
+    check_array(where, param, f"params[{name!r}]")
+    if tuple(param.shape) != tuple(expected):
+        raise ValueError(
+            f"{where}: expected params[{name!r}] of shape {tuple(expected)}, got "
+            f"{tuple(param.shape)}; are these params from another model?"
+        )
+
+
+def as_shape_struct(x: Any) -> jax.ShapeDtypeStruct:
+    """The shape and dtype of an array, a tracer or a `jax.ShapeDtypeStruct`."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return x
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return jax.ShapeDtypeStruct(tuple(x.shape), x.dtype)
+    raise TypeError(
+        f"expected an array or a jax.ShapeDtypeStruct as the example input, got {type(x).__name__}"
+    )

@@ -1,0 +1,82 @@
+"""Activation functions, as pure elementwise functions of arrays.
+
+The layer forms (``jdl.nn.ReLU()``, ``jdl.nn.PReLU()`` with its learned slope, ...) live
+in :mod:`jdl.nn.activation`; these are the functions they apply.
+
+Derivatives, as the course material writes them, are what ``jax.grad`` gives:
+``sigmoid' = sigmoid (1 - sigmoid)``, ``tanh' = 1 - tanh^2``, ``relu'(z) = [z > 0]``
+(0 at ``z = 0``, like ``jax.nn.relu``).
+
+Example:
+    >>> import jax.numpy as jnp, jdl
+    >>> jdl.activations.leaky_relu(jnp.array([-2.0, 3.0]))
+    Array([-0.02,  3.  ], dtype=float32)
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def sigmoid(x):
+    """``1 / (1 + exp(-x))``, written as ``(1 + tanh(x/2)) / 2`` so it never overflows."""
+    return 0.5 * (jnp.tanh(0.5 * x) + 1.0)
+
+
+def tanh(x):
+    """``(e^x - e^-x) / (e^x + e^-x)``."""
+    return jnp.tanh(x)
+
+
+def relu(x):
+    """``max(0, x)``, with derivative 0 at 0."""
+    return jnp.where(x > 0, x, jnp.zeros_like(x))
+
+
+def leaky_relu(x, negative_slope: float = 0.01):
+    """``x`` if ``x >= 0`` else ``negative_slope * x`` (the course's leaky ReLU: a = 0.01)."""
+    return jnp.where(x >= 0, x, negative_slope * x)
+
+
+def prelu(x, slope):
+    """Parametric ReLU: ``x`` if ``x >= 0`` else ``slope * x``, with ``slope`` learned."""
+    return jnp.where(x >= 0, x, slope * x)
+
+
+def elu(x, alpha: float = 1.0):
+    """``x`` if ``x > 0`` else ``alpha (e^x - 1)``."""
+    # expm1 only of the non-positive part, so a large positive x cannot overflow the branch
+    # that `where` discards (its gradient would be NaN).
+    safe = jnp.minimum(x, 0)
+    return jnp.where(x > 0, x, alpha * jnp.expm1(safe))
+
+
+def gelu(x, approximate: bool = True):
+    """Gaussian error linear unit ``x Phi(x)`` (Hendrycks and Gimpel, 2016).
+
+    ``approximate=True`` (the default, as ``jax.nn.gelu`` and flax) uses
+    ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``; ``False`` the exact
+    ``0.5 x (1 + erf(x / sqrt(2)))``.
+    """
+    if approximate:
+        inner = jnp.sqrt(2.0 / jnp.pi).astype(x.dtype) * (x + 0.044715 * x**3)
+        return 0.5 * x * (1.0 + jnp.tanh(inner))
+    return 0.5 * x * (1.0 + jax.lax.erf(x / jnp.sqrt(2.0).astype(x.dtype)))
+
+
+def softmax(x, axis: int = -1):
+    """``exp(x_i) / sum_j exp(x_j)``, shifted by the max so it never overflows."""
+    shifted = x - jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+    exp = jnp.exp(shifted)
+    return exp / jnp.sum(exp, axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis: int = -1):
+    """``x_i - log sum_j exp(x_j)``, computed stably (finite for logits of +-1e4)."""
+    shifted = x - jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+    return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
+
+
+def step(x):
+    """The perceptron's step function: 1 where ``x > 0``, else 0 (gradient 0 everywhere)."""
+    return (x > 0).astype(x.dtype)

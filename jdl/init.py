@@ -1,0 +1,221 @@
+"""Weight initialisers, with the fan-in and fan-out of dense and convolution kernels.
+
+Every initialiser has the signature of `jax.nn.initializers`: ``init(key, shape,
+dtype=jnp.float32) -> array``, so the two can be swapped freely.
+
+Kernels follow flax's layout: a dense kernel is ``(fan_in_features, out_features)`` and an
+N-d convolution kernel is ``(*window, in_channels // groups, out_channels)``. For both,
+
+    fan_in  = in_features  * prod(window)
+    fan_out = out_features * prod(window)
+
+The formulas, as the course material writes them (``sigma`` is a standard deviation):
+
+=====================  ======================================================
+Gaussian               ``N(0, sigma)``
+uniform fan-in         ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+Xavier/Glorot uniform  ``U(-x, x)``, ``x = sqrt(6 / (fan_in + fan_out))``
+Xavier/Glorot normal   ``N(0, sqrt(2 / (fan_in + fan_out)))``
+He/Kaiming uniform     ``U(-x, x)``, ``x = sqrt(6 / fan_in)``
+He/Kaiming normal      ``N(0, sqrt(2 / fan_in))``
+LeCun uniform / normal variance ``1 / fan_in``
+orthogonal             a (semi-)orthogonal matrix times ``scale``
+=====================  ======================================================
+
+All of them except the Gaussian and orthogonal are :func:`variance_scaling`, the one
+place where the fan arithmetic lives. Note that ``jax.nn.initializers.glorot_normal``,
+``he_normal`` and ``lecun_normal`` draw from a *truncated* normal; the course's Xavier
+and He normals are plain normals, and so are jdl's. ``lecun_normal`` follows jax/flax
+(truncated), because it is the default kernel initialiser of flax's ``Dense`` and jdl's.
+
+Example:
+    >>> import jax, jdl
+    >>> w = jdl.init.he_normal()(jax.random.key(0), (784, 256))
+    >>> w.shape
+    (784, 256)
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+Initializer = Callable[..., jax.Array]
+
+_MODES = ("fan_in", "fan_out", "fan_avg")
+_DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
+
+
+def compute_fans(shape: Sequence[int], in_axis: int = -2, out_axis: int = -1) -> tuple[int, int]:
+    """Fan-in and fan-out of a kernel: the in/out feature axes times the receptive field.
+
+    For a dense kernel ``(in, out)`` this is ``(in, out)``; for a conv kernel
+    ``(kh, kw, in, out)`` it is ``(kh*kw*in, kh*kw*out)``.
+    """
+    shape = tuple(int(d) for d in shape)
+    if len(shape) < 2:
+        raise ValueError(
+            f"compute_fans: expected a kernel shape of rank >= 2 (..., in, out), got {shape}"
+        )
+    in_size, out_size = shape[in_axis], shape[out_axis]
+    receptive = math.prod(shape) // (in_size * out_size) if in_size * out_size else 0
+    return in_size * receptive, out_size * receptive
+
+
+def zeros(key, shape, dtype=jnp.float32):
+    """All zeros (the usual bias initialiser)."""
+    del key
+    return jnp.zeros(shape, dtype)
+
+
+def ones(key, shape, dtype=jnp.float32):
+    """All ones (the usual scale initialiser of a normalisation layer)."""
+    del key
+    return jnp.ones(shape, dtype)
+
+
+def constant(value: float) -> Initializer:
+    """Every entry equal to ``value``."""
+
+    def init(key, shape, dtype=jnp.float32):
+        del key
+        return jnp.full(shape, value, dtype)
+
+    return init
+
+
+def normal(stddev: float = 1e-2) -> Initializer:
+    """The course's Gaussian initialisation ``N(0, sigma)`` with ``sigma = stddev``."""
+    if stddev < 0:
+        raise ValueError(f"normal: expected stddev >= 0, got {stddev}")
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.normal(key, shape, dtype) * jnp.asarray(stddev, dtype)
+
+    return init
+
+
+def uniform(scale: float = 1e-2) -> Initializer:
+    """``U(-scale, scale)``."""
+    if scale < 0:
+        raise ValueError(f"uniform: expected scale >= 0, got {scale}")
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -scale, scale)
+
+    return init
+
+
+def variance_scaling(
+    scale: float,
+    mode: str,
+    distribution: str,
+    in_axis: int = -2,
+    out_axis: int = -1,
+) -> Initializer:
+    """Zero-mean draws with variance ``scale / n``, ``n`` the fan chosen by ``mode``.
+
+    ``distribution`` is ``"normal"`` (std ``sqrt(scale/n)``), ``"uniform"`` (bound
+    ``sqrt(3 scale/n)``) or ``"truncated_normal"`` (a normal cut at two standard
+    deviations and rescaled so its variance is still ``scale/n``). Same arguments and
+    same draws as ``jax.nn.initializers.variance_scaling``.
+    """
+    if mode not in _MODES:
+        raise ValueError(f"variance_scaling: expected mode in {_MODES}, got {mode!r}")
+    if distribution not in _DISTRIBUTIONS:
+        raise ValueError(
+            f"variance_scaling: expected distribution in {_DISTRIBUTIONS}, got {distribution!r}"
+        )
+    if scale <= 0:
+        raise ValueError(f"variance_scaling: expected scale > 0, got {scale}")
+
+    def init(key, shape, dtype=jnp.float32):
+        fan_in, fan_out = compute_fans(shape, in_axis, out_axis)
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+        variance = scale / max(1.0, fan)
+        if distribution == "normal":
+            return jax.random.normal(key, shape, dtype) * jnp.asarray(math.sqrt(variance), dtype)
+        if distribution == "uniform":
+            bound = math.sqrt(3.0 * variance)
+            return jax.random.uniform(key, shape, dtype, -1.0, 1.0) * jnp.asarray(bound, dtype)
+        # std of a standard normal truncated to [-2, 2]; divide it out to keep the variance.
+        truncated_std = 0.87962566103423978
+        std = math.sqrt(variance) / truncated_std
+        return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype) * jnp.asarray(std, dtype)
+
+    return init
+
+
+def uniform_fan_in(in_axis: int = -2, out_axis: int = -1) -> Initializer:
+    """The course's uniform initialisation ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
+
+    That is variance ``1/(3 fan_in)``: ``variance_scaling(1/3, "fan_in", "uniform")``.
+    (PyTorch's default for ``nn.Linear``.)
+    """
+    return variance_scaling(1.0 / 3.0, "fan_in", "uniform", in_axis, out_axis)
+
+
+def xavier_uniform(in_axis: int = -2, out_axis: int = -1) -> Initializer:
+    """Xavier/Glorot uniform: ``U(-x, x)``, ``x = sqrt(6 / (fan_in + fan_out))``."""
+    return variance_scaling(1.0, "fan_avg", "uniform", in_axis, out_axis)
+
+
+def xavier_normal(in_axis: int = -2, out_axis: int = -1) -> Initializer:
+    """Xavier/Glorot normal: ``N(0, sigma)``, ``sigma = sqrt(2 / (fan_in + fan_out))``."""
+    return variance_scaling(1.0, "fan_avg", "normal", in_axis, out_axis)
+
+
+def he_uniform(in_axis: int = -2, out_axis: int = -1) -> Initializer:
+    """He/Kaiming uniform: ``U(-x, x)``, ``x = sqrt(6 / fan_in)``."""
+    return variance_scaling(2.0, "fan_in", "uniform", in_axis, out_axis)
+
+
+def he_normal(in_axis: int = -2, out_axis: int = -1) -> Initializer:
+    """He/Kaiming normal: ``N(0, sigma)``, ``sigma = sqrt(2 / fan_in)`` (plain normal)."""
+    return variance_scaling(2.0, "fan_in", "normal", in_axis, out_axis)
+
+
+def lecun_uniform(in_axis: int = -2, out_axis: int = -1) -> Initializer:
+    """LeCun uniform: variance ``1 / fan_in``, ``U(-sqrt(3/fan_in), sqrt(3/fan_in))``."""
+    return variance_scaling(1.0, "fan_in", "uniform", in_axis, out_axis)
+
+
+def lecun_normal(in_axis: int = -2, out_axis: int = -1) -> Initializer:
+    """LeCun normal: variance ``1 / fan_in`` from a truncated normal, as jax and flax."""
+    return variance_scaling(1.0, "fan_in", "truncated_normal", in_axis, out_axis)
+
+
+glorot_uniform = xavier_uniform
+glorot_normal = xavier_normal
+kaiming_uniform = he_uniform
+kaiming_normal = he_normal
+
+
+def orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
+    """A random (semi-)orthogonal matrix times ``scale`` (Saxe et al., 2014).
+
+    The kernel is reshaped to ``(rows, cols)`` with ``cols`` the size of
+    ``column_axis``; the result has orthonormal columns if ``rows >= cols``, else
+    orthonormal rows. It is the Q of the QR decomposition of a Gaussian matrix, with
+    signs fixed by the diagonal of R so that the distribution is uniform (Haar).
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        shape = tuple(shape)
+        if len(shape) < 2:
+            raise ValueError(f"orthogonal: expected a shape of rank >= 2, got {shape}")
+        cols = shape[column_axis]
+        rows = math.prod(shape) // cols
+        big, small = max(rows, cols), min(rows, cols)
+        gaussian = jax.random.normal(key, (big, small), jnp.float32)
+        q, r = jnp.linalg.qr(gaussian)
+        q = q * jnp.sign(jnp.diagonal(r))[None, :]
+        if rows < cols:
+            q = q.T
+        q = q.reshape(tuple(d for i, d in enumerate(shape) if i != column_axis % len(shape)) + (cols,))
+        q = jnp.moveaxis(q, -1, column_axis)
+        return (scale * q).astype(dtype)
+
+    return init

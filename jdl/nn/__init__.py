@@ -1,0 +1,19 @@
+"""Layers: each a pair of pure functions ``init`` and ``apply`` (see :mod:`jdl.nn.core`)."""
+from jdl.nn.activation import ELU, GELU, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, Softmax, Step, Tanh
+from jdl.nn.conv import Conv, Conv1D, Conv2D, conv_output_size
+from jdl.nn.core import Concat, Lambda, Layer, Parallel, Residual, Sequential, make_layer, output_shape, stateless
+from jdl.nn.dense import Dense
+from jdl.nn.dropout import Dropout
+from jdl.nn.embed import Embedding, attend
+from jdl.nn.norm import BatchNorm, LayerNorm
+from jdl.nn.pool import AvgPool, AvgPool1D, AvgPool2D, GlobalAvgPool, GlobalMaxPool, MaxPool, MaxPool1D, MaxPool2D
+from jdl.nn.reshape import Flatten, Reshape
+
+__all__ = [
+    "Layer", "make_layer", "stateless", "output_shape",
+    "Sequential", "Residual", "Parallel", "Concat", "Lambda",
+    "Dense", "Conv", "Conv1D", "Conv2D", "conv_output_size",
+    "MaxPool", "AvgPool", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool", "GlobalMaxPool",
+    "Flatten", "Reshape", "Dropout", "BatchNorm", "LayerNorm", "Embedding", "attend",
+    "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "PReLU", "ELU", "GELU", "Softmax", "LogSoftmax", "Step",
+]

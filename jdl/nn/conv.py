@@ -1,0 +1,214 @@
+"""Convolutions over 1, 2 or 3 spatial axes, channels last (``NWC``, ``NHWC``).
+
+A convolution slides a kernel of shape ``(*window, in_channels // groups, features)``
+across the input; each output position is a dot product of the window with the kernel
+(sparse interactions and parameter sharing, in the course's words). Along one axis of
+size ``N`` with kernel ``F``, stride ``S``, padding ``P`` on each side and dilation ``D``,
+the output has
+
+    floor((N + 2P - D (F - 1) - 1) / S) + 1
+
+positions, which for ``D = 1`` is the course's ``(N - F + 2P) / S + 1``
+(:func:`conv_output_size` computes it).
+
+Padding is ``"SAME"`` (output ``ceil(N / S)``), ``"VALID"`` (no padding), ``"CAUSAL"``
+(1-D only: ``D (F - 1)`` zeros on the left, so position ``t`` sees only ``<= t``), an
+int (that many zeros on both sides of every spatial axis), a sequence of ints (one per
+axis) or a sequence of ``(low, high)`` pairs.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jdl import nn
+    >>> conv = nn.Conv1D(25, 5, strides=2, padding=1)
+    >>> params, state = conv.init(jax.random.key(0), jnp.zeros((8, 40, 1)))
+    >>> params["w"].shape
+    (5, 1, 25)
+    >>> conv.apply(params, state, jnp.ones((8, 40, 1)))[0].shape  # (40 - 5 + 2) // 2 + 1
+    (8, 19, 25)
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jdl import init as initializers
+from jdl._checks import check_floating, check_keys, check_min_rank, check_param_shape
+from jdl.nn.core import Layer, make_layer
+
+PADDING_STRINGS = ("SAME", "VALID", "CAUSAL")
+
+
+def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding=0, dilation: int = 1) -> int:
+    """Output length along one axis: ``floor((N + P_lo + P_hi - D (F - 1) - 1) / S) + 1``.
+
+    ``padding`` is an int (both sides), a ``(low, high)`` pair, ``"VALID"`` or ``"SAME"``.
+    With ``dilation = 1`` and symmetric padding this is the course's ``(N - F + 2P)/S + 1``.
+    """
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode == "SAME":
+            return -(-input_size // stride)
+        if mode == "VALID":
+            padding = (0, 0)
+        else:
+            raise ValueError(f"conv_output_size: expected padding 'SAME', 'VALID' or ints, got {padding!r}")
+    low, high = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    effective_kernel = dilation * (kernel_size - 1) + 1
+    return (input_size + low + high - effective_kernel) // stride + 1
+
+
+def _as_tuple(value, n: int, what: str, where: str) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * n
+    value = tuple(value)
+    if len(value) != n or not all(isinstance(v, int) for v in value):
+        raise ValueError(f"{where}: expected {what} to be an int or {n} ints, got {value!r}")
+    return value
+
+
+def normalize_padding(padding, kernel_size: Sequence[int], dilation: Sequence[int], where: str):
+    """Padding as lax takes it: ``"SAME"``/``"VALID"`` or a list of ``(low, high)`` pairs."""
+    n = len(kernel_size)
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode not in PADDING_STRINGS:
+            raise ValueError(f"{where}: expected padding in {PADDING_STRINGS}, an int or pairs, got {padding!r}")
+        if mode == "CAUSAL":
+            if n != 1:
+                raise ValueError(f"{where}: padding 'CAUSAL' is for 1-D inputs, got {n} spatial axes")
+            return [(dilation[0] * (kernel_size[0] - 1), 0)]
+        return mode
+    if isinstance(padding, int):
+        return [(padding, padding)] * n
+    padding = list(padding)
+    if len(padding) == n and all(isinstance(p, int) for p in padding):
+        return [(p, p) for p in padding]
+    if len(padding) == n and all(isinstance(p, Sequence) and len(p) == 2 for p in padding):
+        return [tuple(int(v) for v in p) for p in padding]
+    raise ValueError(
+        f"{where}: expected padding to be one of {PADDING_STRINGS}, an int, {n} ints or {n} (low, high) pairs, "
+        f"got {padding!r}"
+    )
+
+
+def fold_batch_axes(x, num_spatial: int):
+    """Reshape ``(*batch, *spatial, C)`` to ``(B, *spatial, C)``; returns the leading shape to restore."""
+    leading = x.shape[: x.ndim - num_spatial - 1]
+    return x.reshape((math.prod(leading),) + x.shape[len(leading):]), leading
+
+
+def Conv(
+    features: int,
+    kernel_size: int | Sequence[int],
+    strides: int | Sequence[int] = 1,
+    padding="SAME",
+    kernel_dilation: int | Sequence[int] = 1,
+    feature_group_count: int = 1,
+    *,
+    use_bias: bool = True,
+    w_init=initializers.lecun_normal(),
+    b_init=initializers.zeros,
+    param_dtype=jnp.float32,
+    dtype=None,
+    name: str = "conv",
+) -> Layer:
+    """An N-d convolution, channels last; ``len(kernel_size)`` is the number of spatial axes.
+
+    The input is ``(*batch, *spatial, in_channels)`` with any number of batch axes (none
+    too). Params are ``{"w": (*kernel_size, in_channels // groups, features), "b": (features,)}``.
+    Argument names follow ``flax.linen.Conv``.
+    """
+    kernel_size = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
+    n = len(kernel_size)
+    description = (
+        f"Conv(features={features}, kernel_size={kernel_size}, strides={strides}, padding={padding!r}"
+        + (f", kernel_dilation={kernel_dilation}" if kernel_dilation != 1 else "")
+        + (f", feature_group_count={feature_group_count}" if feature_group_count != 1 else "")
+        + ")"
+    )
+    if not 1 <= n <= 3 or not all(isinstance(k, int) and k > 0 for k in kernel_size):
+        raise ValueError(f"{description}: expected 1 to 3 positive kernel sizes, got {kernel_size!r}")
+    if not isinstance(features, int) or features <= 0:
+        raise ValueError(f"{description}: expected features to be a positive int, got {features!r}")
+    strides_t = _as_tuple(strides, n, "strides", description)
+    dilation_t = _as_tuple(kernel_dilation, n, "kernel_dilation", description)
+    lax_padding = normalize_padding(padding, kernel_size, dilation_t, description)
+    if features % feature_group_count:
+        raise ValueError(
+            f"{description}: expected features divisible by feature_group_count {feature_group_count}, got {features}"
+        )
+    keys = ["w", "b"] if use_bias else ["w"]
+    layout = "*batch, " + ", ".join(f"spatial_{i}" for i in range(n)) + ", channels"
+
+    def check_input(x):
+        check_floating(description, x)
+        check_min_rank(description, x, n + 1, layout)
+        if x.shape[-1] % feature_group_count:
+            raise ValueError(
+                f"{description}: expected input channels divisible by feature_group_count "
+                f"{feature_group_count}, got input of shape {tuple(x.shape)}"
+            )
+
+    def kernel_shape(in_channels):
+        return kernel_size + (in_channels // feature_group_count, features)
+
+    def init(key, x):
+        check_input(x)
+        w_key, b_key = jax.random.split(key)
+        params = {"w": w_init(w_key, kernel_shape(x.shape[-1]), param_dtype)}
+        if use_bias:
+            params["b"] = b_init(b_key, (features,), param_dtype)
+        return params, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        check_input(x)
+        check_keys(description, params, keys)
+        check_keys(description, state, [], "state")
+        w = params["w"]
+        check_param_shape(description, w, kernel_shape(x.shape[-1]), "w")
+        compute_dtype = dtype or jnp.result_type(x.dtype, w.dtype)
+        batched, leading = fold_batch_axes(x.astype(compute_dtype), n)
+        y = lax.conv_general_dilated(
+            batched,
+            w.astype(compute_dtype),
+            window_strides=strides_t,
+            padding=lax_padding,
+            rhs_dilation=dilation_t,
+            dimension_numbers=_dimension_numbers(n),
+            feature_group_count=feature_group_count,
+        )
+        if use_bias:
+            check_param_shape(description, params["b"], (features,), "b")
+            y = y + params["b"].astype(compute_dtype)
+        return y.reshape(leading + y.shape[1:]), state
+
+    return make_layer(name, description, init, apply)
+
+
+def _dimension_numbers(num_spatial: int) -> lax.ConvDimensionNumbers:
+    # Channels last for input and output; kernel (*window, in, out).
+    rank = num_spatial + 2
+    activations = (0, rank - 1) + tuple(range(1, rank - 1))
+    kernel = (rank - 1, rank - 2) + tuple(range(rank - 2))
+    return lax.ConvDimensionNumbers(activations, kernel, activations)
+
+
+def Conv1D(features: int, kernel_size: int, strides: int = 1, padding="SAME", kernel_dilation: int = 1,
+           feature_group_count: int = 1, **kwargs) -> Layer:
+    """A 1-D convolution over ``(*batch, length, channels)``; see :func:`Conv`."""
+    kwargs.setdefault("name", "conv1d")
+    return Conv(features, _as_tuple(kernel_size, 1, "kernel_size", "Conv1D"), strides, padding,
+                kernel_dilation, feature_group_count, **kwargs)
+
+
+def Conv2D(features: int, kernel_size: int | Sequence[int], strides=1, padding="SAME", kernel_dilation=1,
+           feature_group_count: int = 1, **kwargs) -> Layer:
+    """A 2-D convolution over ``(*batch, height, width, channels)``; see :func:`Conv`."""
+    kwargs.setdefault("name", "conv2d")
+    return Conv(features, _as_tuple(kernel_size, 2, "kernel_size", "Conv2D"), strides, padding,
+                kernel_dilation, feature_group_count, **kwargs)

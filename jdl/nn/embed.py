@@ -1,0 +1,65 @@
+"""Embedding: a learned lookup table from integer ids to vectors.
+
+``y[..., :] = E[ids[...], :]`` with ``E`` of shape ``(num_embeddings, features)``; it is
+a one-hot vector times ``E``, computed as a gather. :func:`attend` is the transpose
+(``x E^T``), the output projection of a model whose input and output embeddings are tied.
+
+Ids outside ``[0, num_embeddings)`` cannot be caught at trace time; they give NaN rows
+(``jnp.take(mode="fill")``), never a silently clipped row.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jdl import nn
+    >>> embed = nn.Embedding(1000, 64)
+    >>> params, state = embed.init(jax.random.key(0), jnp.zeros((2, 7), jnp.int32))
+    >>> embed.apply(params, state, jnp.array([[1, 2, 3]]))[0].shape
+    (1, 3, 64)
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from jdl import init as initializers
+from jdl._checks import check_floating, check_integer, check_keys, check_param_shape
+from jdl.nn.core import Layer, make_layer
+
+
+def Embedding(
+    num_embeddings: int,
+    features: int,
+    *,
+    embedding_init=initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0),
+    param_dtype=jnp.float32,
+    name: str = "embedding",
+) -> Layer:
+    """Look up rows of ``params["embedding"]`` (``(num_embeddings, features)``) by integer id.
+
+    The default initialiser is flax's: ``N(0, 1/sqrt(features))``.
+    """
+    if num_embeddings <= 0 or features <= 0:
+        raise ValueError(f"Embedding: expected positive num_embeddings and features, got {num_embeddings}, {features}")
+    description = f"Embedding(num_embeddings={num_embeddings}, features={features})"
+
+    def init(key, ids):
+        check_integer(description, ids, "ids")
+        return {"embedding": embedding_init(key, (num_embeddings, features), param_dtype)}, {}
+
+    def apply(params, state, ids, *, key=None, train=False):
+        del key, train
+        check_integer(description, ids, "ids")
+        check_keys(description, params, ["embedding"])
+        check_keys(description, state, [], "state")
+        table = params["embedding"]
+        check_param_shape(description, table, (num_embeddings, features), "embedding")
+        return jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan), state
+
+    return make_layer(name, description, init, apply)
+
+
+def attend(params, x):
+    """Scores of ``x`` against every embedding: ``x E^T``, for tied output projections."""
+    table = params["embedding"]
+    check_floating("attend", x)
+    if x.shape[-1] != table.shape[1]:
+        raise ValueError(f"attend: expected x with last axis {table.shape[1]}, got shape {tuple(x.shape)}")
+    return jnp.dot(x, table.T)
