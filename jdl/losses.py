@@ -1,1 +1,479 @@
-"""Losses (placeholder, being written)."""
+"""Losses, written by hand in ``jax.numpy``; names and arguments mirror ``optax.losses``.
+
+Like optax, every loss returns one value per example (no reduction over the batch), so
+``jdl.losses.softmax_cross_entropy`` and ``optax.losses.softmax_cross_entropy`` can be
+swapped with one import; take ``.mean()`` yourself. The exceptions say so in their name:
+:func:`mean_squared_error` and :func:`mean_absolute_error` return a scalar, and the weight
+penalties :func:`l1_penalty` and :func:`l2_penalty` sum over a whole params pytree.
+
+Inputs are checked at trace time: logits must be floating point, integer class labels
+must have an integer dtype and the shape ``logits.shape[:-1]``, and arrays that should
+match must have the same shape (nothing is silently broadcast). Where jdl is stricter
+than optax (optax broadcasts), the error says what was expected and what was given.
+
+=========================================  ============================================
+``squared_error(p, t)``                    ``(p - t)^2``
+``l2_loss(p, t)``                          ``0.5 (p - t)^2``
+``absolute_error(p, t)``                   ``|p - t|``
+``mean_squared_error(p, t)``               ``mean((p - t)^2)`` (a scalar)
+``mean_absolute_error(p, t)``              ``mean(|p - t|)`` (a scalar)
+``sigmoid_binary_cross_entropy(z, y)``     ``-y log s(z) - (1 - y) log(1 - s(z))``
+``binary_cross_entropy(p, y)``             ``-y log p - (1 - y) log(1 - p)``
+``softmax_cross_entropy(z, y)``            ``-sum_c y_c log softmax(z)_c``
+``softmax_cross_entropy_with_integer...``  ``-log softmax(z)_y``
+``nll_loss(log_p, y)``                     ``-log_p[y]``
+``hinge_loss(f, t)``                       ``max(0, 1 - t f)``, ``t in {-1, +1}``
+``perceptron_loss(f, t)``                  ``max(0, -t f)``
+``kl_divergence(log_q, p)``                ``sum_c p_c (log p_c - log_q_c)``
+``l1_penalty(params)``                     ``sum |w|`` over every leaf
+``l2_penalty(params)``                     ``1/2 sum w^2`` over every leaf
+=========================================  ============================================
+
+Example:
+    >>> import jax.numpy as jnp, jdl
+    >>> logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    >>> labels = jnp.array([0, 2])
+    >>> jdl.losses.softmax_cross_entropy_with_integer_labels(logits, labels)
+    Array([0.23954484, 1.0986123 ], dtype=float32)
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jdl._checks import (
+    check_array,
+    check_floating,
+    check_integer,
+    check_min_rank,
+    check_same_shape,
+)
+from jdl.activations import log_softmax
+
+__all__ = [
+    "squared_error",
+    "l2_loss",
+    "absolute_error",
+    "mean_squared_error",
+    "mean_absolute_error",
+    "sigmoid_binary_cross_entropy",
+    "binary_cross_entropy",
+    "smooth_labels",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels",
+    "nll_loss",
+    "hinge_loss",
+    "perceptron_loss",
+    "kl_divergence",
+    "l1_penalty",
+    "l2_penalty",
+]
+
+# PyTorch's BCELoss clamps each log term at -100 so that p = 0 or 1 gives a finite loss.
+_BCE_LOG_CLAMP = -100.0
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_real(where: str, x: Any, what: str) -> None:
+    """Bool, integer or floating (targets that are plain numbers: 0/1, -1/+1, values)."""
+    check_array(where, x, what)
+    dtype = jnp.dtype(x.dtype)
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+            or dtype == jnp.bool_):
+        raise TypeError(
+            f"{where}: expected real-valued {what} (bool, integer or floating), got "
+            f"{dtype.name} {what} of shape {tuple(x.shape)}"
+        )
+
+
+def _check_pair(where: str, x: Any, y: Any, x_name: str, y_name: str) -> None:
+    """A floating ``x`` and a real ``y`` of exactly the same shape."""
+    check_floating(where, x, x_name)
+    _check_real(where, y, y_name)
+    check_same_shape(where, x, y, x_name, y_name)
+
+
+def _check_class_labels(where: str, scores: Any, labels: Any, scores_name: str) -> None:
+    """Floating ``scores`` (..., num_classes) and integer ``labels`` of shape scores.shape[:-1]."""
+    check_floating(where, scores, scores_name)
+    check_min_rank(where, scores, 1, "..., num_classes", scores_name)
+    check_array(where, labels, "labels")
+    expected = tuple(scores.shape[:-1])
+    if jnp.issubdtype(labels.dtype, jnp.floating) and tuple(labels.shape) == tuple(scores.shape):
+        raise TypeError(
+            f"{where}: expected integer class labels of shape {expected}, got "
+            f"{jnp.dtype(labels.dtype).name} labels of shape {tuple(labels.shape)} (one-hot or "
+            f"probabilities?); use softmax_cross_entropy for those"
+        )
+    check_integer(where, labels, "labels")
+    if tuple(labels.shape) != expected:
+        raise ValueError(
+            f"{where}: expected labels of shape {expected} ({scores_name}.shape[:-1], one "
+            f"class index per example; nothing is broadcast), got labels of shape "
+            f"{tuple(labels.shape)} for {scores_name} of shape {tuple(scores.shape)}"
+        )
+
+
+def _check_distributions(where: str, logits: Any, labels: Any, logits_name: str, labels_name: str) -> None:
+    """Floating ``logits`` and floating ``labels`` of the same shape (..., num_classes)."""
+    check_floating(where, logits, logits_name)
+    check_min_rank(where, logits, 1, "..., num_classes", logits_name)
+    check_array(where, labels, labels_name)
+    if jnp.issubdtype(labels.dtype, jnp.integer) and tuple(labels.shape) == tuple(logits.shape[:-1]):
+        raise TypeError(
+            f"{where}: expected floating {labels_name} of shape {tuple(logits.shape)} (one-hot "
+            f"or probabilities), got {jnp.dtype(labels.dtype).name} {labels_name} of shape "
+            f"{tuple(labels.shape)} (class indices?); use "
+            f"softmax_cross_entropy_with_integer_labels for those"
+        )
+    check_floating(where, labels, labels_name)
+    check_same_shape(where, logits, labels, logits_name, labels_name)
+
+
+def _check_smoothing(where: str, alpha: Any, name: str) -> None:
+    if isinstance(alpha, numbers.Real) and not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"{where}: expected {name} in [0, 1], got {alpha!r}")
+
+
+def _is_zero(alpha: Any) -> bool:
+    return isinstance(alpha, numbers.Real) and alpha == 0
+
+
+# ------------------------------------------------------------------ shared pieces
+
+
+def _pick_class(values: jax.Array, labels: jax.Array) -> jax.Array:
+    """``values[..., labels]``; NaN where a label is outside ``[0, num_classes)``.
+
+    Values cannot be checked at trace time, so an out-of-range label gives NaN rather
+    than a silently wrong number (a negative label would otherwise wrap around).
+    """
+    num_classes = values.shape[-1]
+    in_range = (labels >= 0) & (labels < num_classes)
+    safe_labels = jnp.where(in_range, labels, 0)
+    picked = jnp.take_along_axis(values, safe_labels[..., None], axis=-1)[..., 0]
+    return jnp.where(in_range, picked, jnp.nan)
+
+
+def _smooth(labels: jax.Array, alpha) -> jax.Array:
+    return (1.0 - alpha) * labels + alpha / labels.shape[-1]
+
+
+def _log_sigmoid(x: jax.Array) -> jax.Array:
+    """``log(1 / (1 + e^-x)) = -log(1 + e^-x)``; ``logaddexp`` keeps it finite at +-1e4."""
+    return -jnp.logaddexp(0.0, -x)
+
+
+def _clamped_log(p: jax.Array) -> jax.Array:
+    """``max(log p, -100)``, with a finite (zero) gradient where the clamp is active."""
+    positive = p > 0
+    log_p = jnp.log(jnp.where(positive, p, 1.0))  # no log(0) even in the discarded branch
+    return jnp.maximum(jnp.where(positive, log_p, _BCE_LOG_CLAMP), _BCE_LOG_CLAMP)
+
+
+def _tree_leaves(where: str, params: Any) -> list[jax.Array]:
+    leaves = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if not hasattr(leaf, "dtype") or not jnp.issubdtype(leaf.dtype, jnp.floating):
+            got = jnp.dtype(leaf.dtype).name if hasattr(leaf, "dtype") else type(leaf).__name__
+            raise TypeError(
+                f"{where}: expected every leaf of params to be a floating-point array, got "
+                f"{got} at params{jax.tree_util.keystr(path)}"
+            )
+        leaves.append(leaf)
+    return leaves
+
+
+# ------------------------------------------------------------------------ regression
+
+
+def squared_error(predictions: jax.Array, targets: Optional[jax.Array] = None) -> jax.Array:
+    """Elementwise ``(predictions - targets)^2`` (``targets`` defaults to zeros), as optax.
+
+    Same shape as ``predictions``; ``targets`` must have exactly that shape.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> jdl.losses.squared_error(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0]))
+        Array([1., 4.], dtype=float32)
+    """
+    return _squared_error("squared_error", predictions, targets)
+
+
+def _squared_error(where: str, predictions, targets):
+    if targets is None:
+        check_floating(where, predictions, "predictions")
+        return predictions**2
+    _check_pair(where, predictions, targets, "predictions", "targets")
+    return (predictions - targets) ** 2
+
+
+def l2_loss(predictions: jax.Array, targets: Optional[jax.Array] = None) -> jax.Array:
+    """Elementwise ``0.5 (predictions - targets)^2``, as ``optax.losses.l2_loss``.
+
+    The factor 1/2 (Bishop's convention) makes the gradient ``predictions - targets``.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> jdl.losses.l2_loss(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0]))
+        Array([0.5, 2. ], dtype=float32)
+    """
+    return 0.5 * _squared_error("l2_loss", predictions, targets)
+
+
+def absolute_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+    """Elementwise ``|predictions - targets|``.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> jdl.losses.absolute_error(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0]))
+        Array([1., 2.], dtype=float32)
+    """
+    _check_pair("absolute_error", predictions, targets, "predictions", "targets")
+    return jnp.abs(predictions - targets)
+
+
+def mean_squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+    """MSE: the scalar ``mean((predictions - targets)^2)`` over every element.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> jdl.losses.mean_squared_error(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0]))
+        Array(2.5, dtype=float32)
+    """
+    if targets is None:
+        raise TypeError("mean_squared_error: expected targets, got None (use squared_error)")
+    return jnp.mean(_squared_error("mean_squared_error", predictions, targets))
+
+
+def mean_absolute_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+    """MAE: the scalar ``mean(|predictions - targets|)`` over every element.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> jdl.losses.mean_absolute_error(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0]))
+        Array(1.5, dtype=float32)
+    """
+    _check_pair("mean_absolute_error", predictions, targets, "predictions", "targets")
+    return jnp.mean(jnp.abs(predictions - targets))
+
+
+# ------------------------------------------------------------------ binary classification
+
+
+def sigmoid_binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Elementwise binary cross-entropy from logits, as optax.
+
+    With ``s`` the sigmoid, ``-y log s(z) - (1 - y) log(1 - s(z))``, computed as
+    ``-y log_sigmoid(z) - (1 - y) log_sigmoid(-z)`` so that it is finite (and so is its
+    gradient ``s(z) - y``) for logits of any size. ``labels`` (0/1 or probabilities) must
+    have the shape of ``logits``; bool or integer labels are converted to the logits'
+    dtype.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> jdl.losses.sigmoid_binary_cross_entropy(jnp.array([0.0, 1e4]), jnp.array([1.0, 0.0]))
+        Array([6.931472e-01, 1.000000e+04], dtype=float32)
+    """
+    _check_pair("sigmoid_binary_cross_entropy", logits, labels, "logits", "labels")
+    labels = labels.astype(logits.dtype)
+    return -labels * _log_sigmoid(logits) - (1.0 - labels) * _log_sigmoid(-logits)
+
+
+def binary_cross_entropy(probabilities: jax.Array, labels: jax.Array) -> jax.Array:
+    """Elementwise binary cross-entropy from probabilities ``p`` (PyTorch's ``BCELoss``).
+
+    ``-y max(log p, -100) - (1 - y) max(log(1 - p), -100)``. Each log term is clamped at
+    -100, as PyTorch does, so ``p = 0`` or ``p = 1`` gives a finite loss (at most 100)
+    instead of ``inf``; where the clamp is active the gradient is zero. Prefer
+    :func:`sigmoid_binary_cross_entropy` on logits: it needs no clamp and loses no
+    precision when ``p`` rounds to 0 or 1. Bool or integer labels are converted to the
+    probabilities' dtype.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> jdl.losses.binary_cross_entropy(jnp.array([0.5, 0.0]), jnp.array([1.0, 1.0]))
+        Array([  0.6931472, 100.       ], dtype=float32)
+    """
+    _check_pair("binary_cross_entropy", probabilities, labels, "probabilities", "labels")
+    labels = labels.astype(probabilities.dtype)
+    return -labels * _clamped_log(probabilities) - (1.0 - labels) * _clamped_log(1.0 - probabilities)
+
+
+def hinge_loss(predictor_outputs: jax.Array, targets: jax.Array) -> jax.Array:
+    """Elementwise ``max(0, 1 - t y)`` for scores ``y`` and targets ``t`` in {-1, +1}, as optax.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> jdl.losses.hinge_loss(jnp.array([2.0, 0.5, -1.0]), jnp.array([1, 1, 1]))
+        Array([0. , 0.5, 2. ], dtype=float32)
+    """
+    _check_pair("hinge_loss", predictor_outputs, targets, "predictor_outputs", "targets")
+    return jnp.maximum(0, 1 - predictor_outputs * targets.astype(predictor_outputs.dtype))
+
+
+def perceptron_loss(predictor_outputs: jax.Array, targets: jax.Array) -> jax.Array:
+    """Elementwise ``max(0, -t y)`` for scores ``y`` and targets ``t`` in {-1, +1}, as optax.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> jdl.losses.perceptron_loss(jnp.array([2.0, -0.5]), jnp.array([1, 1]))
+        Array([0. , 0.5], dtype=float32)
+    """
+    _check_pair("perceptron_loss", predictor_outputs, targets, "predictor_outputs", "targets")
+    return jnp.maximum(0, -predictor_outputs * targets.astype(predictor_outputs.dtype))
+
+
+# ------------------------------------------------------------- multiclass classification
+
+
+def smooth_labels(labels: jax.Array, alpha: float) -> jax.Array:
+    """Label smoothing, as optax: ``(1 - alpha) labels + alpha / num_classes``.
+
+    ``labels`` are one-hot (or probabilities) over the last axis; ``alpha`` in [0, 1]
+    (Szegedy et al., 2016; Mueller et al., 2019).
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> jdl.losses.smooth_labels(jnp.array([0.0, 1.0, 0.0, 0.0]), 0.2)
+        Array([0.05, 0.85, 0.05, 0.05], dtype=float32)
+    """
+    where = "smooth_labels"
+    check_floating(where, labels, "labels")
+    check_min_rank(where, labels, 1, "..., num_classes", "labels")
+    _check_smoothing(where, alpha, "alpha")
+    return _smooth(labels, alpha)
+
+
+def softmax_cross_entropy(
+    logits: jax.Array, labels: jax.Array, *, label_smoothing: float = 0.0
+) -> jax.Array:
+    """Cross-entropy ``-sum_c y_c log softmax(z)_c`` over the last axis, as optax.
+
+    ``labels`` are one-hot or probabilities with the shape of ``logits``
+    ``(..., num_classes)``; the result has shape ``logits.shape[:-1]``. With
+    ``label_smoothing = alpha`` the labels are first replaced by
+    ``smooth_labels(labels, alpha)``, i.e. optax's
+    ``softmax_cross_entropy(logits, smooth_labels(labels, alpha))``.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> logits = jnp.array([[2.0, 0.0, 0.0]])
+        >>> jdl.losses.softmax_cross_entropy(logits, jnp.array([[1.0, 0.0, 0.0]]))
+        Array([0.23954484], dtype=float32)
+    """
+    where = "softmax_cross_entropy"
+    _check_distributions(where, logits, labels, "logits", "labels")
+    _check_smoothing(where, label_smoothing, "label_smoothing")
+    if not _is_zero(label_smoothing):
+        labels = _smooth(labels, label_smoothing)
+    return -jnp.sum(labels * log_softmax(logits, axis=-1), axis=-1)
+
+
+def softmax_cross_entropy_with_integer_labels(
+    logits: jax.Array, labels: jax.Array, *, label_smoothing: float = 0.0
+) -> jax.Array:
+    """Cross-entropy ``-log softmax(z)_y`` for integer class labels ``y``, as optax.
+
+    ``logits`` have shape ``(..., num_classes)`` and ``labels`` the integer shape
+    ``logits.shape[:-1]``; so does the result. A label outside ``[0, num_classes)`` gives
+    NaN (values cannot be checked at trace time). With ``label_smoothing = alpha`` this
+    equals :func:`softmax_cross_entropy` on ``smooth_labels(one_hot(y), alpha)``:
+
+        ``(1 - alpha) (-log softmax(z)_y) + alpha mean_c (-log softmax(z)_c)``.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> logits = jnp.array([[2.0, 0.0, 0.0]])
+        >>> jdl.losses.softmax_cross_entropy_with_integer_labels(logits, jnp.array([0]))
+        Array([0.23954484], dtype=float32)
+    """
+    where = "softmax_cross_entropy_with_integer_labels"
+    _check_class_labels(where, logits, labels, "logits")
+    _check_smoothing(where, label_smoothing, "label_smoothing")
+    log_probs = log_softmax(logits, axis=-1)
+    loss = -_pick_class(log_probs, labels)
+    if _is_zero(label_smoothing):
+        return loss
+    uniform = -jnp.mean(log_probs, axis=-1)
+    return (1.0 - label_smoothing) * loss + label_smoothing * uniform
+
+
+def nll_loss(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
+    """Negative log-likelihood ``-log_probs[..., y]`` for integer labels ``y``, per example.
+
+    ``log_probs`` are log-probabilities (e.g. the output of ``log_softmax``) of shape
+    ``(..., num_classes)``; ``labels`` have the integer shape ``log_probs.shape[:-1]``.
+    ``nll_loss(log_softmax(z), y)`` equals
+    ``softmax_cross_entropy_with_integer_labels(z, y)``. Unlike PyTorch's ``nll_loss``
+    there is no reduction over the batch. A label outside ``[0, num_classes)`` gives NaN.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> log_probs = jnp.log(jnp.array([[0.5, 0.25, 0.25]]))
+        >>> jdl.losses.nll_loss(log_probs, jnp.array([1]))
+        Array([1.3862944], dtype=float32)
+    """
+    _check_class_labels("nll_loss", log_probs, labels, "log_probs")
+    return -_pick_class(log_probs, labels)
+
+
+def kl_divergence(log_predictions: jax.Array, targets: jax.Array) -> jax.Array:
+    """``KL(targets || predictions) = sum_c p_c (log p_c - log q_c)`` over the last axis, as optax.
+
+    ``log_predictions`` are ``log q`` (log-space, to avoid underflow) and ``targets`` the
+    probabilities ``p``, both of shape ``(..., num_classes)``; the result has shape
+    ``(...)``. ``0 log 0 = 0``, and the gradient where ``p = 0`` is finite too.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> log_q = jnp.log(jnp.array([0.5, 0.5]))
+        >>> jdl.losses.kl_divergence(log_q, jnp.array([1.0, 0.0]))
+        Array(0.6931472, dtype=float32)
+    """
+    where = "kl_divergence"
+    check_floating(where, log_predictions, "log_predictions")
+    check_min_rank(where, log_predictions, 1, "..., num_classes", "log_predictions")
+    check_floating(where, targets, "targets")
+    check_same_shape(where, log_predictions, targets, "log_predictions", "targets")
+    positive = targets > 0
+    log_targets = jnp.where(positive, jnp.log(jnp.where(positive, targets, 1.0)), 0.0)
+    return jnp.sum(targets * (log_targets - log_predictions), axis=-1)
+
+
+# ------------------------------------------------------------------ weight penalties
+
+
+def l1_penalty(params: Any) -> jax.Array:
+    """``sum |w|`` over every element of every leaf of a params pytree (a scalar).
+
+    Multiply by ``lambda`` yourself: ``loss + lam * l1_penalty(params)``. Every leaf must
+    be a floating array; select the leaves to penalise (e.g. only kernels) beforehand.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> jdl.losses.l1_penalty({"w": jnp.array([1.0, -2.0]), "b": jnp.array([0.5])})
+        Array(3.5, dtype=float32)
+    """
+    leaves = _tree_leaves("l1_penalty", params)
+    return sum((jnp.sum(jnp.abs(leaf)) for leaf in leaves), jnp.zeros((), jnp.float32))
+
+
+def l2_penalty(params: Any) -> jax.Array:
+    """``1/2 sum w^2`` over every element of every leaf of a params pytree (a scalar).
+
+    The course's weight-decay term is ``lambda * 1/2 * sum theta^2``: add
+    ``lam * l2_penalty(params)`` to the loss; its gradient is ``lam * params``.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> jdl.losses.l2_penalty({"w": jnp.array([1.0, -2.0]), "b": jnp.array([0.5])})
+        Array(2.625, dtype=float32)
+    """
+    leaves = _tree_leaves("l2_penalty", params)
+    return 0.5 * sum((jnp.sum(jnp.square(leaf)) for leaf in leaves), jnp.zeros((), jnp.float32))

@@ -28,6 +28,7 @@ Example:
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -114,13 +115,15 @@ def Conv(
     b_init=initializers.zeros,
     param_dtype=jnp.float32,
     dtype=None,
+    implementation: str = "auto",
     name: str = "conv",
 ) -> Layer:
     """An N-d convolution, channels last; ``len(kernel_size)`` is the number of spatial axes.
 
     The input is ``(*batch, *spatial, in_channels)`` with any number of batch axes (none
     too). Params are ``{"w": (*kernel_size, in_channels // groups, features), "b": (features,)}``.
-    Argument names follow ``flax.linen.Conv``.
+    Argument names follow ``flax.linen.Conv``. ``implementation`` picks how it is computed
+    (see :func:`convolve`); every choice gives the same numbers.
     """
     kernel_size = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
     n = len(kernel_size)
@@ -141,6 +144,8 @@ def Conv(
         raise ValueError(
             f"{description}: expected features divisible by feature_group_count {feature_group_count}, got {features}"
         )
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"{description}: expected implementation in {IMPLEMENTATIONS}, got {implementation!r}")
     keys = ["w", "b"] if use_bias else ["w"]
     layout = "*batch, " + ", ".join(f"spatial_{i}" for i in range(n)) + ", channels"
 
@@ -173,21 +178,77 @@ def Conv(
         check_param_shape(description, w, kernel_shape(x.shape[-1]), "w")
         compute_dtype = dtype or jnp.result_type(x.dtype, w.dtype)
         batched, leading = fold_batch_axes(x.astype(compute_dtype), n)
-        y = lax.conv_general_dilated(
-            batched,
-            w.astype(compute_dtype),
-            window_strides=strides_t,
-            padding=lax_padding,
-            rhs_dilation=dilation_t,
-            dimension_numbers=_dimension_numbers(n),
-            feature_group_count=feature_group_count,
-        )
+        y = convolve(batched, w.astype(compute_dtype), strides_t, lax_padding, dilation_t,
+                     feature_group_count, implementation)
         if use_bias:
             check_param_shape(description, params["b"], (features,), "b")
             y = y + params["b"].astype(compute_dtype)
         return y.reshape(leading + y.shape[1:]), state
 
     return make_layer(name, description, init, apply)
+
+
+IMPLEMENTATIONS = ("auto", "xla", "matmul")
+# Above this many bytes of gathered windows, "auto" leaves a CPU convolution to XLA.
+_MATMUL_WINDOWS_LIMIT_BYTES = 64 * 2**20
+
+
+def convolve(x, w, strides, padding, dilation, feature_group_count: int = 1, implementation: str = "auto"):
+    """Convolve ``x`` ``(B, *spatial, C)`` with ``w`` ``(*window, C // groups, O)``.
+
+    ``implementation``:
+
+    * ``"xla"``: ``lax.conv_general_dilated``, which accelerators run with their fused
+      convolution kernels (cuDNN on GPU).
+    * ``"matmul"``: gather the ``prod(window)`` shifted, strided views of the padded input
+      and contract them with the kernel in one ``einsum`` (im2col). XLA's CPU convolution
+      is slow for the small kernels and channel counts of 1-D models, and its backward
+      pass slower still; this form is several times faster there, and under ``vmap``
+      over the kernel (an ensemble) it stays a batched matmul instead of becoming a
+      grouped convolution.
+    * ``"auto"`` (default): ``"matmul"`` on CPU when the gathered views stay under
+      64 MiB, ``"xla"`` otherwise.
+    """
+    n = w.ndim - 2
+    window = w.shape[:n]
+    if isinstance(padding, str):
+        effective = tuple(d * (k - 1) + 1 for k, d in zip(window, dilation))
+        padding = lax.padtype_to_pads(x.shape[1:-1], effective, strides, padding)
+    if implementation == "auto":
+        out_sizes = [conv_output_size(size, k, s, p, d)
+                     for size, k, s, p, d in zip(x.shape[1:-1], window, strides, padding, dilation)]
+        windows_bytes = x.shape[0] * math.prod(out_sizes) * math.prod(window) * x.shape[-1] * x.dtype.itemsize
+        on_cpu = jax.default_backend() == "cpu"
+        implementation = "matmul" if on_cpu and windows_bytes <= _MATMUL_WINDOWS_LIMIT_BYTES else "xla"
+    if implementation == "xla":
+        return lax.conv_general_dilated(
+            x, w, window_strides=strides, padding=padding, rhs_dilation=dilation,
+            dimension_numbers=_dimension_numbers(n), feature_group_count=feature_group_count,
+        )
+    return _convolve_by_matmul(x, w, strides, padding, dilation, feature_group_count)
+
+
+def _convolve_by_matmul(x, w, strides, padding, dilation, groups):
+    n = w.ndim - 2
+    window = w.shape[:n]
+    padded = jnp.pad(x, [(0, 0)] + [tuple(p) for p in padding] + [(0, 0)])
+    out_sizes = [(padded.shape[1 + i] - dilation[i] * (window[i] - 1) - 1) // strides[i] + 1 for i in range(n)]
+    views = []
+    for offset in itertools.product(*(range(k) for k in window)):
+        index = [slice(None)]
+        for i, k_i in enumerate(offset):
+            start = k_i * dilation[i]
+            index.append(slice(start, start + strides[i] * (out_sizes[i] - 1) + 1, strides[i]))
+        views.append(padded[tuple(index)])
+    windows = jnp.stack(views, axis=-2)  # (B, *out, prod(window), C)
+    kernel = w.reshape((-1,) + w.shape[n:])  # (prod(window), C // groups, O)
+    if groups == 1:
+        return jnp.einsum("...kc,kco->...o", windows, kernel)
+    in_per_group, out_per_group = kernel.shape[1], kernel.shape[2] // groups
+    windows = windows.reshape(windows.shape[:-1] + (groups, in_per_group))
+    kernel = kernel.reshape(kernel.shape[0], in_per_group, groups, out_per_group)
+    y = jnp.einsum("...kgc,kcgo->...go", windows, kernel)
+    return y.reshape(y.shape[:-2] + (groups * out_per_group,))
 
 
 def _dimension_numbers(num_spatial: int) -> lax.ConvDimensionNumbers:

@@ -1,0 +1,146 @@
+"""Pieces the experiments share: MNIST-1D built locally, a scan-based trainer, safe output.
+
+Nothing here is part of the library: `jdl/` is the toolkit, `experiments/` uses it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jdl
+
+# ---------------------------------------------------------------------------------------
+# Data
+
+
+def mnist1d_dataset(seed: int = 42) -> dict[str, np.ndarray]:
+    """MNIST-1D (Greydanus, 2020) generated on this machine: 4000 train and 1000 test signals.
+
+    Built with ``mnist1d.data.make_dataset`` from the default arguments (the published
+    dataset's), never downloaded: no network and no pickle from the web.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed = seed
+    data = make_dataset(args)
+    return {
+        "x_train": np.asarray(data["x"], np.float32),
+        "y_train": np.asarray(data["y"], np.int32),
+        "x_test": np.asarray(data["x_test"], np.float32),
+        "y_test": np.asarray(data["y_test"], np.int32),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Training: many seeds at once (vmap), many steps per call (scan), one compilation.
+
+
+class TrainState(NamedTuple):
+    params: Any
+    state: Any
+    opt_state: Any
+
+
+def make_trainer(
+    model: jdl.nn.Layer,
+    optimizer: optax.GradientTransformation,
+    x_train: jax.Array,
+    y_train: jax.Array,
+    batch_size: int,
+    loss_fn: Callable = jdl.losses.softmax_cross_entropy_with_integer_labels,
+):
+    """Build ``init(keys)``, ``run_epochs(train_state, epoch_keys)`` and ``evaluate``.
+
+    Every function works on a stack of models, one per seed, with ``jax.vmap``: the
+    ensemble is trained in one program. ``run_epochs`` runs whole epochs inside
+    ``lax.scan`` (a shuffled pass over the training set per epoch, the last partial
+    batch dropped), so the host is visited once per call, not once per step.
+    """
+    num_train = x_train.shape[0]
+    steps_per_epoch = num_train // batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"make_trainer: batch_size {batch_size} exceeds the {num_train} training examples")
+
+    def init_one(key):
+        example = jax.ShapeDtypeStruct((batch_size,) + x_train.shape[1:], x_train.dtype)
+        params, state = model.init(key, example)
+        return TrainState(params, state, optimizer.init(params))
+
+    def loss_of(params, state, x, y, key):
+        logits, new_state = model.apply(params, state, x, key=key, train=True)
+        return jnp.mean(loss_fn(logits, y)), new_state
+
+    def train_step(train_state, batch):
+        x, y, key = batch
+        (loss, new_state), grads = jax.value_and_grad(loss_of, has_aux=True)(
+            train_state.params, train_state.state, x, y, key
+        )
+        updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
+        params = optax.apply_updates(train_state.params, updates)
+        return TrainState(params, new_state, opt_state), loss
+
+    def one_epoch(train_state, epoch_key):
+        order_key, dropout_key = jax.random.split(epoch_key)
+        order = jax.random.permutation(order_key, num_train)[: steps_per_epoch * batch_size]
+        order = order.reshape(steps_per_epoch, batch_size)
+        step_keys = jax.random.split(dropout_key, steps_per_epoch)
+        batches = (x_train[order], y_train[order], step_keys)
+        train_state, losses = jax.lax.scan(train_step, train_state, batches)
+        return train_state, jnp.mean(losses)
+
+    def run_one(train_state, epoch_keys):
+        return jax.lax.scan(one_epoch, train_state, epoch_keys)
+
+    def evaluate_one(train_state, x, y):
+        logits, _ = model.apply(train_state.params, train_state.state, x, train=False)
+        return jdl.metrics.accuracy(logits, y), jnp.mean(loss_fn(logits, y))
+
+    init = jax.jit(jax.vmap(init_one))
+    # Donating the train state lets XLA update params and optimizer state in place.
+    run_epochs = jax.jit(jax.vmap(run_one), donate_argnums=0)
+    evaluate = jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None)))
+    return init, run_epochs, evaluate, steps_per_epoch
+
+
+def count_params(params: Any) -> int:
+    return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params)))
+
+
+# ---------------------------------------------------------------------------------------
+# Output: written atomically, so an interrupted run never leaves a half-written file.
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def atomic_save_figure(path: str, figure) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())

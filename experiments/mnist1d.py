@@ -1,0 +1,228 @@
+"""MNIST-1D with jdl: logistic regression, an MLP and a CNN beside the published results.
+
+MNIST-1D (Greydanus, 2020, "Scaling down deep learning") is built on this machine. Each
+model is trained as in the paper (Adam, learning rate 1e-2, batch 100, 6000 steps) for
+several seeds at once: the seeds are stacked with ``jax.vmap`` and the steps run inside
+``lax.scan``, so the whole ensemble is one compiled program. The table gives the mean and
+spread of the test accuracy over the seeds next to the paper's numbers.
+
+    python experiments/mnist1d.py                   # all models, default seeds
+    python experiments/mnist1d.py --seed 1 --out /tmp/run --models mlp cnn
+
+Writes ``OUT/mnist1d.json`` (``{"mlp": {"test_accuracy": ..., ...}, ...}``) and
+``OUT/mnist1d_curves.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+if __package__ in (None, ""):
+    # Run as a file (python experiments/mnist1d.py): this file's folder would shadow the
+    # `mnist1d` package it needs, so import from the repository root instead.
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+    sys.path.insert(0, os.path.dirname(_here))
+
+from experiments.common import (  # noqa: E402
+    atomic_save_figure,
+    atomic_write_json,
+    count_params,
+    make_trainer,
+    mnist1d_dataset,
+)
+from jdl import init, nn  # noqa: E402
+
+# Test accuracies reported in the MNIST-1D paper (Greydanus, 2020, Table 1 / README).
+PUBLISHED = {"logistic": 0.32, "mlp": 0.68, "cnn": 0.94, "gru": 0.91}
+
+
+def make_model(name: str) -> nn.Layer:
+    """The paper's three baselines, as jdl layers (He initialisation, as the course advises for ReLU)."""
+    he = init.he_normal()
+    if name == "logistic":
+        return nn.Sequential({"linear": nn.Dense(10)})
+    if name == "mlp":
+        return nn.Sequential(
+            {
+                "hidden_1": nn.Dense(100, w_init=he),
+                "relu_1": nn.ReLU(),
+                "hidden_2": nn.Dense(100, w_init=he),
+                "relu_2": nn.ReLU(),
+                "output": nn.Dense(10),
+            }
+        )
+    if name == "cnn":
+        # Three strided convolutions, 25 channels: 40 -> 19 -> 10 -> 5 positions, 125 features.
+        return nn.Sequential(
+            {
+                "channels": nn.Reshape((40, 1)),
+                "conv_1": nn.Conv1D(25, 5, strides=2, padding=1, w_init=he),
+                "relu_1": nn.ReLU(),
+                "conv_2": nn.Conv1D(25, 3, strides=2, padding=1, w_init=he),
+                "relu_2": nn.ReLU(),
+                "conv_3": nn.Conv1D(25, 3, strides=2, padding=1, w_init=he),
+                "relu_3": nn.ReLU(),
+                "flatten": nn.Flatten(),
+                "output": nn.Dense(10),
+            }
+        )
+    raise ValueError(f"make_model: unknown model {name!r}; choose from {sorted(MODEL_NAMES)}")
+
+
+MODEL_NAMES = ("logistic", "mlp", "cnn")
+
+
+def train_model(name: str, data: dict, seeds: list[int], steps: int, batch_size: int, learning_rate: float,
+                evals: int, progress: bool = True) -> dict:
+    """Train one model for every seed at once; returns its results and curves."""
+    from tqdm.auto import tqdm
+
+    model = make_model(name)
+    x_train, y_train = jnp.asarray(data["x_train"]), jnp.asarray(data["y_train"])
+    x_test, y_test = jnp.asarray(data["x_test"]), jnp.asarray(data["y_test"])
+    optimizer = optax.adam(learning_rate)
+    init_fn, run_epochs, evaluate, steps_per_epoch = make_trainer(model, optimizer, x_train, y_train, batch_size)
+
+    epochs = max(1, round(steps / steps_per_epoch))
+    evals = max(1, min(evals, epochs))
+    chunks = np.array_split(np.arange(epochs), evals)  # epochs between two evaluations
+
+    start = time.perf_counter()
+    seed_keys = jax.vmap(jax.random.split)(jnp.stack([jax.random.key(s) for s in seeds]))
+    init_keys, train_keys = seed_keys[:, 0], seed_keys[:, 1]
+    train_state = init_fn(init_keys)
+    # Epoch keys for every seed: (seeds, epochs).
+    epoch_keys = jax.vmap(lambda k: jax.random.split(k, epochs))(train_keys)
+
+    curve_steps, train_losses, test_accuracies = [], [], []
+    bar = tqdm(total=epochs * steps_per_epoch, desc=f"{name:>8}", unit="step", disable=not progress, leave=True)
+    for chunk in chunks:
+        train_state, losses = run_epochs(train_state, epoch_keys[:, chunk[0]: chunk[-1] + 1])
+        accuracy, _ = evaluate(train_state, x_test, y_test)
+        train_losses.append(np.asarray(losses).mean(axis=1))  # (seeds,)
+        test_accuracies.append(np.asarray(accuracy))
+        curve_steps.append(int(chunk[-1] + 1) * steps_per_epoch)
+        bar.update(len(chunk) * steps_per_epoch)
+        bar.set_postfix(test_acc=f"{float(np.mean(accuracy)):.3f}")
+    bar.close()
+    seconds = time.perf_counter() - start
+
+    test_accuracy = np.asarray(evaluate(train_state, x_test, y_test)[0])
+    train_accuracy = np.asarray(evaluate(train_state, x_train, y_train)[0])
+    one_model_params = jax.tree.map(lambda leaf: leaf[0], train_state.params)
+    return {
+        "test_accuracy": float(test_accuracy.mean()),
+        "test_accuracy_std": float(test_accuracy.std()),
+        "test_accuracy_per_seed": [float(a) for a in test_accuracy],
+        "train_accuracy": float(train_accuracy.mean()),
+        "published_test_accuracy": PUBLISHED[name],
+        "num_params": count_params(one_model_params),
+        "seeds": list(seeds),
+        "steps": epochs * steps_per_epoch,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "optimizer": "adam",
+        "seconds": seconds,
+        "backend": jax.default_backend(),
+        "curves": {
+            "step": curve_steps,
+            "train_loss": [float(v.mean()) for v in train_losses],
+            "train_loss_std": [float(v.std()) for v in train_losses],
+            "test_accuracy": [float(v.mean()) for v in test_accuracies],
+            "test_accuracy_std": [float(v.std()) for v in test_accuracies],
+        },
+    }
+
+
+def plot_curves(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, result in results.items():
+        curves = result["curves"]
+        steps = np.asarray(curves["step"])
+        for axes, key in ((loss_axes, "train_loss"), (accuracy_axes, "test_accuracy")):
+            mean, std = np.asarray(curves[key]), np.asarray(curves[key + "_std"])
+            axes.plot(steps, mean, label=name)
+            axes.fill_between(steps, mean - std, mean + std, alpha=0.25)
+        accuracy_axes.axhline(PUBLISHED[name], linestyle=":", color=accuracy_axes.lines[-1].get_color())
+    loss_axes.set(xlabel="step", ylabel="training loss (epoch mean)", yscale="log", title="MNIST-1D training loss")
+    accuracy_axes.set(xlabel="step", ylabel="test accuracy", title="test accuracy (dotted: published)")
+    for axes in (loss_axes, accuracy_axes):
+        axes.grid(alpha=0.3)
+        axes.legend()
+    atomic_save_figure(path, figure)
+    plt.close(figure)
+
+
+def format_table(results: dict) -> str:
+    lines = [
+        "| model | params | test accuracy (mean +- std over seeds) | published | train accuracy | time (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['num_params']} | {100 * r['test_accuracy']:.1f}% +- {100 * r['test_accuracy_std']:.1f} "
+            f"({len(r['seeds'])} seeds) | {100 * r['published_test_accuracy']:.0f}% | "
+            f"{100 * r['train_accuracy']:.1f}% | {r['seconds']:.1f} |"
+        )
+    for name in PUBLISHED:
+        if name not in results:
+            lines.append(f"| {name} | | (not run here) | {100 * PUBLISHED[name]:.0f}% | | |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=0, help="first seed; the models use seed .. seed+num_seeds-1")
+    parser.add_argument("--num-seeds", type=int, default=5, help="seeds trained together with vmap")
+    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    parser.add_argument("--steps", type=int, default=6000, help="training steps (the paper: 6000)")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--learning-rate", type=float, default=1e-2)
+    parser.add_argument("--evals", type=int, default=30, help="test evaluations along the way (curve points)")
+    parser.add_argument("--data-seed", type=int, default=42, help="seed of the generated dataset (default: the paper's)")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
+                        help="output folder (default: experiments/results/)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    args = parser.parse_args(argv)
+    if args.num_seeds < 1 or args.steps < 1 or args.batch_size < 1 or args.learning_rate <= 0:
+        parser.error("--num-seeds, --steps, --batch-size and --learning-rate must be positive")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    data = mnist1d_dataset(args.data_seed)
+    print(f"MNIST-1D built locally: {data['x_train'].shape[0]} train, {data['x_test'].shape[0]} test "
+          f"({time.perf_counter() - start:.1f} s); backend: {jax.default_backend()}")
+    seeds = list(range(args.seed, args.seed + args.num_seeds))
+    results = {}
+    for name in args.models:
+        results[name] = train_model(name, data, seeds, args.steps, args.batch_size, args.learning_rate,
+                                    args.evals, progress=not args.no_progress)
+    total = time.perf_counter() - start
+    json_path = os.path.join(args.out, "mnist1d.json")
+    png_path = os.path.join(args.out, "mnist1d_curves.png")
+    atomic_write_json(json_path, results)
+    plot_curves(results, png_path)
+    print()
+    print(format_table(results))
+    print(f"\nwhole table: {total:.1f} s on {jax.default_backend()}; wrote {json_path} and {png_path}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
