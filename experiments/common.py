@@ -56,6 +56,7 @@ def make_trainer(
     y_train: jax.Array,
     batch_size: int,
     loss_fn: Callable = jdl.losses.softmax_cross_entropy_with_integer_labels,
+    augment: Callable | None = None,
 ):
     """Build ``init(keys)``, ``run_epochs(train_state, epoch_keys)`` and ``evaluate``.
 
@@ -80,6 +81,9 @@ def make_trainer(
 
     def train_step(train_state, batch):
         x, y, key = batch
+        if augment is not None:
+            augment_key, key = jax.random.split(key)
+            x = augment(augment_key, x)
         (loss, new_state), grads = jax.value_and_grad(loss_of, has_aux=True)(
             train_state.params, train_state.state, x, y, key
         )
@@ -112,6 +116,16 @@ def make_trainer(
 
 def count_params(params: Any) -> int:
     return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params)))
+
+
+def random_shift(max_shift: int) -> Callable:
+    """Augmentation: roll each signal by a random integer in ``[-max_shift, max_shift]`` along its last axis."""
+
+    def augment(key, x):
+        shifts = jax.random.randint(key, (x.shape[0],), -max_shift, max_shift + 1)
+        return jax.vmap(lambda signal, shift: jnp.roll(signal, shift, axis=-1))(x, shifts)
+
+    return augment
 
 
 # ---------------------------------------------------------------------------------------

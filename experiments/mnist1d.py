@@ -1,13 +1,16 @@
 """MNIST-1D with jdl: logistic regression, an MLP and a CNN beside the published results.
 
 MNIST-1D (Greydanus, 2020, "Scaling down deep learning") is built on this machine. Each
-model is trained as in the paper (Adam, learning rate 1e-2, batch 100, 6000 steps) for
-several seeds at once: the seeds are stacked with ``jax.vmap`` and the steps run inside
-``lax.scan``, so the whole ensemble is one compiled program. The table gives the mean and
-spread of the test accuracy over the seeds next to the paper's numbers.
+model is trained with the paper's optimizer and budget (Adam, learning rate 1e-2, batch
+100, 6000 steps) for several seeds at once: the seeds are stacked with ``jax.vmap`` and
+the steps run inside ``lax.scan``, so the whole ensemble is one compiled program. The
+table gives the mean and spread of the test accuracy over the seeds next to the paper's
+numbers. ``--recipe paper`` is the published protocol exactly; the default ``jdl`` recipe
+adds random-shift augmentation and a cosine learning-rate decay (see ``RECIPES``).
 
     python experiments/mnist1d.py                   # all models, default seeds
     python experiments/mnist1d.py --seed 1 --out /tmp/run --models mlp cnn
+    python experiments/mnist1d.py --recipe paper    # the paper's protocol
 
 Writes ``OUT/mnist1d.json`` (``{"mlp": {"test_accuracy": ..., ...}, ...}``) and
 ``OUT/mnist1d_curves.png``.
@@ -15,6 +18,7 @@ Writes ``OUT/mnist1d.json`` (``{"mlp": {"test_accuracy": ..., ...}, ...}``) and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -37,6 +41,7 @@ from experiments.common import (  # noqa: E402
     count_params,
     make_trainer,
     mnist1d_dataset,
+    random_shift,
 )
 from jdl import init, nn  # noqa: E402
 
@@ -44,9 +49,9 @@ from jdl import init, nn  # noqa: E402
 PUBLISHED = {"logistic": 0.32, "mlp": 0.68, "cnn": 0.94, "gru": 0.91}
 
 
-def make_model(name: str) -> nn.Layer:
+def make_model(name: str, weight_init: str = "he") -> nn.Layer:
     """The paper's three baselines, as jdl layers (He initialisation, as the course advises for ReLU)."""
-    he = init.he_normal()
+    he = {"he": init.he_normal(), "uniform_fan_in": init.uniform_fan_in()}[weight_init]
     if name == "logistic":
         return nn.Sequential({"linear": nn.Dense(10)})
     if name == "mlp":
@@ -79,43 +84,71 @@ def make_model(name: str) -> nn.Layer:
 
 MODEL_NAMES = ("logistic", "mlp", "cnn")
 
+# Training recipes. "paper" is the published protocol (Adam 1e-2, batch 100, 6000 steps,
+# PyTorch's default uniform fan-in initialisation, no augmentation, constant rate). Here it
+# ends below the published MLP and CNN numbers (see the README); "jdl" keeps the models,
+# optimizer and steps and adds two standard remedies for the overfitting the curves show:
+# random shifts of the signals (data augmentation) and a cosine decay of the rate.
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    steps: int = 6000
+    batch_size: int = 100
+    learning_rate: float = 1e-2
+    weight_decay: float = 0.0  # decoupled (AdamW); 0 is plain Adam
+    schedule: str = "cosine"  # or "constant"
+    init: str = "he"  # hidden-layer weights: "he" or "uniform_fan_in"
+    max_shift: int = 3  # augmentation: roll each signal by up to this many steps; 0 for none
 
-def train_model(name: str, data: dict, seeds: list[int], steps: int, batch_size: int, learning_rate: float,
-                evals: int, progress: bool = True) -> dict:
-    """Train one model for every seed at once; returns its results and curves."""
+
+RECIPES = {
+    "paper": Recipe(schedule="constant", init="uniform_fan_in", max_shift=0),
+    "jdl": Recipe(),
+}
+
+
+def make_optimizer(recipe: Recipe, total_steps: int) -> optax.GradientTransformation:
+    rate = (optax.cosine_decay_schedule(recipe.learning_rate, total_steps) if recipe.schedule == "cosine"
+            else recipe.learning_rate)
+    return optax.adamw(rate, weight_decay=recipe.weight_decay)
+
+
+def train_model(name: str, data: dict, seeds: list[int], recipe: Recipe, evals: int = 30,
+                progress: bool = True) -> dict:
+    """Train one model for every seed at once (vmap); returns its results and curves."""
     from tqdm.auto import tqdm
 
-    model = make_model(name)
+    model = make_model(name, recipe.init)
     x_train, y_train = jnp.asarray(data["x_train"]), jnp.asarray(data["y_train"])
     x_test, y_test = jnp.asarray(data["x_test"]), jnp.asarray(data["y_test"])
-    optimizer = optax.adam(learning_rate)
-    init_fn, run_epochs, evaluate, steps_per_epoch = make_trainer(model, optimizer, x_train, y_train, batch_size)
-
-    epochs = max(1, round(steps / steps_per_epoch))
-    evals = max(1, min(evals, epochs))
-    chunks = np.array_split(np.arange(epochs), evals)  # epochs between two evaluations
+    steps_per_epoch = x_train.shape[0] // recipe.batch_size
+    epochs = max(1, round(recipe.steps / steps_per_epoch))
+    optimizer = make_optimizer(recipe, epochs * steps_per_epoch)
+    augment = random_shift(recipe.max_shift) if recipe.max_shift else None
+    init_fn, run_epochs, evaluate, _ = make_trainer(model, optimizer, x_train, y_train, recipe.batch_size,
+                                                    augment=augment)
+    # Evaluate every `chunk` epochs; equal chunks (but maybe the last), so at most two compilations.
+    chunk = -(-epochs // max(1, min(evals, epochs)))
+    boundaries = list(range(0, epochs, chunk)) + [epochs]
 
     start = time.perf_counter()
     seed_keys = jax.vmap(jax.random.split)(jnp.stack([jax.random.key(s) for s in seeds]))
-    init_keys, train_keys = seed_keys[:, 0], seed_keys[:, 1]
-    train_state = init_fn(init_keys)
-    # Epoch keys for every seed: (seeds, epochs).
-    epoch_keys = jax.vmap(lambda k: jax.random.split(k, epochs))(train_keys)
+    train_state = init_fn(seed_keys[:, 0])
+    epoch_keys = jax.vmap(lambda k: jax.random.split(k, epochs))(seed_keys[:, 1])  # (seeds, epochs)
 
     curve_steps, train_losses, test_accuracies = [], [], []
-    bar = tqdm(total=epochs * steps_per_epoch, desc=f"{name:>8}", unit="step", disable=not progress, leave=True)
-    for chunk in chunks:
-        train_state, losses = run_epochs(train_state, epoch_keys[:, chunk[0]: chunk[-1] + 1])
+    bar = tqdm(total=epochs * steps_per_epoch, desc=f"{name:>8}", unit="step", disable=not progress)
+    for first, last in zip(boundaries[:-1], boundaries[1:]):
+        train_state, losses = run_epochs(train_state, epoch_keys[:, first:last])
         accuracy, _ = evaluate(train_state, x_test, y_test)
         train_losses.append(np.asarray(losses).mean(axis=1))  # (seeds,)
         test_accuracies.append(np.asarray(accuracy))
-        curve_steps.append(int(chunk[-1] + 1) * steps_per_epoch)
-        bar.update(len(chunk) * steps_per_epoch)
+        curve_steps.append(last * steps_per_epoch)
+        bar.update((last - first) * steps_per_epoch)
         bar.set_postfix(test_acc=f"{float(np.mean(accuracy)):.3f}")
     bar.close()
     seconds = time.perf_counter() - start
 
-    test_accuracy = np.asarray(evaluate(train_state, x_test, y_test)[0])
+    test_accuracy = test_accuracies[-1]
     train_accuracy = np.asarray(evaluate(train_state, x_train, y_train)[0])
     one_model_params = jax.tree.map(lambda leaf: leaf[0], train_state.params)
     return {
@@ -126,10 +159,9 @@ def train_model(name: str, data: dict, seeds: list[int], steps: int, batch_size:
         "published_test_accuracy": PUBLISHED[name],
         "num_params": count_params(one_model_params),
         "seeds": list(seeds),
+        "recipe": dataclasses.asdict(recipe),
         "steps": epochs * steps_per_epoch,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "optimizer": "adam",
+        "optimizer": "adamw" if recipe.weight_decay else "adam",
         "seconds": seconds,
         "backend": jax.default_backend(),
         "curves": {
@@ -188,17 +220,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="first seed; the models use seed .. seed+num_seeds-1")
     parser.add_argument("--num-seeds", type=int, default=5, help="seeds trained together with vmap")
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
-    parser.add_argument("--steps", type=int, default=6000, help="training steps (the paper: 6000)")
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--learning-rate", type=float, default=1e-2)
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="jdl",
+                        help="'paper': the published protocol; 'jdl' (default): the same models, optimizer and "
+                             "steps with random-shift augmentation and a cosine learning-rate decay")
+    parser.add_argument("--steps", type=int, help="training steps (both recipes: 6000, as the paper)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--weight-decay", type=float, help="decoupled weight decay (AdamW)")
+    parser.add_argument("--schedule", choices=("constant", "cosine"), help="learning-rate schedule")
+    parser.add_argument("--init", choices=("he", "uniform_fan_in"), help="hidden-layer weight initialiser")
+    parser.add_argument("--max-shift", type=int, help="augmentation: roll each signal by up to this many steps")
     parser.add_argument("--evals", type=int, default=30, help="test evaluations along the way (curve points)")
     parser.add_argument("--data-seed", type=int, default=42, help="seed of the generated dataset (default: the paper's)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
                         help="output folder (default: experiments/results/)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
-    if args.num_seeds < 1 or args.steps < 1 or args.batch_size < 1 or args.learning_rate <= 0:
-        parser.error("--num-seeds, --steps, --batch-size and --learning-rate must be positive")
+    overrides = {field.name: getattr(args, field.name) for field in dataclasses.fields(Recipe)
+                 if getattr(args, field.name) is not None}
+    args.recipe = dataclasses.replace(RECIPES[args.recipe], **overrides)
+    r = args.recipe
+    if args.num_seeds < 1 or r.steps < 1 or r.batch_size < 1 or r.learning_rate <= 0 or r.max_shift < 0:
+        parser.error("--num-seeds, --steps, --batch-size and --learning-rate must be positive, --max-shift >= 0")
     return args
 
 
@@ -211,8 +254,7 @@ def main(argv=None) -> dict:
     seeds = list(range(args.seed, args.seed + args.num_seeds))
     results = {}
     for name in args.models:
-        results[name] = train_model(name, data, seeds, args.steps, args.batch_size, args.learning_rate,
-                                    args.evals, progress=not args.no_progress)
+        results[name] = train_model(name, data, seeds, args.recipe, args.evals, progress=not args.no_progress)
     total = time.perf_counter() - start
     json_path = os.path.join(args.out, "mnist1d.json")
     png_path = os.path.join(args.out, "mnist1d_curves.png")
