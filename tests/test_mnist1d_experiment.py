@@ -1,0 +1,102 @@
+"""The flagship experiment on a small budget: it learns, it is reproducible, it writes its files."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments import common, mnist1d
+
+
+@pytest.fixture(scope="session")
+def data():
+    return common.mnist1d_dataset()
+
+
+def test_dataset_is_mnist1d(data):
+    assert data["x_train"].shape == (4000, 40) and data["x_test"].shape == (1000, 40)
+    assert data["x_train"].dtype == np.float32 and data["y_train"].dtype == np.int32
+    assert sorted(np.unique(data["y_train"]).tolist()) == list(range(10))
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, data, monkeypatch_session):
+    out = tmp_path_factory.mktemp("mnist1d")
+    monkeypatch_session.setattr(mnist1d, "mnist1d_dataset", lambda seed=42: data)
+    results = mnist1d.main(["--steps", "400", "--num-seeds", "2", "--evals", "2", "--out", str(out), "--no-progress"])
+    return out, results
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session():
+    patcher = pytest.MonkeyPatch()
+    yield patcher
+    patcher.undo()
+
+
+def test_small_budget_is_well_above_chance(small_run):
+    _, results = small_run
+    assert set(results) == {"logistic", "mlp", "cnn"}
+    # Chance is 10%; 400 steps already put every model far above it.
+    assert results["logistic"]["test_accuracy"] > 0.2
+    assert results["mlp"]["test_accuracy"] > 0.4
+    assert results["cnn"]["test_accuracy"] > 0.6
+    assert results["cnn"]["num_params"] == 5210  # 25*5+25 + 2*(25*25*3+25) + 125*10+10
+    assert results["mlp"]["num_params"] == 40 * 100 + 100 + 100 * 100 + 100 + 100 * 10 + 10
+
+
+def test_writes_json_and_png(small_run):
+    out, results = small_run
+    with open(os.path.join(out, "mnist1d.json")) as f:
+        written = json.load(f)
+    assert written["mlp"]["test_accuracy"] == pytest.approx(results["mlp"]["test_accuracy"])
+    assert len(written["cnn"]["test_accuracy_per_seed"]) == 2
+    with open(os.path.join(out, "mnist1d_curves.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]
+
+
+def _train_logistic(data, seed, steps=80):
+    recipe = mnist1d.Recipe(steps=steps)
+    return mnist1d.train_model("logistic", data, [seed], recipe, evals=2, progress=False)
+
+
+def test_same_seed_same_numbers(data):
+    first, second = _train_logistic(data, 3), _train_logistic(data, 3)
+    assert first["curves"]["train_loss"] == second["curves"]["train_loss"]
+    assert first["test_accuracy"] == second["test_accuracy"]
+    other = _train_logistic(data, 4)
+    assert other["curves"]["train_loss"] != first["curves"]["train_loss"]
+
+
+def test_vmapped_seeds_match_separate_runs(data):
+    """Each seed in the vmapped ensemble trains exactly as it would alone."""
+    recipe = mnist1d.Recipe(steps=80)
+    together = mnist1d.train_model("mlp", data, [5, 6], recipe, evals=1, progress=False)
+    alone = [mnist1d.train_model("mlp", data, [s], recipe, evals=1, progress=False) for s in (5, 6)]
+    np.testing.assert_allclose(together["test_accuracy_per_seed"],
+                               [r["test_accuracy_per_seed"][0] for r in alone], atol=1e-6)
+
+
+def test_train_step_compiles_once(data):
+    model = mnist1d.make_model("mlp")
+    x, y = jnp.asarray(data["x_train"][:400]), jnp.asarray(data["y_train"][:400])
+    init, run_epochs, evaluate, steps_per_epoch = common.make_trainer(model, optax.adam(1e-2), x, y, 100)
+    assert steps_per_epoch == 4
+    keys = jax.random.split(jax.random.key(0), 2)
+    state = init(keys)
+    epoch_keys = jax.vmap(lambda k: jax.random.split(k, 6))(keys)
+    for first in (0, 2, 4):
+        state, losses = run_epochs(state, epoch_keys[:, first:first + 2])
+    assert run_epochs._cache_size() == 1
+    assert losses.shape == (2, 2) and bool(jnp.all(jnp.isfinite(losses)))
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(SystemExit):
+        mnist1d.parse_args(["--steps", "0"])
+    with pytest.raises(ValueError, match="make_model: unknown model 'rnn'"):
+        mnist1d.make_model("rnn")
