@@ -19,8 +19,14 @@ import jax.numpy as jnp
 
 
 def sigmoid(x):
-    """``1 / (1 + exp(-x))``, written as ``(1 + tanh(x/2)) / 2`` so it never overflows."""
-    return 0.5 * (jnp.tanh(0.5 * x) + 1.0)
+    """``1 / (1 + exp(-x))``.
+
+    Computed as ``1 / (1 + e^-x)`` for ``x >= 0`` and ``e^x / (1 + e^x)`` for ``x < 0``:
+    the exponential is never of a positive number, so nothing overflows, and the small
+    values of the negative tail keep full relative precision (``sigmoid(-20) = 2e-9``).
+    """
+    exp_neg_abs = jnp.exp(-jnp.abs(x))
+    return jnp.where(x >= 0, 1.0 / (1.0 + exp_neg_abs), exp_neg_abs / (1.0 + exp_neg_abs))
 
 
 def tanh(x):
@@ -46,8 +52,9 @@ def prelu(x, slope):
 def elu(x, alpha: float = 1.0):
     """``x`` if ``x > 0`` else ``alpha (e^x - 1)``."""
     # expm1 only of the non-positive part, so a large positive x cannot overflow the branch
-    # that `where` discards (its gradient would be NaN).
-    safe = jnp.minimum(x, 0)
+    # that `where` discards (its gradient would be NaN). `where`, not `minimum`: minimum
+    # splits the gradient at the tie x = 0 and would give elu'(0) = alpha / 2.
+    safe = jnp.where(x > 0, jnp.zeros_like(x), x)
     return jnp.where(x > 0, x, alpha * jnp.expm1(safe))
 
 

@@ -52,7 +52,11 @@ def compute_fans(shape: Sequence[int], in_axis: int = -2, out_axis: int = -1) ->
     """Fan-in and fan-out of a kernel: the in/out feature axes times the receptive field.
 
     For a dense kernel ``(in, out)`` this is ``(in, out)``; for a conv kernel
-    ``(kh, kw, in, out)`` it is ``(kh*kw*in, kh*kw*out)``.
+    ``(kh, kw, in, out)`` it is ``(kh*kw*in, kh*kw*out)``. With the receptive field
+    ``prod(shape) / (in * out)``, that is ``fan_in = prod(shape) / out`` and
+    ``fan_out = prod(shape) / in``, exact integers even when ``in_axis`` and ``out_axis``
+    are the same axis (an embedding table ``(num, features)`` with ``out_axis=0`` has
+    ``fan_in = features``, as in jax).
     """
     shape = tuple(int(d) for d in shape)
     if len(shape) < 2:
@@ -60,8 +64,10 @@ def compute_fans(shape: Sequence[int], in_axis: int = -2, out_axis: int = -1) ->
             f"compute_fans: expected a kernel shape of rank >= 2 (..., in, out), got {shape}"
         )
     in_size, out_size = shape[in_axis], shape[out_axis]
-    receptive = math.prod(shape) // (in_size * out_size) if in_size * out_size else 0
-    return in_size * receptive, out_size * receptive
+    if in_size * out_size == 0:
+        return 0, 0
+    size = math.prod(shape)
+    return size // out_size, size // in_size
 
 
 def zeros(key, shape, dtype=jnp.float32):
@@ -98,12 +104,16 @@ def normal(stddev: float = 1e-2) -> Initializer:
 
 
 def uniform(scale: float = 1e-2) -> Initializer:
-    """``U(-scale, scale)``."""
+    """``U(0, scale)``, as ``jax.nn.initializers.uniform``.
+
+    For the course's symmetric uniform use :func:`uniform_fan_in` or
+    :func:`variance_scaling` with ``distribution="uniform"``.
+    """
     if scale < 0:
         raise ValueError(f"uniform: expected scale >= 0, got {scale}")
 
     def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -scale, scale)
+        return jax.random.uniform(key, shape, dtype, 0.0, scale)
 
     return init
 
@@ -206,6 +216,8 @@ def orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
         shape = tuple(shape)
         if len(shape) < 2:
             raise ValueError(f"orthogonal: expected a shape of rank >= 2, got {shape}")
+        if math.prod(shape) == 0:  # nothing to orthogonalise (and rows = prod // 0 below)
+            return jnp.zeros(shape, dtype)
         cols = shape[column_axis]
         rows = math.prod(shape) // cols
         big, small = max(rows, cols), min(rows, cols)
