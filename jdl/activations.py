@@ -29,6 +29,11 @@ def sigmoid(x):
     return jnp.where(x >= 0, 1.0 / (1.0 + exp_neg_abs), exp_neg_abs / (1.0 + exp_neg_abs))
 
 
+def log_sigmoid(x):
+    """``log sigmoid(x) = -log(1 + e^-x)``, via ``logaddexp`` so it stays finite at +-1e4."""
+    return -jnp.logaddexp(0.0, -x)
+
+
 def tanh(x):
     """``(e^x - e^-x) / (e^x + e^-x)``."""
     return jnp.tanh(x)

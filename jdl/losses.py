@@ -51,7 +51,7 @@ from jdl._checks import (
     check_min_rank,
     check_same_shape,
 )
-from jdl.activations import log_softmax
+from jdl.activations import log_sigmoid, log_softmax
 
 __all__ = [
     "squared_error",
@@ -162,11 +162,6 @@ def _pick_class(values: jax.Array, labels: jax.Array) -> jax.Array:
 
 def _smooth(labels: jax.Array, alpha) -> jax.Array:
     return (1.0 - alpha) * labels + alpha / labels.shape[-1]
-
-
-def _log_sigmoid(x: jax.Array) -> jax.Array:
-    """``log(1 / (1 + e^-x)) = -log(1 + e^-x)``; ``logaddexp`` keeps it finite at +-1e4."""
-    return -jnp.logaddexp(0.0, -x)
 
 
 def _clamped_log(p: jax.Array) -> jax.Array:
@@ -282,7 +277,7 @@ def sigmoid_binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Ar
     """
     _check_pair("sigmoid_binary_cross_entropy", logits, labels, "logits", "labels")
     labels = labels.astype(logits.dtype)
-    return -labels * _log_sigmoid(logits) - (1.0 - labels) * _log_sigmoid(-logits)
+    return -labels * log_sigmoid(logits) - (1.0 - labels) * log_sigmoid(-logits)
 
 
 def binary_cross_entropy(probabilities: jax.Array, labels: jax.Array) -> jax.Array:

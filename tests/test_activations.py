@@ -16,6 +16,7 @@ X_2D = X.reshape(8, 8)
 
 ELEMENTWISE = {
     "sigmoid": (act.sigmoid, jax.nn.sigmoid),
+    "log_sigmoid": (act.log_sigmoid, jax.nn.log_sigmoid),
     "tanh": (act.tanh, jnp.tanh),
     "relu": (act.relu, jax.nn.relu),
     "leaky_relu": (act.leaky_relu, jax.nn.leaky_relu),
