@@ -1,0 +1,194 @@
+"""Run the benchmarks: jdl against flax + optax, side by side, in one process.
+
+    python -m benchmarks.run --quick --json /tmp/bench.json
+    python -m benchmarks.run --only cnn_train_step --dtype bfloat16 --json /tmp/bf16.json
+    python -m benchmarks.run --json benchmarks/results/cpu.json --markdown benchmarks/results/cpu.md
+
+Prints a markdown table (case, backend, dtype, jdl ms, flax+optax ms, ratio) and writes
+the records as a JSON list (see benchmarks/README.md). Times are per train step; the
+ratio is jdl / reference, so below 1 means jdl is faster.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import flax
+import jax
+import optax
+
+import jdl
+from benchmarks.cases import CASES, Config
+from benchmarks.harness import compare
+
+
+def device_description() -> str:
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        return device.device_kind
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model} ({os.cpu_count()} cores)"
+
+
+def git_commit() -> str | None:
+    """The checked-out commit (read only; uncommitted changes are not reflected)."""
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        return result.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_case(name: str, config: Config) -> dict:
+    case = CASES[name]
+    built = case.build(config)
+    timing = compare(built["jdl_call"], built["ref_call"], rounds=built["rounds"],
+                     steps_per_call=built["steps_per_call"], warmup=1 if config.quick else 2,
+                     check=built["check"])
+    jdl_loop, ref_loop = built["jdl_call"], built["ref_call"]
+    for side, loop in (("jdl", jdl_loop), ("flax+optax", ref_loop)):
+        # Either would make the timing unfair: a retrace times compilation, a lost donation copies the state.
+        if loop.compilations() != 1 or not loop.donated:
+            print(f"warning: {name} ({side}): {loop.compilations()} compilations, train state donated: "
+                  f"{loop.donated}", file=sys.stderr)
+    return {
+        "case": name,
+        "backend": jax.default_backend(),
+        "device": device_description(),
+        "dtype": config.dtype,
+        "jdl_s": timing.jdl_s,
+        "ref_s": timing.ref_s,
+        "ratio": timing.ratio,
+        "batch": case.batch,
+        "repeats": timing.rounds,
+        "steps_per_call": timing.steps_per_call,
+        "jax_version": jax.__version__,
+        "flax_version": flax.__version__,
+        "optax_version": optax.__version__,
+        "jdl_version": jdl.__version__,
+        "description": case.description,
+        "num_params": built["num_params"],
+        "jdl_min_s": timing.jdl_min_s,
+        "ref_min_s": timing.ref_min_s,
+        "jdl_iqr_s": timing.jdl_iqr_s,
+        "ref_iqr_s": timing.ref_iqr_s,
+        "jdl_compile_s": timing.jdl_compile_s,
+        "ref_compile_s": timing.ref_compile_s,
+        "jdl_compilations": jdl_loop.compilations(),
+        "ref_compilations": ref_loop.compilations(),
+        "jdl_donated": jdl_loop.donated,
+        "ref_donated": ref_loop.donated,
+        "jdl_conv_implementation": config.conv_implementation,
+        "loss_check": timing.check,
+        "quick": config.quick,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "python_version": platform.python_version(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
+def markdown_table(records: list[dict]) -> str:
+    lines = ["| case | backend | dtype | jdl ms | flax+optax ms | ratio |",
+             "| --- | --- | --- | ---: | ---: | ---: |"]
+    for r in records:
+        lines.append(f"| {r['case']} | {r['backend']} | {r['dtype']} | {1e3 * r['jdl_s']:.3f} | "
+                     f"{1e3 * r['ref_s']:.3f} | {r['ratio']:.2f} |")
+    return "\n".join(lines)
+
+
+def markdown_report(records: list[dict], command: str) -> str:
+    first = records[0]
+    details = "\n".join(
+        f"- `{r['case']}` ({r['dtype']}): {r['description']}; {r['num_params']} params; median of "
+        f"{r['repeats']} rounds of {r['steps_per_call']} steps; min {1e3 * r['jdl_min_s']:.3f} / "
+        f"{1e3 * r['ref_min_s']:.3f} ms, IQR {1e3 * r['jdl_iqr_s']:.3f} / {1e3 * r['ref_iqr_s']:.3f} ms (jdl / ref)"
+        for r in records
+    )
+    return (
+        f"# Benchmarks: jdl vs flax + optax ({first['backend']})\n\n"
+        f"Per train step (forward, softmax cross-entropy, backward, Adam), batch {first['batch']}; "
+        f"ratio = jdl / flax+optax (below 1: jdl is faster).\n\n"
+        f"{markdown_table(records)}\n\n"
+        f"Device: {first['device']}; jax {first['jax_version']}, flax {first['flax_version']}, "
+        f"optax {first['optax_version']}, jdl {first['jdl_version']}; commit {first['git_commit']}; "
+        f"{first['timestamp']}.\n\n"
+        f"Command: `{command}`\n\n{details}\n"
+    )
+
+
+def write_atomically(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual mode
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and steps per call (about a minute on CPU)")
+    parser.add_argument("--only", nargs="+", choices=sorted(CASES), metavar="NAME",
+                        help=f"run only these cases (of {', '.join(CASES)})")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="inputs, params and compute on both sides")
+    parser.add_argument("--json", metavar="PATH", help="write the records here (a JSON list, written atomically)")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the table and details as markdown")
+    parser.add_argument("--conv-implementation", choices=("auto", "xla", "matmul"), default="auto",
+                        help="jdl's Conv(implementation=...); 'auto' is the library default")
+    parser.add_argument("--steps-per-call", type=int, help="train steps per timed call (default: per case)")
+    parser.add_argument("--repeats", type=int, help="timed rounds per case (default: per case)")
+    args = parser.parse_args(argv)
+    if (args.steps_per_call is not None and args.steps_per_call < 2) or (args.repeats is not None and args.repeats < 1):
+        parser.error("--steps-per-call must be >= 2 and --repeats >= 1")
+    return args
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    config = Config(dtype=args.dtype, quick=args.quick, conv_implementation=args.conv_implementation,
+                    steps_per_call=args.steps_per_call, rounds=args.repeats)
+    names = args.only or list(CASES)
+    start = time.perf_counter()
+    records = []
+    for name in names:
+        case_start = time.perf_counter()
+        records.append(run_case(name, config))
+        print(f"{name}: {time.perf_counter() - case_start:.1f} s", file=sys.stderr, flush=True)
+    print(markdown_table(records))
+    print(f"\n{device_description()}; jax {jax.__version__}, flax {flax.__version__}, optax {optax.__version__}; "
+          f"{time.perf_counter() - start:.1f} s in all", file=sys.stderr)
+    if args.json:
+        write_atomically(args.json, json.dumps(records, indent=2) + "\n")
+    if args.markdown:
+        command = "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv)
+        write_atomically(args.markdown, markdown_report(records, command))
+    return records
+
+
+if __name__ == "__main__":
+    main()
