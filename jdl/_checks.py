@@ -84,12 +84,14 @@ def check_keys(where: str, tree: Any, expected: set[str] | list[str], what: str 
         )
 
 
-def check_param_shape(where: str, param: Any, expected: tuple[int, ...], name: str) -> None:
-    check_array(where, param, f"params[{name!r}]")
+def check_param_shape(where: str, param: Any, expected: tuple[int, ...], name: str, what: str = "params") -> None:
+    """Check the shape of ``params[name]`` (or, with ``what="state"``, of ``state[name]``)."""
+    check_array(where, param, f"{what}[{name!r}]")
     if tuple(param.shape) != tuple(expected):
+        question = "are these params" if what == "params" else f"is this {what}"
         raise ValueError(
-            f"{where}: expected params[{name!r}] of shape {tuple(expected)}, got "
-            f"{tuple(param.shape)}; are these params from another model?"
+            f"{where}: expected {what}[{name!r}] of shape {tuple(expected)}, got "
+            f"{tuple(param.shape)}; {question} from another model?"
         )
 
 

@@ -4,8 +4,8 @@
 a one-hot vector times ``E``, computed as a gather. :func:`attend` is the transpose
 (``x E^T``), the output projection of a model whose input and output embeddings are tied.
 
-Ids outside ``[0, num_embeddings)`` cannot be caught at trace time; they give NaN rows
-(``jnp.take(mode="fill")``), never a silently clipped row.
+Ids outside ``[0, num_embeddings)``, negative ones included, cannot be caught at trace
+time; they give NaN rows, never a silently clipped or wrapped row.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -51,7 +51,10 @@ def Embedding(
         check_keys(description, state, [], "state")
         table = params["embedding"]
         check_param_shape(description, table, (num_embeddings, features), "embedding")
-        return jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan), state
+        # Out-of-range ids, negative ones too (no Python-style wrap to the last rows), give NaN.
+        in_range = (ids >= 0) & (ids < num_embeddings)
+        rows = jnp.take(table, jnp.where(in_range, ids, 0), axis=0)
+        return jnp.where(in_range[..., None], rows, jnp.asarray(jnp.nan, table.dtype)), state
 
     return make_layer(name, description, init, apply)
 

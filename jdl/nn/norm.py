@@ -98,8 +98,8 @@ def BatchNorm(
         check_keys(description, params, keys)
         check_keys(description, state, ["mean", "var"], "state")
         features = x.shape[-1]
-        check_param_shape(description, state["mean"], (features,), "mean")
-        check_param_shape(description, state["var"], (features,), "var")
+        check_param_shape(description, state["mean"], (features,), "mean", "state")
+        check_param_shape(description, state["var"], (features,), "var", "state")
         if not train:
             return _normalize(x, state["mean"], state["var"], params, epsilon, description, features), state
         reduce_axes = tuple(range(x.ndim - 1))

@@ -53,16 +53,19 @@ def _pool(kind: str, window_shape, strides, padding, count_include_pad: bool, na
         dims = (1,) + window + (1,)
         steps = (1,) + strides_t + (1,)
         full_pads = pads if isinstance(pads, str) else [(0, 0)] + list(pads) + [(0, 0)]
+        # Python scalars as init values: lax recognises them as the monoid's identity and
+        # uses its differentiable max/sum windows. A jnp array is staged out under jit,
+        # and the generic reduce_window it then falls back to has no reverse-mode rule.
         if kind.startswith("MaxPool"):
-            y = lax.reduce_window(batched, jnp.array(-jnp.inf, x.dtype), lax.max, dims, steps, full_pads)
+            y = lax.reduce_window(batched, -jnp.inf, lax.max, dims, steps, full_pads)
         else:
-            total = lax.reduce_window(batched, jnp.array(0, x.dtype), lax.add, dims, steps, full_pads)
+            total = lax.reduce_window(batched, 0.0, lax.add, dims, steps, full_pads)
             if count_include_pad:
                 y = total / jnp.asarray(math.prod(window), x.dtype)
             else:
                 # Divide each window by the number of real (unpadded) entries in it.
                 ones = jnp.ones((1,) + batched.shape[1:-1] + (1,), x.dtype)
-                counts = lax.reduce_window(ones, jnp.array(0, x.dtype), lax.add, dims, steps, full_pads)
+                counts = lax.reduce_window(ones, 0.0, lax.add, dims, steps, full_pads)
                 y = total / counts
         return y.reshape(leading + y.shape[1:])
 

@@ -7,8 +7,12 @@
   ``sum(y * r)`` (``r`` a fixed random cotangent) w.r.t. params and input.
 * ``finite_differences(fn, args)``: ``jax.test_util.check_grads`` in float64 (x64 enabled
   only inside the check), reverse mode, first order.
-* ``check_transforms(layer, params, state, x)``: ``jit`` gives the same output, state and
-  gradients as eager mode; ``vmap`` of the per-example call gives the batched call's output.
+* ``check_transforms(layer, params, state, x)``: ``jit`` gives the same output and state
+  as eager mode, ``vmap`` of the per-example call the batched call's output and, with
+  ``grads=True``, ``grad`` inside ``jit`` the same as ``grad`` of the jitted apply. (Every
+  layer's gradient is already taken inside ``jit`` by ``compare_with_flax`` and of a
+  jitted function by ``finite_differences``; eager op-by-op gradients would be the costliest
+  part of the suite on CPU.)
 * ``randn(shape, seed)`` and ``random_params(layer, x, seed)``: random inputs and params
   drawn with NumPy (params shaped by ``jax.eval_shape(layer.init, ...)``), so the tests do
   not pay an XLA compilation for every new shape of ``jax.random`` draw.
@@ -36,14 +40,14 @@ def _assert_trees_close(actual, expected, rtol=RTOL, atol=ATOL):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=rtol, atol=atol)
 
 
-def _randn(shape, seed=0, scale=1.0, dtype=np.float32):
-    return jnp.asarray((np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype))
+def _randn(shape, seed=0, scale=1.0, mean=0.0, dtype=np.float32):
+    return jnp.asarray((np.random.default_rng(seed).standard_normal(shape) * scale + mean).astype(dtype))
 
 
 def _random_params(layer, x, seed=0, scale=1.0):
     params_shapes, _ = jax.eval_shape(layer.init, jax.random.key(0), x)
     leaves, treedef = jax.tree.flatten(params_shapes)
-    return treedef.unflatten([_randn(leaf.shape, seed + i, scale, leaf.dtype) for i, leaf in enumerate(leaves)])
+    return treedef.unflatten([_randn(leaf.shape, seed + i, scale, dtype=leaf.dtype) for i, leaf in enumerate(leaves)])
 
 
 def _cotangent(shape, dtype=jnp.float32):
@@ -54,52 +58,67 @@ def _is_float(x):
     return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)
 
 
+def _value_and_grads(fn, params, x, r):
+    """``fn(params, x)`` and the gradients of ``sum(fn(params, x) * r)``, in one compilation."""
+
+    @jax.jit
+    def run(p, v):
+        if _is_float(v):
+            y, pullback = jax.vjp(fn, p, v)
+        else:  # integer ids: gradients w.r.t. params only
+            y, pullback = jax.vjp(lambda q: fn(q, v), p)
+        return y, pullback(r)
+
+    return run(params, x)
+
+
 def _compare_with_flax(jdl_fn, flax_fn, params, x, rtol=RTOL, atol=ATOL):
-    y = jdl_fn(params, x)
-    y_ref = flax_fn(params, x)
+    # Jitted (XLA compiles each side once, which on CPU is much cheaper than dispatching the
+    # backward pass op by op); eager and jit are compared with each other in check_transforms.
+    out_shape = jax.eval_shape(jdl_fn, params, x)
+    r = _cotangent(out_shape.shape, out_shape.dtype)
+    y, grads = _value_and_grads(jdl_fn, params, x, r)
+    y_ref, grads_ref = _value_and_grads(flax_fn, params, x, r)
     assert y.shape == y_ref.shape and y.dtype == y_ref.dtype
     _assert_trees_close(y, y_ref, rtol, atol)
-    r = _cotangent(y.shape, y.dtype)
-    argnums = (0, 1) if _is_float(x) else 0
-
-    def scalar(fn):
-        return lambda p, v: jnp.sum(fn(p, v) * r)
-
-    grads = jax.grad(scalar(jdl_fn), argnums=argnums)(params, x)
-    grads_ref = jax.grad(scalar(flax_fn), argnums=argnums)(params, x)
     _assert_trees_close(grads, grads_ref, rtol, atol)
     # The gradients are not all zero, so the comparison above has teeth.
-    assert any(float(jnp.max(jnp.abs(g))) > 1e-3 for g in jax.tree.leaves(grads))
+    assert any(np.max(np.abs(np.asarray(g))) > 1e-3 for g in jax.tree.leaves(grads))
     return y
 
 
 def _finite_differences(fn, args, atol=1e-4, rtol=1e-4, eps=1e-4):
     with jax.enable_x64(True):
-        args64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if _is_float(a) else a, args)
+        args64 = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)) if _is_float(a) else a, args)
+        compiled = jax.jit(fn)
         # A float64 output proves the check really ran in double precision.
-        assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves(fn(*args64)) if _is_float(leaf))
-        check_grads(fn, args64, order=1, modes=["rev"], atol=atol, rtol=rtol, eps=eps)
+        assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves(compiled(*args64)) if _is_float(leaf))
+        check_grads(compiled, args64, order=1, modes=["rev"], atol=atol, rtol=rtol, eps=eps)
 
 
-def _check_transforms(layer, params, state, x, *, key=None, train=False, vmap=True, rtol=RTOL, atol=ATOL):
+def _check_transforms(layer, params, state, x, *, key=None, train=False, vmap=True, grads=False,
+                      rtol=RTOL, atol=ATOL):
     y, new_state = layer.apply(params, state, x, key=key, train=train)
     apply = functools.partial(layer.apply, train=train)
 
     y_jit, state_jit = jax.jit(apply)(params, state, x, key=key)
     _assert_trees_close((y_jit, state_jit), (y, new_state), rtol, atol)
 
-    r = _cotangent(y.shape, y.dtype)
-    argnums = (0, 1) if _is_float(x) else 0
+    if grads:
+        # grad inside jit equals grad of the jitted apply. (Single layers get this for free:
+        # compare_with_flax differentiates inside jit, finite_differences a jitted function.)
+        r = _cotangent(y.shape, y.dtype)
+        argnums = (0, 1) if _is_float(x) else 0
 
-    def loss(p, v):
-        return jnp.sum(apply(p, state, v, key=key)[0] * r)
+        def loss(apply_fn):
+            return lambda p, v: jnp.sum(apply_fn(p, state, v, key=key)[0] * r)
 
-    grads = jax.grad(loss, argnums=argnums)(params, x)
-    grads_jit = jax.jit(jax.grad(loss, argnums=argnums))(params, x)
-    _assert_trees_close(grads_jit, grads, rtol, atol)
+        grads_inside = jax.jit(jax.grad(loss(apply), argnums=argnums))(params, x)
+        grads_outside = jax.grad(loss(jax.jit(apply)), argnums=argnums)(params, x)
+        _assert_trees_close(grads_inside, grads_outside, rtol, atol)
 
     if vmap:
-        y_vmap = jax.vmap(lambda example: apply(params, state, example, key=key)[0])(x)
+        y_vmap = jax.jit(jax.vmap(lambda example: apply(params, state, example, key=key)[0]))(x)
         _assert_trees_close(y_vmap, y, rtol, atol)
     return y
 

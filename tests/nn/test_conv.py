@@ -11,20 +11,17 @@ from jdl import nn
 # input's last axis is the channel axis; every conv has 4 output features.
 CASES_1D = [
     pytest.param((3,), 1, "SAME", 1, 1, (2, 9, 3), id="1d-same"),
-    pytest.param((5,), 2, 1, 1, 1, (2, 12, 3), id="1d-stride2-int-padding"),
-    pytest.param((3,), 1, "VALID", 2, 1, (2, 10, 3), id="1d-valid-dilation2"),
-    pytest.param((4,), 2, [(2, 1)], 1, 1, (2, 11, 3), id="1d-pair-padding"),
-    pytest.param((3,), 1, "SAME", 1, 2, (2, 8, 4), id="1d-groups2"),
+    pytest.param((5,), 2, 1, 2, 1, (2, 14, 3), id="1d-int-padding-stride2-dilation2"),
+    pytest.param((4,), 2, [(2, 1)], 1, 2, (2, 11, 4), id="1d-pair-padding-groups2"),
     pytest.param((3,), 1, "CAUSAL", 2, 1, (2, 8, 2), id="1d-causal-dilation2"),
 ]
 CASES_2D = [
     pytest.param((3, 3), 1, "SAME", 1, 1, (2, 7, 6, 3), id="2d-same"),
     pytest.param((3, 2), (2, 1), "VALID", 1, 1, (2, 8, 7, 3), id="2d-valid-strides21"),
-    pytest.param((3, 3), 2, 1, 1, 1, (2, 8, 8, 2), id="2d-int-padding"),
-    pytest.param((3, 3), 1, (1, 2), 1, 1, (1, 6, 5, 2), id="2d-ints-padding"),
-    pytest.param((2, 3), 1, ((1, 0), (2, 1)), 1, 1, (1, 6, 5, 2), id="2d-pairs-padding"),
-    pytest.param((3, 3), 2, "SAME", (2, 1), 1, (1, 9, 8, 2), id="2d-same-stride2-dilation21"),
-    pytest.param((3, 3), 1, "VALID", 1, 2, (1, 6, 6, 4), id="2d-groups2"),
+    pytest.param((3, 3), 1, (1, 2), (2, 1), 2, (1, 7, 6, 4), id="2d-ints-padding-dilation21-groups2"),
+    pytest.param((2, 3), 2, ((1, 0), (2, 1)), 1, 1, (1, 6, 5, 2), id="2d-pairs-padding-stride2"),
+    pytest.param((3, 3), 2, "SAME", (2, 1), 4, (1, 9, 8, 4), id="2d-same-stride2-dilation21-depthwise"),
+    pytest.param((3, 3), 2, 1, 1, 1, (1, 8, 8, 2), id="2d-int-padding-stride2"),
 ]
 
 
@@ -41,10 +38,11 @@ def _flax_conv(features, kernel_size, strides, padding, dilation, groups, use_bi
     return apply
 
 
+@pytest.mark.parametrize("implementation", ["xla", "matmul"])
 @pytest.mark.parametrize("kernel_size, strides, padding, dilation, groups, shape", CASES_1D + CASES_2D)
-def test_conv_matches_flax(kernel_size, strides, padding, dilation, groups, shape, randn, random_params,
-                           compare_with_flax):
-    layer = nn.Conv(4, kernel_size, strides, padding, dilation, groups)
+def test_conv_matches_flax(kernel_size, strides, padding, dilation, groups, shape, implementation, randn,
+                           random_params, compare_with_flax):
+    layer = nn.Conv(4, kernel_size, strides, padding, dilation, groups, implementation=implementation)
     x = randn(shape)
     params, state = random_params(layer, x, scale=0.5), {}
     assert params["w"].shape == kernel_size + (shape[-1] // groups, 4)
@@ -70,7 +68,7 @@ def test_conv1d_and_conv2d_are_conv(randn, random_params):
         assert jax.tree.map(lambda a: a.shape, shapes) == jax.tree.map(
             lambda a: a.shape, jax.eval_shape(full.init, jax.random.key(0), x))
         params = random_params(short, x)
-        np.testing.assert_array_equal(short.apply(params, {}, x)[0], full.apply(params, {}, x)[0])
+        np.testing.assert_array_equal(jax.jit(short.apply)(params, {}, x)[0], jax.jit(full.apply)(params, {}, x)[0])
 
 
 def test_conv_without_bias_matches_flax(randn, random_params, compare_with_flax):
@@ -86,13 +84,14 @@ def test_conv_any_number_of_batch_axes(randn, random_params):
     layer = nn.Conv1D(4, 3, padding="VALID")
     x = randn((2, 3, 7, 2))
     params, state = random_params(layer, x), {}
-    y = layer.apply(params, state, x)[0]
-    flat = layer.apply(params, state, x.reshape(6, 7, 2))[0]
-    single = layer.apply(params, state, x[1, 2])[0]
+    apply = jax.jit(layer.apply)
+    y = np.asarray(apply(params, state, x)[0])
+    flat = apply(params, state, x.reshape(6, 7, 2))[0]
+    single = apply(params, state, x[1, 2])[0]
     assert y.shape == (2, 3, 5, 4)
     np.testing.assert_allclose(y.reshape(6, 5, 4), flat, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(y[1, 2], single, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(y, _flax_conv(4, (3,), 1, "VALID", 1, 1)(params, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, jax.jit(_flax_conv(4, (3,), 1, "VALID", 1, 1))(params, x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("n, f, s, p, expected", [
@@ -114,37 +113,66 @@ def test_conv_output_size_is_the_course_formula(n, f, s, p, expected):
 def test_conv_output_size_matches_conv_layer(n, f, s, padding, dilation):
     expected = nn.conv_output_size(n, f, s, padding, dilation)
     layer_padding = [padding] if isinstance(padding, tuple) else padding
-    conv = nn.Conv1D(1, f, strides=s, padding=layer_padding, kernel_dilation=dilation)
     x = jnp.ones((1, n, 1))
     params = {"w": jnp.ones((f, 1, 1)), "b": jnp.zeros((1,))}
-    assert conv.apply(params, {}, x)[0].shape == (1, expected, 1)
+    for implementation in ["xla", "matmul"]:
+        conv = nn.Conv1D(1, f, strides=s, padding=layer_padding, kernel_dilation=dilation,
+                         implementation=implementation)
+        assert jax.jit(conv.apply)(params, {}, x)[0].shape == (1, expected, 1)
     if padding == "SAME":
         assert expected == -(-n // s)
     elif padding == "VALID":
         assert expected == (n - dilation * (f - 1) - 1) // s + 1
 
 
-def test_conv_finite_differences(randn, random_params, finite_differences):
+@pytest.mark.parametrize("implementation", ["xla", "matmul"])
+def test_conv_finite_differences(implementation, randn, random_params, finite_differences):
     layer = nn.Conv2D(4, (2, 3), strides=(2, 1), padding=((1, 0), (1, 1)), kernel_dilation=(1, 2),
-                      feature_group_count=2)
+                      feature_group_count=2, implementation=implementation)
     x = randn((2, 5, 6, 4))
-    params, state = random_params(layer, x), {}
-    finite_differences(lambda p, v: layer.apply(p, state, v)[0], (params, x))
+    params = random_params(layer, x)
+    finite_differences(lambda p, v: layer.apply(p, {}, v)[0], (params, x))
 
 
-def test_conv_transforms(randn, random_params, check_transforms):
-    layer = nn.Conv1D(3, 3, strides=2, padding=1)
+@pytest.mark.parametrize("implementation", ["xla", "matmul"])
+def test_conv_transforms(implementation, randn, random_params, check_transforms):
+    layer = nn.Conv1D(4, 3, strides=2, padding=1, feature_group_count=2, implementation=implementation)
     x = randn((3, 8, 2))
-    params, state = random_params(layer, x), {}
-    y = check_transforms(layer, params, state, x)
-    np.testing.assert_allclose(y, _flax_conv(3, (3,), 2, 1, 1, 1)(params, x), rtol=1e-5, atol=1e-5)
+    params = random_params(layer, x)
+    y = check_transforms(layer, params, {}, x)
+    np.testing.assert_allclose(y, _flax_conv(4, (3,), 2, 1, 1, 2)(params, x), rtol=1e-5, atol=1e-5)
+
+
+def test_conv_implementations_agree_and_auto_chooses_by_size(randn, random_params):
+    layer = nn.Conv2D(6, 3, strides=(1, 2), padding="SAME", kernel_dilation=(2, 1), feature_group_count=3)
+    x = randn((2, 9, 10, 6))
+    params = random_params(layer, x)
+    outputs = {implementation: jax.jit(nn.Conv2D(6, 3, strides=(1, 2), padding="SAME", kernel_dilation=(2, 1),
+                                                 feature_group_count=3, implementation=implementation).apply)(
+                                                     params, {}, x)[0]
+               for implementation in ["xla", "matmul"]}
+    np.testing.assert_allclose(outputs["matmul"], outputs["xla"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(layer.apply)(params, {}, x)[0], outputs["xla"], rtol=1e-5, atol=1e-5)
+
+    def uses_xla_conv(x_shape):
+        conv = nn.Conv1D(8, 5)
+        example = jax.ShapeDtypeStruct(x_shape, jnp.float32)
+        params, state = jax.eval_shape(conv.init, jax.random.key(0), example)
+        return "conv_general_dilated" in str(jax.make_jaxpr(conv.apply)(params, state, example))
+
+    if jax.default_backend() == "cpu":
+        assert not uses_xla_conv((4, 40, 8))  # small: im2col matmul
+        assert uses_xla_conv((64, 1024, 64))  # 80 MiB of windows: XLA's convolution
+    else:
+        assert uses_xla_conv((4, 40, 8))
 
 
 def test_conv2d_wrong_rank():
     layer = nn.Conv2D(8, 3)
     params, state = {"w": jnp.zeros((3, 3, 1, 8)), "b": jnp.zeros((8,))}, {}
     with pytest.raises(ValueError, match=r"Conv\(features=8, kernel_size=\(3, 3\).*expected input of rank >= 3 "
-                                         r"\(\*batch, spatial_0, spatial_1, channels\), got rank 2 with shape \(28, 28\)"):
+                                         r"\(\*batch, spatial_0, spatial_1, channels\), "
+                                         r"got rank 2 with shape \(28, 28\)"):
         layer.apply(params, state, jnp.zeros((28, 28)))
     with pytest.raises(ValueError, match=r"Conv\(features=8.*expected input of rank >= 3.*got rank 2"):
         layer.init(jax.random.key(0), jnp.zeros((28, 28)))
@@ -153,20 +181,23 @@ def test_conv2d_wrong_rank():
 def test_conv_wrong_channels():
     layer = nn.Conv2D(8, 3)
     params, state = {"w": jnp.zeros((3, 3, 1, 8)), "b": jnp.zeros((8,))}, {}
-    with pytest.raises(ValueError, match=r"Conv\(features=8.*expected params\['w'\] of shape \(3, 3, 3, 8\), got \(3, 3, 1, 8\)"):
+    with pytest.raises(ValueError, match=r"Conv\(features=8.*expected params\['w'\] of shape \(3, 3, 3, 8\), "
+                                         r"got \(3, 3, 1, 8\)"):
         layer.apply(params, state, jnp.zeros((1, 6, 6, 3)))
 
 
 @pytest.mark.parametrize("padding", ["FULL", "same-ish"])
 def test_conv_unknown_padding_string(padding):
-    with pytest.raises(ValueError, match=rf"Conv\(features=4.*expected padding in \('SAME', 'VALID', 'CAUSAL'\).*got '{padding}'"):
+    with pytest.raises(ValueError, match=rf"Conv\(features=4.*expected padding in \('SAME', 'VALID', 'CAUSAL'\)"
+                                         rf".*got '{padding}'"):
         nn.Conv2D(4, 3, padding=padding)
 
 
 def test_conv_bad_arguments():
     with pytest.raises(ValueError, match=r"padding 'CAUSAL' is for 1-D inputs, got 2 spatial axes"):
         nn.Conv2D(4, 3, padding="CAUSAL")
-    with pytest.raises(ValueError, match=r"Conv\(features=5.*expected features divisible by feature_group_count 2, got 5"):
+    with pytest.raises(ValueError, match=r"Conv\(features=5.*expected features divisible by "
+                                         r"feature_group_count 2, got 5"):
         nn.Conv1D(5, 3, feature_group_count=2)
     layer = nn.Conv1D(4, 3, feature_group_count=2)
     with pytest.raises(ValueError, match=r"Conv\(features=4.*expected input channels divisible by feature_group_count 2, "
@@ -174,3 +205,6 @@ def test_conv_bad_arguments():
         layer.init(jax.random.key(0), jnp.zeros((1, 5, 3)))
     with pytest.raises(ValueError, match=r"Conv\(features=4.*expected strides to be an int or 2 ints, got \(1, 2, 3\)"):
         nn.Conv2D(4, 3, strides=(1, 2, 3))
+    with pytest.raises(ValueError, match=r"Conv\(features=4.*expected implementation in \('auto', 'xla', 'matmul'\), "
+                                         r"got 'cudnn'"):
+        nn.Conv2D(4, 3, implementation="cudnn")

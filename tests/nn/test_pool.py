@@ -1,6 +1,5 @@
 """Max and average pooling against flax.linen.max_pool / avg_pool, global pools against jnp."""
 import flax.linen as fnn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -120,5 +119,6 @@ def test_pool_errors():
         nn.MaxPool2D(2, padding=[(1, 1)])
     with pytest.raises(ValueError, match=r"GlobalAvgPool\(num_spatial=2\).*expected input of rank >= 3.*got rank 2"):
         nn.GlobalAvgPool(2).apply({}, {}, jnp.zeros((4, 4)))
-    with pytest.raises(ValueError, match=r"MaxPool\(window_shape=\(2,\).*expected params with keys \[\], got keys \['w'\]"):
+    with pytest.raises(ValueError, match=r"MaxPool\(window_shape=\(2,\).*expected params with keys \[\], "
+                                         r"got keys \['w'\]"):
         nn.MaxPool1D(2).apply({"w": jnp.zeros(2)}, {}, jnp.zeros((1, 4, 1)))
