@@ -17,7 +17,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 
 import flax
@@ -25,6 +24,7 @@ import jax
 import optax
 
 import jdl
+from jdl.io import atomic_write_text
 from benchmarks.cases import CASES, Config
 from benchmarks.harness import compare
 
@@ -130,25 +130,6 @@ def markdown_report(records: list[dict], command: str) -> str:
     )
 
 
-def write_atomically(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual mode
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and steps per call (about a minute on CPU)")
@@ -183,10 +164,10 @@ def main(argv=None) -> list[dict]:
     print(f"\n{device_description()}; jax {jax.__version__}, flax {flax.__version__}, optax {optax.__version__}; "
           f"{time.perf_counter() - start:.1f} s in all", file=sys.stderr)
     if args.json:
-        write_atomically(args.json, json.dumps(records, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(records, indent=2) + "\n")
     if args.markdown:
         command = "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv)
-        write_atomically(args.markdown, markdown_report(records, command))
+        atomic_write_text(args.markdown, markdown_report(records, command))
     return records
 
 

@@ -4,9 +4,7 @@ Nothing here is part of the library: `jdl/` is the toolkit, `experiments/` uses 
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
+import io
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -132,29 +130,8 @@ def random_shift(max_shift: int) -> Callable:
 # Output: written atomically, so an interrupted run never leaves a half-written file.
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
 def atomic_save_figure(path: str, figure) -> None:
-    import io
-
+    """Save a matplotlib figure as PNG, atomically."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())
+    jdl.io.atomic_write_bytes(path, buffer.getvalue())

@@ -37,13 +37,12 @@ if __package__ in (None, ""):
 
 from experiments.common import (  # noqa: E402
     atomic_save_figure,
-    atomic_write_json,
     count_params,
     make_trainer,
     mnist1d_dataset,
     random_shift,
 )
-from jdl import init, nn  # noqa: E402
+from jdl import init, io, nn  # noqa: E402
 
 # Test accuracies reported in the MNIST-1D paper (Greydanus, 2020, Table 1 / README).
 PUBLISHED = {"logistic": 0.32, "mlp": 0.68, "cnn": 0.94, "gru": 0.91}
@@ -258,7 +257,7 @@ def main(argv=None) -> dict:
     total = time.perf_counter() - start
     json_path = os.path.join(args.out, "mnist1d.json")
     png_path = os.path.join(args.out, "mnist1d_curves.png")
-    atomic_write_json(json_path, results)
+    io.atomic_write_json(json_path, results)
     plot_curves(results, png_path)
     print()
     print(format_table(results))
