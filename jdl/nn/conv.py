@@ -39,6 +39,7 @@ from jax import lax
 from jdl import init as initializers
 from jdl._checks import check_floating, check_keys, check_min_rank, check_param_shape
 from jdl.nn.core import Layer, make_layer
+from jdl.nn.dense import init_kernel_and_bias
 
 PADDING_STRINGS = ("SAME", "VALID", "CAUSAL")
 
@@ -163,11 +164,7 @@ def Conv(
 
     def init(key, x):
         check_input(x)
-        w_key, b_key = jax.random.split(key)
-        params = {"w": w_init(w_key, kernel_shape(x.shape[-1]), param_dtype)}
-        if use_bias:
-            params["b"] = b_init(b_key, (features,), param_dtype)
-        return params, {}
+        return init_kernel_and_bias(key, kernel_shape(x.shape[-1]), use_bias, w_init, b_init, param_dtype), {}
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train

@@ -118,8 +118,11 @@ def Lambda(fn: Callable[[Any], Any], name: str = "lambda") -> Layer:
     return stateless(name, f"Lambda({getattr(fn, '__name__', 'fn')})", fn)
 
 
-def _named_children(layers: Sequence[Layer] | Mapping[str, Layer], owner: str) -> list[tuple[str, Layer]]:
-    """Children as ``(name, layer)``: a mapping keeps its keys, a list gets ``name_index``."""
+def _named_children(layers: Sequence[Layer] | Mapping[str, Layer], owner: str):
+    """Children as ``(name, layer)`` pairs, their names, and the combinator's description.
+
+    A mapping keeps its keys; a list names each child ``<layer name>_<index>``.
+    """
     if isinstance(layers, Layer):
         raise TypeError(f"{owner}: expected a list or dict of layers, got a single layer {layers}")
     if isinstance(layers, Mapping):
@@ -133,7 +136,9 @@ def _named_children(layers: Sequence[Layer] | Mapping[str, Layer], owner: str) -
             raise TypeError(f"{owner}: expected every child to be a jdl Layer, got {type(layer).__name__} for {child_name!r}")
         if not isinstance(child_name, str):
             raise TypeError(f"{owner}: expected string names for the layers, got {child_name!r}")
-    return children
+    names = [child_name for child_name, _ in children]
+    description = f"{owner}([" + ", ".join(f"{n}={layer}" for n, layer in children) + "])"
+    return children, names, description
 
 
 def Sequential(layers: Sequence[Layer] | Mapping[str, Layer], name: str = "sequential") -> Layer:
@@ -144,9 +149,7 @@ def Sequential(layers: Sequence[Layer] | Mapping[str, Layer], name: str = "seque
     Each child's init sees the output shape of the one before it, found with
     ``jax.eval_shape``, so no real compute is spent on shape inference.
     """
-    children = _named_children(layers, "Sequential")
-    description = "Sequential([" + ", ".join(f"{n}={layer}" for n, layer in children) + "])"
-    names = [child_name for child_name, _ in children]
+    children, names, description = _named_children(layers, "Sequential")
 
     def init(key, x):
         params, state = {}, {}
@@ -213,9 +216,7 @@ def Residual(layer: Layer, shortcut: Layer | None = None, name: str = "residual"
 
 def Parallel(layers: Sequence[Layer] | Mapping[str, Layer], name: str = "parallel") -> Layer:
     """Apply every layer to the same input; the output is the tuple of their outputs."""
-    children = _named_children(layers, "Parallel")
-    description = "Parallel([" + ", ".join(f"{n}={layer}" for n, layer in children) + "])"
-    names = [child_name for child_name, _ in children]
+    children, names, description = _named_children(layers, "Parallel")
 
     def init(key, x):
         params, state = {}, {}

@@ -23,6 +23,15 @@ from jdl._checks import check_floating, check_keys, check_min_rank, check_param_
 from jdl.nn.core import Layer, make_layer
 
 
+def init_kernel_and_bias(key, kernel_shape, use_bias, w_init, b_init, param_dtype) -> dict:
+    """``{"w": kernel, "b": bias}`` (no ``"b"`` without a bias); the bias has the kernel's last size."""
+    w_key, b_key = jax.random.split(key)
+    params = {"w": w_init(w_key, tuple(kernel_shape), param_dtype)}
+    if use_bias:
+        params["b"] = b_init(b_key, (kernel_shape[-1],), param_dtype)
+    return params
+
+
 def Dense(
     features: int,
     *,
@@ -54,11 +63,7 @@ def Dense(
 
     def init(key, x):
         check_input(x)
-        w_key, b_key = jax.random.split(key)
-        params = {"w": w_init(w_key, (x.shape[-1], features), param_dtype)}
-        if use_bias:
-            params["b"] = b_init(b_key, (features,), param_dtype)
-        return params, {}
+        return init_kernel_and_bias(key, (x.shape[-1], features), use_bias, w_init, b_init, param_dtype), {}
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
