@@ -1,0 +1,207 @@
+"""The optimizer interface: optax's, so jdl and optax transformations mix freely.
+
+A gradient transformation is a pair of pure functions,
+
+* ``init(params) -> state`` and
+* ``update(updates, state, params=None) -> (updates, state)``,
+
+held in a :class:`GradientTransformation` NamedTuple; states are NamedTuples. An
+optimizer is a :func:`chain` of transformations whose last step scales by ``-learning_rate``,
+and :func:`apply_updates` adds the result to the params: ``params <- params + updates``.
+A jdl transformation can sit inside ``optax.chain`` and an optax one inside
+:func:`chain`, because both sides only call ``init`` and ``update``.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from jdl import optim
+    >>> params = {"w": jnp.ones(3)}
+    >>> optimizer = optim.chain(optim.clip(1.0), optim.scale_by_learning_rate(0.1))
+    >>> state = optimizer.init(params)
+    >>> updates, state = optimizer.update({"w": jnp.array([0.5, 2.0, -3.0])}, state, params)
+    >>> optim.apply_updates(params, updates)["w"]
+    Array([0.95, 0.9 , 1.1 ], dtype=float32)
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+
+Params = Any
+Updates = Any
+OptState = Any
+Schedule = Callable[[jax.Array], jax.Array]
+ScalarOrSchedule = Union[float, jax.Array, Schedule]
+
+
+class GradientTransformation(NamedTuple):
+    """``init(params) -> state`` and ``update(updates, state, params=None) -> (updates, state)``."""
+
+    init: Callable[[Params], OptState]
+    update: Callable[..., tuple[Updates, OptState]]
+
+
+class EmptyState(NamedTuple):
+    """The state of a transformation that keeps none."""
+
+
+# ---------------------------------------------------------------------------------------
+# Checks shared by every transformation
+
+
+def check_non_negative(where: str, name: str, value: Any) -> None:
+    """A hyperparameter given as a number must be >= 0 (a schedule is checked by its maker)."""
+    if isinstance(value, numbers.Real) and not value >= 0:
+        raise ValueError(f"{where}: expected {name} >= 0, got {value}")
+
+
+def check_learning_rate(where: str, learning_rate: Any) -> None:
+    if callable(learning_rate):
+        return
+    if isinstance(learning_rate, numbers.Real):
+        check_non_negative(where, "learning_rate", learning_rate)
+        return
+    if hasattr(learning_rate, "shape") and jnp.ndim(learning_rate) == 0:
+        return  # a traced or concrete scalar array: cannot be checked by value under jit
+    raise TypeError(
+        f"{where}: expected learning_rate to be a number or a schedule (a function of the step "
+        f"count), got {type(learning_rate).__name__}"
+    )
+
+
+def check_decay_rate(where: str, name: str, value: Any) -> None:
+    """A decay rate such as Adam's b1, b2 must lie in [0, 1)."""
+    if isinstance(value, numbers.Real) and not 0.0 <= value < 1.0:
+        raise ValueError(f"{where}: expected {name} in [0, 1), got {value}")
+
+
+def check_same_structure(where: str, updates: Any, reference: Any, reference_name: str = "the state") -> None:
+    """Gradients must have the tree structure the transformation was initialised with."""
+    got, expected = jax.tree.structure(updates), jax.tree.structure(reference)
+    if got != expected:
+        raise ValueError(
+            f"{where}: expected updates with the tree structure of {reference_name} ({expected}), "
+            f"got {got}; were these gradients made for other params?"
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Counting steps
+
+
+def safe_increment(count: jax.Array) -> jax.Array:
+    """``count + 1`` for an int32 step counter, saturating at the int32 maximum (never wrapping)."""
+    limit = jnp.iinfo(jnp.int32).max
+    return jnp.where(count < limit, count + 1, limit).astype(jnp.int32)
+
+
+def zero_count() -> jax.Array:
+    return jnp.zeros([], jnp.int32)
+
+
+# ---------------------------------------------------------------------------------------
+# Composition
+
+
+def identity() -> GradientTransformation:
+    """Leave the updates as they are."""
+
+    def init(params):
+        del params
+        return EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        return updates, state
+
+    return GradientTransformation(init, update)
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformation:
+    """Apply transformations one after another; the state is the tuple of their states.
+
+    ``chain(clip_by_global_norm(1.0), scale_by_adam(), scale_by_learning_rate(1e-3))`` is
+    Adam with clipping. Any object with optax's ``init``/``update`` may be a link.
+    """
+    for index, transform in enumerate(transforms):
+        if not (hasattr(transform, "init") and hasattr(transform, "update")):
+            raise TypeError(
+                f"chain: expected gradient transformations (init and update), got "
+                f"{type(transform).__name__} at position {index}"
+            )
+
+    def init(params):
+        return tuple(transform.init(params) for transform in transforms)
+
+    def update(updates, state, params=None):
+        if not isinstance(state, tuple) or len(state) != len(transforms):
+            raise ValueError(
+                f"chain: expected a state of {len(transforms)} entries (one per transformation), "
+                f"got {type(state).__name__}"
+                + (f" of {len(state)}" if isinstance(state, tuple) else "")
+            )
+        new_state = []
+        for transform, transform_state in zip(transforms, state):
+            updates, transform_state = transform.update(updates, transform_state, params)
+            new_state.append(transform_state)
+        return updates, tuple(new_state)
+
+    return GradientTransformation(init, update)
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+    """``params + updates``, leaf by leaf, in each param's own dtype (as ``optax.apply_updates``)."""
+    check_same_structure("apply_updates", updates, params, "params")
+    return jax.tree.map(
+        lambda p, u: None if p is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
+        params, updates, is_leaf=lambda x: x is None,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Scaling
+
+
+def scale(step_size: float) -> GradientTransformation:
+    """Multiply every update by ``step_size``."""
+
+    def init(params):
+        del params
+        return EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u: u * step_size, updates), state
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByScheduleState(NamedTuple):
+    count: jax.Array  # steps taken so far (int32)
+
+
+def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
+    """Multiply the updates by ``step_size_fn(count)``, ``count`` the steps taken before this one."""
+
+    def init(params):
+        del params
+        return ScaleByScheduleState(count=zero_count())
+
+    def update(updates, state, params=None):
+        del params
+        step_size = step_size_fn(state.count)
+        updates = jax.tree.map(lambda u: jnp.array(step_size, dtype=u.dtype) * u, updates)
+        return updates, ScaleByScheduleState(count=safe_increment(state.count))
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *, flip_sign: bool = True) -> GradientTransformation:
+    """Scale by ``-learning_rate`` (a number or a schedule): the descent step of every optimizer."""
+    check_learning_rate("scale_by_learning_rate", learning_rate)
+    sign = -1 if flip_sign else 1
+    if callable(learning_rate):
+        return scale_by_schedule(lambda count: sign * learning_rate(count))
+    return scale(sign * learning_rate)
