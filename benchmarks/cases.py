@@ -285,6 +285,7 @@ class Case:
     budget: Budget = Budget()
     # Per backend ("cpu", "gpu"): where a step takes seconds, fewer steps suffice.
     backend_budgets: dict = dataclasses.field(default_factory=dict)
+    kind: str = "train_step"  # the records' "kind"; benchmarks/optim_cases.py has "optimizer_update"
 
     def settings(self, config: Config) -> tuple[int, int]:
         budget = self.backend_budgets.get(jax.default_backend(), self.budget)
@@ -322,6 +323,7 @@ class Case:
             "steps_per_call": steps,
             "rounds": rounds,
             "num_params": int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params))),
+            "record": {"batch": self.batch, "jdl_conv_implementation": config.conv_implementation},
         }
 
 

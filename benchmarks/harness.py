@@ -12,6 +12,10 @@ already on the device and returns its outputs. The harness
 3. reports the median time per train step of each side (call time / ``steps_per_call``)
    and their ratio, jdl / reference.
 
+A case may add a third callable, ``baseline`` (the optimizer cases' memory-bandwidth
+probe), timed last in every round under the same conditions; its median per step is
+``Timing.baseline_s``.
+
 Several steps per call (inside a ``lax.scan`` on both sides) amortise the host's dispatch
 overhead, which would otherwise dominate the sub-millisecond steps of small models.
 """
@@ -41,6 +45,8 @@ class Timing:
     rounds: int
     steps_per_call: int
     check: Any  # what the case's check returned (e.g. the two sides' losses)
+    baseline_s: float | None = None  # median per step of the optional baseline call
+    baseline_min_s: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -69,11 +75,13 @@ def compare(
     steps_per_call: int = 1,
     warmup: int = 2,
     check: Callable[[Any, Any], Any] | None = None,
+    baseline: Callable[[], Any] | None = None,
 ) -> Timing:
     """Time ``jdl_call`` against ``ref_call``, alternating; see the module docstring.
 
     ``check(jdl_out, ref_out)`` sees the outputs of each side's first call (before any
-    later call can donate their buffers) and should raise if they disagree.
+    later call can donate their buffers) and should raise if they disagree. ``baseline``,
+    if given, is warmed up likewise and timed after the two sides in every round.
     """
     if rounds < 1 or steps_per_call < 1 or warmup < 1:
         raise ValueError(f"compare: expected rounds, steps_per_call and warmup >= 1, got {rounds}, "
@@ -85,14 +93,18 @@ def compare(
     for _ in range(warmup - 1):
         _timed(jdl_call)
         _timed(ref_call)
+    for _ in range(warmup if baseline is not None else 0):
+        _timed(baseline)
 
-    jdl_times, ref_times = [], []
+    jdl_times, ref_times, baseline_times = [], [], []
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as timeit does: a collection inside one side's call would bias it
     try:
         for _ in range(rounds):
             jdl_times.append(_timed(jdl_call)[0])
             ref_times.append(_timed(ref_call)[0])
+            if baseline is not None:
+                baseline_times.append(_timed(baseline)[0])
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -110,4 +122,6 @@ def compare(
         rounds=rounds,
         steps_per_call=steps_per_call,
         check=checked,
+        baseline_s=per_step(statistics.median(baseline_times)) if baseline_times else None,
+        baseline_min_s=per_step(min(baseline_times)) if baseline_times else None,
     )

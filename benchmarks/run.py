@@ -3,10 +3,12 @@
     python -m benchmarks.run --quick --json /tmp/bench.json
     python -m benchmarks.run --only cnn_train_step --dtype bfloat16 --json /tmp/bf16.json
     python -m benchmarks.run --json benchmarks/results/cpu.json --markdown benchmarks/results/cpu.md
+    python -m benchmarks.run --quick --only optimizer_updates --json /tmp/optbench.json
 
 Prints a markdown table (case, backend, dtype, jdl ms, flax+optax ms, ratio) and writes
-the records as a JSON list (see benchmarks/README.md). Times are per train step; the
-ratio is jdl / reference, so below 1 means jdl is faster.
+the records as a JSON list (see benchmarks/README.md). Times are per train step (per
+optimizer step for the optimizer cases, which also get bytes per second against a
+memory-bandwidth baseline); the ratio is jdl / reference, so below 1 means jdl is faster.
 """
 from __future__ import annotations
 
@@ -25,8 +27,13 @@ import optax
 
 import jdl
 from jdl.io import atomic_write_text
-from benchmarks.cases import CASES, Config
+from benchmarks.cases import CASES as TRAIN_CASES, Config
 from benchmarks.harness import compare
+from benchmarks.optim_cases import OPTIMIZER_CASES, SkipCase
+
+CASES = {**TRAIN_CASES, **OPTIMIZER_CASES}
+# Names --only accepts for a whole group of cases.
+GROUPS = {"train_steps": list(TRAIN_CASES), "optimizer_updates": list(OPTIMIZER_CASES)}
 
 
 def device_description() -> str:
@@ -53,26 +60,28 @@ def git_commit() -> str | None:
 
 
 def run_case(name: str, config: Config) -> dict:
+    """Build, check and time one case; raises :class:`SkipCase` where it cannot run here."""
     case = CASES[name]
     built = case.build(config)
     timing = compare(built["jdl_call"], built["ref_call"], rounds=built["rounds"],
                      steps_per_call=built["steps_per_call"], warmup=1 if config.quick else 2,
-                     check=built["check"])
+                     check=built["check"], baseline=built.get("baseline"))
     jdl_loop, ref_loop = built["jdl_call"], built["ref_call"]
-    for side, loop in (("jdl", jdl_loop), ("flax+optax", ref_loop)):
+    for side, loop in (("jdl", jdl_loop), (built.get("ref_name", "flax+optax"), ref_loop)):
         # Either would make the timing unfair: a retrace times compilation, a lost donation copies the state.
         if loop.compilations() != 1 or not loop.donated:
             print(f"warning: {name} ({side}): {loop.compilations()} compilations, train state donated: "
                   f"{loop.donated}", file=sys.stderr)
+    finish = built.get("finish")
     return {
         "case": name,
+        "kind": case.kind,
         "backend": jax.default_backend(),
         "device": device_description(),
         "dtype": config.dtype,
         "jdl_s": timing.jdl_s,
         "ref_s": timing.ref_s,
         "ratio": timing.ratio,
-        "batch": case.batch,
         "repeats": timing.rounds,
         "steps_per_call": timing.steps_per_call,
         "jax_version": jax.__version__,
@@ -91,8 +100,9 @@ def run_case(name: str, config: Config) -> dict:
         "ref_compilations": ref_loop.compilations(),
         "jdl_donated": jdl_loop.donated,
         "ref_donated": ref_loop.donated,
-        "jdl_conv_implementation": config.conv_implementation,
-        "loss_check": timing.check,
+        built.get("check_key", "loss_check"): timing.check,
+        **built.get("record", {}),
+        **(finish(timing) if finish is not None else {}),
         "quick": config.quick,
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
@@ -101,7 +111,7 @@ def run_case(name: str, config: Config) -> dict:
     }
 
 
-def markdown_table(records: list[dict]) -> str:
+def train_table(records: list[dict]) -> str:
     lines = ["| case | backend | dtype | jdl ms | flax+optax ms | ratio |",
              "| --- | --- | --- | ---: | ---: | ---: |"]
     for r in records:
@@ -110,19 +120,69 @@ def markdown_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def markdown_report(records: list[dict], command: str) -> str:
+def optimizer_table(records: list[dict]) -> str:
+    lines = ["| case | backend | dtype | jdl ms | optax ms | ratio | MB/step | jdl GB/s | optax GB/s | "
+             "baseline GB/s | jdl fraction | optax fraction | same program |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in records:
+        lines.append(f"| {r['case']} | {r['backend']} | {r['dtype']} | {1e3 * r['jdl_s']:.3f} | "
+                     f"{1e3 * r['ref_s']:.3f} | {r['ratio']:.2f} | {r['bytes_per_step'] / 1e6:.0f} | "
+                     f"{r['jdl_bytes_per_s'] / 1e9:.1f} | {r['ref_bytes_per_s'] / 1e9:.1f} | "
+                     f"{r['baseline_bytes_per_s'] / 1e9:.1f} | {r['jdl_bandwidth_fraction']:.2f} | "
+                     f"{r['ref_bandwidth_fraction']:.2f} | {'yes' if r['same_compiled_program'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def _is_optimizer(record: dict) -> bool:
+    return record.get("kind") == "optimizer_update"
+
+
+def _optimizer_details(r: dict) -> str:
+    def megabytes(value):
+        return "?" if value is None else f"{value / 1e6:.0f}"
+
+    return (f"; state {megabytes(r['jdl_state_bytes'])} / {megabytes(r['ref_state_bytes'])} MB, bytes accessed per "
+            f"step as XLA counts them {megabytes(r['jdl_compiled_bytes_per_step'])} / "
+            f"{megabytes(r['ref_compiled_bytes_per_step'])} MB (ideal {megabytes(r['bytes_per_step'])})")
+
+
+def markdown_table(records: list[dict]) -> str:
+    """One table for the train-step cases, another for the optimizer cases (those present)."""
+    train = [r for r in records if not _is_optimizer(r)]
+    optim = [r for r in records if _is_optimizer(r)]
+    return "\n\n".join(table for table in (train and train_table(train), optim and optimizer_table(optim)) if table)
+
+
+def markdown_report(records: list[dict], command: str, skipped: dict[str, str] | None = None) -> str:
     first = records[0]
+    train = [r for r in records if not _is_optimizer(r)]
+    optim = [r for r in records if _is_optimizer(r)]
     details = "\n".join(
         f"- `{r['case']}` ({r['dtype']}): {r['description']}; {r['num_params']} params; median of "
         f"{r['repeats']} rounds of {r['steps_per_call']} steps; min {1e3 * r['jdl_min_s']:.3f} / "
         f"{1e3 * r['ref_min_s']:.3f} ms, IQR {1e3 * r['jdl_iqr_s']:.3f} / {1e3 * r['ref_iqr_s']:.3f} ms (jdl / ref)"
+        + (_optimizer_details(r) if _is_optimizer(r) else "")
         for r in records
     )
+    sections = []
+    if train:
+        sections.append(
+            f"Per train step (forward, softmax cross-entropy, backward, Adam), batch {train[0]['batch']}; "
+            f"ratio = jdl / flax+optax (below 1: jdl is faster).\n\n{train_table(train)}")
+    if optim:
+        sections.append(
+            f"Per optimizer step (update and apply_updates) on {optim[0]['num_params']} params in "
+            f"{optim[0]['num_leaves']} leaves; ratio = jdl / optax. MB/step: the bytes an ideal update moves "
+            f"(params, gradients and state read, params and state written); GB/s: those bytes over the step "
+            f"time; fraction: that over the bandwidth of a jitted `x * a + b` moving as many bytes; same "
+            f"program: jdl and optax compile to the same optimized HLO (names and metadata aside).\n\n"
+            f"{optimizer_table(optim)}")
+    if skipped:
+        sections.append("Skipped: " + "; ".join(f"`{name}` ({why})" for name, why in skipped.items()) + ".")
+    sections_text = "\n\n".join(sections)
     return (
         f"# Benchmarks: jdl vs flax + optax ({first['backend']})\n\n"
-        f"Per train step (forward, softmax cross-entropy, backward, Adam), batch {first['batch']}; "
-        f"ratio = jdl / flax+optax (below 1: jdl is faster).\n\n"
-        f"{markdown_table(records)}\n\n"
+        f"{sections_text}\n\n"
         f"Device: {first['device']}; jax {first['jax_version']}, flax {first['flax_version']}, "
         f"optax {first['optax_version']}, jdl {first['jdl_version']}; commit {first['git_commit']}; "
         f"{first['timestamp']}.\n\n"
@@ -132,9 +192,10 @@ def markdown_report(records: list[dict], command: str) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and steps per call (about a minute on CPU)")
-    parser.add_argument("--only", nargs="+", choices=sorted(CASES), metavar="NAME",
-                        help=f"run only these cases (of {', '.join(CASES)})")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer rounds and steps per call (about two minutes on CPU for all cases)")
+    parser.add_argument("--only", nargs="+", choices=sorted(CASES) + sorted(GROUPS), metavar="NAME",
+                        help=f"run only these cases (of {', '.join(CASES)}) or groups ({', '.join(GROUPS)})")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="inputs, params and compute on both sides")
     parser.add_argument("--json", metavar="PATH", help="write the records here (a JSON list, written atomically)")
@@ -153,21 +214,31 @@ def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     config = Config(dtype=args.dtype, quick=args.quick, conv_implementation=args.conv_implementation,
                     steps_per_call=args.steps_per_call, rounds=args.repeats)
-    names = args.only or list(CASES)
+    names = list(dict.fromkeys(case for name in (args.only or list(CASES)) for case in GROUPS.get(name, [name])))
     start = time.perf_counter()
-    records = []
+    records, skipped = [], {}
     for name in names:
         case_start = time.perf_counter()
-        records.append(run_case(name, config))
+        try:
+            records.append(run_case(name, config))
+        except SkipCase as reason:
+            skipped[name] = str(reason)
+            print(f"{name}: skipped: {reason}", file=sys.stderr, flush=True)
+            continue
         print(f"{name}: {time.perf_counter() - case_start:.1f} s", file=sys.stderr, flush=True)
-    print(markdown_table(records))
+    if records:
+        print(markdown_table(records))
+    else:
+        print("no case ran", file=sys.stderr)
+    if skipped:
+        print(f"\nskipped: {', '.join(skipped)}", file=sys.stderr)
     print(f"\n{device_description()}; jax {jax.__version__}, flax {flax.__version__}, optax {optax.__version__}; "
           f"{time.perf_counter() - start:.1f} s in all", file=sys.stderr)
     if args.json:
         atomic_write_text(args.json, json.dumps(records, indent=2) + "\n")
-    if args.markdown:
+    if args.markdown and records:
         command = "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv)
-        atomic_write_text(args.markdown, markdown_report(records, command))
+        atomic_write_text(args.markdown, markdown_report(records, command, skipped))
     return records
 
 

@@ -46,7 +46,7 @@ OPTIMIZERS = {
     "adagrad": lambda lr: optim.adagrad(lr),
     "adadelta": lambda lr: optim.adadelta(lr),
     "rmsprop": lambda lr: optim.rmsprop(lr),
-    "normalized": lambda lr: optim.normalized_gradients(lr),
+    "normalized": lambda lr: optim.normalized_sgd(lr),
     "adam": lambda lr: optim.adam(lr),
     "adamw": lambda lr: optim.adamw(lr, weight_decay=1e-4),
     "nadam": lambda lr: optim.nadam(lr),
