@@ -1,11 +1,13 @@
 """The benchmark cases: one full train step of a classifier, in jdl and in flax + optax.
 
-A train step is forward, softmax cross-entropy, backward and an ``optax.adam(1e-3)``
-update, jitted with the train state donated. Both sides run the very same step function
-(:func:`make_train_steps`); only the forward pass and loss differ:
+A train step is forward, softmax cross-entropy, backward and an Adam(1e-3) update,
+jitted with the train state donated. Both sides run the very same step function
+(:func:`make_train_steps`); the model, loss and optimizer differ:
 
-* jdl: ``jdl.nn`` layers and ``jdl.losses.softmax_cross_entropy_with_integer_labels``;
-* reference: ``flax.linen`` modules and ``optax.losses.softmax_cross_entropy_with_integer_labels``.
+* jdl: ``jdl.nn`` layers, ``jdl.losses.softmax_cross_entropy_with_integer_labels`` and
+  ``jdl.optim.adam``;
+* reference: ``flax.linen`` modules, ``optax.losses.softmax_cross_entropy_with_integer_labels``
+  and ``optax.adam``.
 
 The reference starts from the jdl weights, copied in (``kernel = w``, ``bias = b``), so
 that both sides train the same network on the same batches; :func:`check_losses` asserts
@@ -151,7 +153,7 @@ class FlaxCNN2D(fnn.Module):
 # --------------------------------------------------------------------------- the train step
 
 
-def make_train_steps(loss_of: Callable, optimizer: optax.GradientTransformation) -> Callable:
+def make_train_steps(loss_of: Callable, optimizer, apply_updates: Callable) -> Callable:
     """``run(train_state, xs, ys) -> (train_state, losses)``: one step per batch, in a scan.
 
     ``train_state`` is ``(params, state, opt_state)``; ``loss_of(params, state, x, y)``
@@ -163,7 +165,7 @@ def make_train_steps(loss_of: Callable, optimizer: optax.GradientTransformation)
         x, y = batch
         (loss, state), grads = jax.value_and_grad(loss_of, has_aux=True)(params, state, x, y)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), state, opt_state), loss
+        return (apply_updates(params, updates), state, opt_state), loss
 
     def run(train_state, xs, ys):
         return jax.lax.scan(step, train_state, (xs, ys))
@@ -178,8 +180,8 @@ class TrainLoop:
     place) and replaced by the call's result, so the loop keeps training.
     """
 
-    def __init__(self, loss_of: Callable, optimizer: optax.GradientTransformation, train_state, xs, ys):
-        self.run = jax.jit(make_train_steps(loss_of, optimizer), donate_argnums=0)
+    def __init__(self, loss_of: Callable, optimizer, apply_updates: Callable, train_state, xs, ys):
+        self.run = jax.jit(make_train_steps(loss_of, optimizer, apply_updates), donate_argnums=0)
         self.train_state, self.xs, self.ys = train_state, xs, ys
         self.donated: bool | None = None  # known after the first call
 
@@ -302,11 +304,11 @@ class Case:
         xs = jax.random.normal(x_key, (steps, self.batch) + self.input_shape, jnp.float32).astype(dtype)
         ys = jax.random.randint(y_key, (steps, self.batch), 0, NUM_CLASSES, jnp.int32)
         example = jax.ShapeDtypeStruct((self.batch,) + self.input_shape, dtype)
-        optimizer = optax.adam(LEARNING_RATE)
-
         model = self.jdl_model(dtype, config.conv_implementation)
         params, state = model.init(init_key, example)
-        jdl_loop = TrainLoop(jdl_loss_of(model), optimizer, (params, state, optimizer.init(params)), xs, ys)
+        jdl_optimizer = jdl.optim.adam(LEARNING_RATE)
+        jdl_loop = TrainLoop(jdl_loss_of(model), jdl_optimizer, jdl.optim.apply_updates,
+                             (params, state, jdl_optimizer.init(params)), xs, ys)
 
         module = self.flax_module(dtype=dtype, param_dtype=dtype)
         ref_params = flax_params_from_jdl(params)
@@ -314,7 +316,9 @@ class Case:
         if _shapes(expected) != _shapes(ref_params):
             raise AssertionError(f"{self.name}: the flax twin's params {_shapes(expected)} differ from the jdl "
                                  f"model's {_shapes(ref_params)}")
-        ref_loop = TrainLoop(flax_loss_of(module), optimizer, (ref_params, {}, optimizer.init(ref_params)), xs, ys)
+        optimizer = optax.adam(LEARNING_RATE)
+        ref_loop = TrainLoop(flax_loss_of(module), optimizer, optax.apply_updates,
+                             (ref_params, {}, optimizer.init(ref_params)), xs, ys)
 
         return {
             "jdl_call": jdl_loop,

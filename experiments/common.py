@@ -10,7 +10,6 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import jdl
 
@@ -49,7 +48,7 @@ class TrainState(NamedTuple):
 
 def make_trainer(
     model: jdl.nn.Layer,
-    optimizer: optax.GradientTransformation,
+    optimizer: jdl.optim.GradientTransformation,
     x_train: jax.Array,
     y_train: jax.Array,
     batch_size: int,
@@ -86,7 +85,7 @@ def make_trainer(
             train_state.params, train_state.state, x, y, key
         )
         updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
-        params = optax.apply_updates(train_state.params, updates)
+        params = jdl.optim.apply_updates(train_state.params, updates)
         return TrainState(params, new_state, opt_state), loss
 
     def one_epoch(train_state, epoch_key):

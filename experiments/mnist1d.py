@@ -26,7 +26,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 if __package__ in (None, ""):
     # Run as a file (python experiments/mnist1d.py): this file's folder would shadow the
@@ -42,7 +41,7 @@ from experiments.common import (  # noqa: E402
     mnist1d_dataset,
     random_shift,
 )
-from jdl import init, io, nn  # noqa: E402
+from jdl import init, io, nn, optim  # noqa: E402
 
 # Test accuracies reported in the MNIST-1D paper (Greydanus, 2020, Table 1 / README).
 PUBLISHED = {"logistic": 0.32, "mlp": 0.68, "cnn": 0.94, "gru": 0.91}
@@ -105,10 +104,12 @@ RECIPES = {
 }
 
 
-def make_optimizer(recipe: Recipe, total_steps: int) -> optax.GradientTransformation:
-    rate = (optax.cosine_decay_schedule(recipe.learning_rate, total_steps) if recipe.schedule == "cosine"
+def make_optimizer(recipe: Recipe, total_steps: int) -> optim.GradientTransformation:
+    rate = (optim.cosine_decay_schedule(recipe.learning_rate, total_steps) if recipe.schedule == "cosine"
             else recipe.learning_rate)
-    return optax.adamw(rate, weight_decay=recipe.weight_decay)
+    if recipe.weight_decay:
+        return optim.adamw(rate, weight_decay=recipe.weight_decay)
+    return optim.adam(rate)
 
 
 def train_model(name: str, data: dict, seeds: list[int], recipe: Recipe, evals: int = 30,
