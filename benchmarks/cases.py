@@ -64,9 +64,9 @@ def jdl_mlp(param_dtype, conv_implementation) -> nn.Layer:
     del conv_implementation
     he = jdl.init.he_normal()
     return nn.Sequential({
-        "hidden_1": nn.Dense(100, w_init=he, param_dtype=param_dtype),
+        "hidden_1": nn.Dense(100, kernel_init=he, param_dtype=param_dtype),
         "relu_1": nn.ReLU(),
-        "hidden_2": nn.Dense(100, w_init=he, param_dtype=param_dtype),
+        "hidden_2": nn.Dense(100, kernel_init=he, param_dtype=param_dtype),
         "relu_2": nn.ReLU(),
         "output": nn.Dense(NUM_CLASSES, param_dtype=param_dtype),
     })
@@ -86,7 +86,7 @@ class FlaxMLP(fnn.Module):
 
 def jdl_cnn(param_dtype, conv_implementation) -> nn.Layer:
     he = jdl.init.he_normal()
-    conv = functools.partial(nn.Conv1D, strides=2, padding=1, w_init=he, param_dtype=param_dtype,
+    conv = functools.partial(nn.Conv1D, strides=2, padding=1, kernel_init=he, param_dtype=param_dtype,
                              implementation=conv_implementation)
     return nn.Sequential({
         "channels": nn.Reshape((40, 1)),

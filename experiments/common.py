@@ -5,6 +5,7 @@ Nothing here is part of the library: `jdl/` is the toolkit, `experiments/` uses 
 from __future__ import annotations
 
 import io
+import time
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -109,6 +110,57 @@ def make_trainer(
     run_epochs = jax.jit(jax.vmap(run_one), donate_argnums=0)
     evaluate = jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None)))
     return init, run_epochs, evaluate, steps_per_epoch
+
+
+class EnsembleRun(NamedTuple):
+    """What :func:`train_ensemble` returns; every per-seed array has the seeds on axis 0."""
+
+    train_state: TrainState
+    evaluate: Callable  # evaluate(train_state, x, y) -> (accuracy, mean loss), per seed
+    steps: list  # the step count at each evaluation
+    train_loss: list  # per evaluation: the mean training loss of the epochs since the last, (seeds,)
+    test_accuracy: list  # per evaluation: (seeds,)
+    seconds: float
+
+
+def train_ensemble(model: jdl.nn.Layer, optimizer, data: dict, seeds: list[int], epochs: int, batch_size: int,
+                   evals: int = 20, augment: Callable | None = None, label: str = "",
+                   progress: bool = False) -> EnsembleRun:
+    """Train one model per seed, all at once, evaluating on the test set ``evals`` times.
+
+    Seed ``s`` initialises with one half of ``jax.random.split(key(s))`` and draws its
+    batch orders and dropout keys from the other. Epochs run in equal chunks between
+    evaluations (the last may be shorter), so ``run_epochs`` compiles at most twice.
+    """
+    from tqdm.auto import tqdm
+
+    x_train, y_train = jnp.asarray(data["x_train"]), jnp.asarray(data["y_train"])
+    x_test, y_test = jnp.asarray(data["x_test"]), jnp.asarray(data["y_test"])
+    init, run_epochs, evaluate, steps_per_epoch = make_trainer(model, optimizer, x_train, y_train, batch_size,
+                                                               augment=augment)
+    chunk = -(-epochs // max(1, min(evals, epochs)))
+    start = time.perf_counter()
+    seed_keys = jax.vmap(jax.random.split)(jnp.stack([jax.random.key(s) for s in seeds]))
+    train_state = init(seed_keys[:, 0])
+    epoch_keys = jax.vmap(lambda k: jax.random.split(k, epochs))(seed_keys[:, 1])  # (seeds, epochs)
+    steps, train_losses, test_accuracies = [], [], []
+    bar = tqdm(total=epochs * steps_per_epoch, desc=f"{label:>8}", unit="step", disable=not progress)
+    for first in range(0, epochs, chunk):
+        last = min(first + chunk, epochs)
+        train_state, losses = run_epochs(train_state, epoch_keys[:, first:last])
+        accuracy, _ = evaluate(train_state, x_test, y_test)
+        train_losses.append(np.asarray(losses).mean(axis=1))
+        test_accuracies.append(np.asarray(accuracy))
+        steps.append(last * steps_per_epoch)
+        bar.update((last - first) * steps_per_epoch)
+        bar.set_postfix(test_acc=f"{float(np.mean(accuracy)):.3f}")
+    bar.close()
+    return EnsembleRun(train_state, evaluate, steps, train_losses, test_accuracies, time.perf_counter() - start)
+
+
+def epochs_for(steps: int, num_train: int, batch_size: int) -> int:
+    """Whole epochs closest to ``steps`` training steps (at least one)."""
+    return max(1, round(steps / (num_train // batch_size)))
 
 
 def count_params(params: Any) -> int:

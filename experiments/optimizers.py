@@ -34,7 +34,7 @@ if __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
     sys.path.insert(0, os.path.dirname(_here))
 
-from experiments.common import atomic_save_figure, make_trainer, mnist1d_dataset  # noqa: E402
+from experiments.common import atomic_save_figure, epochs_for, mnist1d_dataset, train_ensemble  # noqa: E402
 from experiments.mnist1d import make_model  # noqa: E402
 from jdl import io, optim  # noqa: E402
 
@@ -159,37 +159,23 @@ MNIST1D_RATES = {"sgd": 0.1, "momentum": 0.02, "nesterov": 0.02, "adagrad": 0.05
 
 
 def run_mnist1d(names, data, seeds, steps: int, batch_size: int = 100, evals: int = 20) -> dict:
-    x_train, y_train = jnp.asarray(data["x_train"]), jnp.asarray(data["y_train"])
-    x_test, y_test = jnp.asarray(data["x_test"]), jnp.asarray(data["y_test"])
     model = make_model("mlp")
+    epochs = epochs_for(steps, data["x_train"].shape[0], batch_size)
     results = {}
     for name in names:
-        start = time.perf_counter()
-        optimizer = OPTIMIZERS[name](MNIST1D_RATES[name])
-        init, run_epochs, evaluate, steps_per_epoch = make_trainer(model, optimizer, x_train, y_train, batch_size)
-        epochs = max(1, round(steps / steps_per_epoch))
-        chunk = -(-epochs // max(1, min(evals, epochs)))
-        seed_keys = jax.vmap(jax.random.split)(jnp.stack([jax.random.key(s) for s in seeds]))
-        state = init(seed_keys[:, 0])
-        epoch_keys = jax.vmap(lambda k: jax.random.split(k, epochs))(seed_keys[:, 1])
-        curve_steps, losses = [], []
-        for first in range(0, epochs, chunk):
-            last = min(first + chunk, epochs)
-            state, epoch_losses = run_epochs(state, epoch_keys[:, first:last])
-            losses.append(float(np.asarray(epoch_losses)[:, -1].mean()))
-            curve_steps.append(last * steps_per_epoch)
-        test_accuracy, _ = evaluate(state, x_test, y_test)
-        train_accuracy, train_loss = evaluate(state, x_train, y_train)
+        run = train_ensemble(model, OPTIMIZERS[name](MNIST1D_RATES[name]), data, seeds, epochs, batch_size, evals)
+        train_accuracy, train_loss = run.evaluate(run.train_state, jnp.asarray(data["x_train"]),
+                                                  jnp.asarray(data["y_train"]))
         results[name] = {
             "learning_rate": MNIST1D_RATES[name],
             "final_train_loss": float(np.mean(train_loss)),
             "train_accuracy": float(np.mean(train_accuracy)),
-            "test_accuracy": float(np.mean(test_accuracy)),
-            "test_accuracy_std": float(np.std(test_accuracy)),
+            "test_accuracy": float(np.mean(run.test_accuracy[-1])),
+            "test_accuracy_std": float(np.std(run.test_accuracy[-1])),
             "seeds": list(seeds),
-            "steps": epochs * steps_per_epoch,
-            "seconds": time.perf_counter() - start,
-            "curve": {"step": curve_steps, "train_loss": losses},
+            "steps": run.steps[-1],
+            "seconds": run.seconds,
+            "curve": {"step": run.steps, "train_loss": [float(v.mean()) for v in run.train_loss]},
         }
         print(f"  {name:>10}: test accuracy {results[name]['test_accuracy']:.3f}, "
               f"train loss {results[name]['final_train_loss']:.4f} ({results[name]['seconds']:.1f} s)")

@@ -13,10 +13,6 @@ import jax
 import jax.numpy as jnp
 
 
-def describe_shape(x: Any) -> str:
-    return f"shape {tuple(x.shape)} ({jnp.dtype(x.dtype).name})"
-
-
 def check_array(where: str, x: Any, what: str = "input") -> None:
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{where}: expected {what} to be an array, got {type(x).__name__}")

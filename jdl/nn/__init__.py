@@ -8,6 +8,9 @@ from jdl.nn.embed import Embedding, attend
 from jdl.nn.norm import BatchNorm, LayerNorm
 from jdl.nn.pool import AvgPool, AvgPool1D, AvgPool2D, GlobalAvgPool, GlobalMaxPool, MaxPool, MaxPool1D, MaxPool2D
 from jdl.nn.reshape import Flatten, Reshape
+from jdl.nn.recurrent import (
+    GRU, LSTM, RNN, Bidirectional, Cell, GRUCell, LSTMCell, SimpleRNNCell, SimplifiedGRUCell, flip_sequences,
+)
 
 __all__ = [
     "Layer", "make_layer", "stateless", "output_shape",
@@ -16,4 +19,8 @@ __all__ = [
     "MaxPool", "AvgPool", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool", "GlobalMaxPool",
     "Flatten", "Reshape", "Dropout", "BatchNorm", "LayerNorm", "Embedding", "attend",
     "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "PReLU", "ELU", "GELU", "Softmax", "LogSoftmax", "Step",
+]
+__all__ += [
+    "Cell", "SimpleRNNCell", "LSTMCell", "GRUCell", "SimplifiedGRUCell", "RNN", "LSTM", "GRU", "Bidirectional",
+    "flip_sequences",
 ]

@@ -63,6 +63,19 @@ def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding
     return (input_size + low + high - effective_kernel) // stride + 1
 
 
+def check_output_sizes(where: str, spatial, window, strides, padding, dilation) -> None:
+    """Every spatial axis must leave at least one output position (nothing silently empty)."""
+    pads = [(0, 0)] * len(window) if padding == "VALID" else padding
+    if padding == "SAME":
+        return  # ceil(N / S) >= 1 for any N >= 1
+    for axis, (size, k, s, p, d) in enumerate(zip(spatial, window, strides, pads, dilation)):
+        if conv_output_size(size, k, s, p, d) < 1:
+            raise ValueError(
+                f"{where}: expected spatial axis {axis} of at least {d * (k - 1) + 1 - p[0] - p[1]} "
+                f"(the window {d * (k - 1) + 1} minus padding {tuple(p)}), got {size}"
+            )
+
+
 def _as_tuple(value, n: int, what: str, where: str) -> tuple[int, ...]:
     if isinstance(value, int):
         return (value,) * n
@@ -112,8 +125,8 @@ def Conv(
     feature_group_count: int = 1,
     *,
     use_bias: bool = True,
-    w_init=initializers.lecun_normal(),
-    b_init=initializers.zeros,
+    kernel_init=initializers.lecun_normal(),
+    bias_init=initializers.zeros,
     param_dtype=jnp.float32,
     dtype=None,
     implementation: str = "auto",
@@ -158,13 +171,14 @@ def Conv(
                 f"{description}: expected input channels divisible by feature_group_count "
                 f"{feature_group_count}, got input of shape {tuple(x.shape)}"
             )
+        check_output_sizes(description, x.shape[x.ndim - n - 1: -1], kernel_size, strides_t, lax_padding, dilation_t)
 
     def kernel_shape(in_channels):
         return kernel_size + (in_channels // feature_group_count, features)
 
     def init(key, x):
         check_input(x)
-        return init_kernel_and_bias(key, kernel_shape(x.shape[-1]), use_bias, w_init, b_init, param_dtype), {}
+        return init_kernel_and_bias(key, kernel_shape(x.shape[-1]), use_bias, kernel_init, bias_init, param_dtype), {}
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train

@@ -181,6 +181,11 @@ def Residual(layer: Layer, shortcut: Layer | None = None, name: str = "residual"
     branches = {"main": layer} if shortcut is None else {"main": layer, "shortcut": shortcut}
 
     def check_shapes(main_out, skip_out, x):
+        if main_out.dtype != skip_out.dtype:
+            raise TypeError(
+                f"{description}: expected the main branch and the shortcut to give the same dtype for "
+                f"the sum (nothing is cast), got {main_out.dtype} and {skip_out.dtype}"
+            )
         if main_out.shape != skip_out.shape:
             raise ValueError(
                 f"{description}: expected the main branch to keep the shape of its input "
@@ -248,6 +253,11 @@ def Concat(layers: Sequence[Layer] | Mapping[str, Layer], axis: int = -1, name: 
 
     def concatenate(outputs):
         reference = outputs[0]
+        if len({out.dtype for out in outputs}) > 1:
+            raise TypeError(
+                f"{description}: expected branch outputs of one dtype (nothing is cast), got "
+                f"{[str(out.dtype) for out in outputs]}"
+            )
         for out in outputs[1:]:
             same_rank = out.ndim == reference.ndim
             other_axes_match = same_rank and all(

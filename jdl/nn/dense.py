@@ -23,12 +23,12 @@ from jdl._checks import check_floating, check_keys, check_min_rank, check_param_
 from jdl.nn.core import Layer, make_layer
 
 
-def init_kernel_and_bias(key, kernel_shape, use_bias, w_init, b_init, param_dtype) -> dict:
+def init_kernel_and_bias(key, kernel_shape, use_bias, kernel_init, bias_init, param_dtype) -> dict:
     """``{"w": kernel, "b": bias}`` (no ``"b"`` without a bias); the bias has the kernel's last size."""
     w_key, b_key = jax.random.split(key)
-    params = {"w": w_init(w_key, tuple(kernel_shape), param_dtype)}
+    params = {"w": kernel_init(w_key, tuple(kernel_shape), param_dtype)}
     if use_bias:
-        params["b"] = b_init(b_key, (kernel_shape[-1],), param_dtype)
+        params["b"] = bias_init(b_key, (kernel_shape[-1],), param_dtype)
     return params
 
 
@@ -36,8 +36,8 @@ def Dense(
     features: int,
     *,
     use_bias: bool = True,
-    w_init=initializers.lecun_normal(),
-    b_init=initializers.zeros,
+    kernel_init=initializers.lecun_normal(),
+    bias_init=initializers.zeros,
     param_dtype=jnp.float32,
     dtype=None,
     name: str = "dense",
@@ -47,7 +47,7 @@ def Dense(
     Args:
       features: the size of the output's last axis.
       use_bias: whether to add ``b``.
-      w_init, b_init: initialisers (``jdl.init`` or ``jax.nn.initializers``); the default
+      kernel_init, bias_init: initialisers (``jdl.init`` or ``jax.nn.initializers``); the default
         kernel initialiser is LeCun normal, as in flax.
       param_dtype: dtype of the params.
       dtype: dtype of the computation; ``None`` promotes the input's and the params'.
@@ -60,10 +60,12 @@ def Dense(
     def check_input(x):
         check_floating(description, x)
         check_min_rank(description, x, 1, "..., in_features")
+        if x.shape[-1] == 0:
+            raise ValueError(f"{description}: expected input with at least one feature, got shape {tuple(x.shape)}")
 
     def init(key, x):
         check_input(x)
-        return init_kernel_and_bias(key, (x.shape[-1], features), use_bias, w_init, b_init, param_dtype), {}
+        return init_kernel_and_bias(key, (x.shape[-1], features), use_bias, kernel_init, bias_init, param_dtype), {}
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train

@@ -83,7 +83,11 @@ def BatchNorm(
 
     def check_input(x):
         check_floating(description, x)
-        check_min_rank(description, x, 2, "batch, ..., features")
+        # With axis_name the batch may be a mapped axis (vmap/shard_map), so one example suffices.
+        if axis_name is None:
+            check_min_rank(description, x, 2, "batch, ..., features")
+        else:
+            check_min_rank(description, x, 1, "..., features")
 
     def init(key, x):
         check_input(x)

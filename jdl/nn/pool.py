@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jdl._checks import check_floating, check_min_rank
-from jdl.nn.conv import _as_tuple, fold_batch_axes
+from jdl.nn.conv import _as_tuple, check_output_sizes, fold_batch_axes
 from jdl.nn.core import Layer, stateless
 
 
@@ -47,6 +47,7 @@ def _pool(kind: str, window_shape, strides, padding, count_include_pad: bool, na
     def check(x):
         check_floating(description, x)
         check_min_rank(description, x, n + 1, layout)
+        check_output_sizes(description, x.shape[x.ndim - n - 1: -1], window, strides_t, pads, (1,) * n)
 
     def pool(x):
         batched, leading = fold_batch_axes(x, n)

@@ -208,3 +208,20 @@ def test_conv_bad_arguments():
     with pytest.raises(ValueError, match=r"Conv\(features=4.*expected implementation in \('auto', 'xla', 'matmul'\), "
                                          r"got 'cudnn'"):
         nn.Conv2D(4, 3, implementation="cudnn")
+
+
+@pytest.mark.parametrize("implementation", ["xla", "matmul", "auto"])
+def test_input_shorter_than_the_window_is_refused(implementation):
+    """No silently empty output axis (which would init a Dense of zero inputs downstream)."""
+    conv = nn.Conv1D(4, 5, padding="VALID", implementation=implementation)
+    with pytest.raises(ValueError, match=r"Conv\(features=4, kernel_size=\(5,\).*\): expected spatial axis 0 of "
+                                         r"at least 5 .* got 3"):
+        conv.init(jax.random.key(0), jnp.zeros((2, 3, 1)))
+    padded = nn.Conv1D(4, 5, padding=1, implementation=implementation)
+    assert padded.init(jax.random.key(0), jnp.zeros((2, 3, 1)))[0]["w"].shape == (5, 1, 4)  # 3 + 2 >= 5
+    with pytest.raises(ValueError, match=r"expected spatial axis 1 of at least 3 .* got 2"):
+        nn.Conv2D(4, 3, padding="VALID", implementation=implementation).init(jax.random.key(0), jnp.zeros((1, 5, 2, 1)))
+    with pytest.raises(ValueError, match=r"MaxPool\(window_shape=\(4,\).*\): expected spatial axis 0 of at least 4"):
+        nn.MaxPool1D(4).apply({}, {}, jnp.zeros((2, 3, 1)))
+    with pytest.raises(ValueError, match=r"Dense\(features=3\): expected input with at least one feature"):
+        nn.Dense(3).init(jax.random.key(0), jnp.zeros((2, 0)))

@@ -333,3 +333,15 @@ def test_combinator_construction_errors():
         nn.Sequential(nn.Dense(3))
     with pytest.raises(TypeError, match=r"Parallel: expected every child to be a jdl Layer, got \w+ for '1'"):
         nn.Parallel([nn.Dense(3), jnp.abs])
+
+
+def test_branches_of_different_dtypes_are_refused():
+    x = jnp.ones((2, 4), jnp.float32)
+    to_bf16 = nn.Lambda(lambda v: v.astype(jnp.bfloat16), name="to_bf16")
+    residual = nn.Residual(to_bf16)
+    with pytest.raises(TypeError, match=r"Residual\(Lambda\(<lambda>\)\): expected the main branch and the shortcut "
+                                        r"to give the same dtype .* got bfloat16 and float32"):
+        residual.init(jax.random.key(0), x)
+    concat = nn.Concat([to_bf16, nn.Tanh()])
+    with pytest.raises(TypeError, match=r"Concat\(.*\): expected branch outputs of one dtype .*bfloat16.*float32"):
+        concat.init(jax.random.key(0), x)

@@ -84,6 +84,18 @@ def test_batch_norm_vmap_with_axis_name_is_the_batched_call(randn, random_params
     assert_trees_close(jax.tree.map(lambda s: s[-1], states), new_state)
 
 
+def test_batch_norm_per_example_vmap_with_axis_name_is_the_batched_call(randn, random_params, assert_trees_close):
+    """vmap over single examples (rank 1 inside): the batch statistics come from pmean alone."""
+    layer = nn.BatchNorm(momentum=0.8, axis_name="batch")
+    x, params, state = _bn_setup(randn, random_params, (6, 5))
+    y, new_state = nn.BatchNorm(momentum=0.8).apply(params, state, x, train=True)
+    y_vmap, states = jax.jit(jax.vmap(lambda v: layer.apply(params, state, v, train=True), axis_name="batch"))(x)
+    assert_trees_close(y_vmap, y)
+    assert_trees_close(jax.tree.map(lambda s: s[0], states), new_state)
+    with pytest.raises(ValueError, match=r"BatchNorm\(momentum=0.99, epsilon=1e-05\): expected input of rank >= 2"):
+        nn.BatchNorm().apply(params, state, x[0], train=True)
+
+
 def test_batch_norm_transforms(randn, random_params, check_transforms):
     layer = nn.BatchNorm(momentum=0.9)
     x, params, state = _bn_setup(randn, random_params, (4, 3, 2))

@@ -1,0 +1,457 @@
+"""Recurrent cells and the layers that run them over a sequence with ``jax.lax.scan``.
+
+**Cells.** A cell is a pure step ``cell(params, carry, x_t) -> (carry, y_t)`` with its own
+initialiser ``cell.init_params(key, input_features) -> params``. Four are provided:
+
+* :func:`SimpleRNNCell`, the Elman RNN: ``h' = tanh(x U + h W + b)`` (``activation="relu"``
+  for a ReLU RNN).
+* :func:`LSTMCell`: gates ``i, f, g, o``, carry ``(c, h)``; ``c' = f c + i g``,
+  ``h' = o tanh(c')``.
+* :func:`GRUCell`, in flax's convention (``flax.linen.GRUCell``): gates ``r, z, n``,
+  ``n = tanh(x W_n + b_n + r (h U_n + b_hn))``, ``h' = (1 - z) n + z h``.
+* :func:`SimplifiedGRUCell`, the GRU with an update gate only:
+  ``u = sigmoid([h, x] W_u + b_u)``, ``m~ = tanh([h, x] W_c + b_c)``, ``h' = u m~ + (1 - u) h``.
+
+**Params** of every cell have one layout, the gates stacked along the last axis in the
+order the cell's ``gates`` attribute names (``"ifgo"``, ``"rzn"``, ``"uc"``, ``"h"``)::
+
+    {"input":  {"w": (input_features, G * hidden), "b": (G * hidden,)},
+     "hidden": {"w": (hidden, G * hidden)}}            # GRU: also "b": (hidden,), the n-gate's b_hn
+
+so gate ``k``'s kernels are ``w[:, k * hidden:(k + 1) * hidden]``. The input side holds the
+only bias (input and recurrent projections are summed), except for the GRU, whose reset
+gate multiplies the hidden projection of ``n`` including its own bias. Vectors are rows:
+``x W``, so the seeds' ``W h`` is ``h @ params["hidden"]["w"]`` with ``w = W^T``.
+Initialisers: input kernels LeCun normal (as flax), recurrent kernels orthogonal per gate,
+biases zero; ``LSTMCell(forget_bias=1.0)`` starts the forget gate's bias at 1.
+
+**Layers.** :func:`RNN` runs any cell over ``x`` of shape ``[*batch, time, features]``
+(``[batch, time, features]`` usually; ``[time, features]`` is one sequence). The input
+projection of all time steps is one matmul outside the scan; only the recurrent matmul
+is inside. ``apply`` takes two extra keywords::
+
+    (outputs, final_carry), state = layer.apply(params, state, x, lengths=None, initial_carry=None)
+
+* ``lengths`` (integers, shape ``batch``): sequence ``b`` is ``x[b, :lengths[b]]``; outputs
+  past its end are zero and its final carry is the carry after its last real step. A
+  length of 0 gives the initial carry. Lengths outside ``[0, time]`` are an error when they
+  are concrete; under ``jit`` they cannot be checked, and a length above ``time`` acts as
+  ``time``.
+* ``initial_carry``: the cell's carry for every sequence (zeros by default): an array
+  ``[*batch, hidden]``, or for the LSTM a pair ``(c, h)`` of them.
+
+``y`` is the pair ``(outputs [*batch, time, hidden], final_carry)``; with
+``return_carry=False`` it is ``outputs`` alone (to put the layer in a ``Sequential``).
+``reverse=True`` reads each sequence from its own last real step back to its first, and
+returns outputs in the original time order (flax's ``reverse=True, keep_order=True``).
+:func:`Bidirectional` runs a forward and a reverse RNN; outputs are concatenated
+(``[..., 2 * hidden]``), carries and ``initial_carry`` are pairs ``(forward, backward)``.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jdl import nn
+    >>> layer = nn.LSTM(8)
+    >>> params, state = layer.init(jax.random.key(0), jnp.zeros((2, 5, 3)))
+    >>> params["input"]["w"].shape, params["hidden"]["w"].shape
+    ((3, 32), (8, 32))
+    >>> (outputs, (c, h)), state = layer.apply(params, state, jnp.ones((2, 5, 3)), lengths=jnp.array([5, 2]))
+    >>> outputs.shape, h.shape
+    ((2, 5, 8), (2, 8))
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jdl import init as initializers
+from jdl._checks import check_array, check_floating, check_integer, check_keys, check_min_rank, check_param_shape
+from jdl.nn.core import Layer, make_layer
+
+Carry = Any
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Cell:
+    """A recurrent cell: a pure step function plus what a layer needs to run it.
+
+    Attributes:
+      hidden_size: size of the hidden state (and of each output step).
+      gates: one letter per gate, in the order they are stacked in the params.
+      description: how the cell introduces itself in errors (``"LSTMCell(hidden_size=8)"``).
+      init_params: ``init_params(key, input_features) -> params``.
+      project: ``project(params, x) -> x W_input + b``, over any leading axes; the part of a
+        step that does not depend on the carry (a layer applies it outside the scan).
+      step: ``step(params, carry, projected_t) -> (carry, y_t)``.
+      is_pair: whether the carry is a pair ``(c, h)`` (the LSTM) rather than one array.
+    """
+
+    hidden_size: int
+    gates: str
+    description: str
+    init_params: Callable[[jax.Array, int], dict]
+    project: Callable[[dict, jax.Array], jax.Array]
+    step: Callable[[dict, Carry, jax.Array], tuple[Carry, jax.Array]]
+    is_pair: bool = False
+
+    def __call__(self, params: dict, carry: Carry, x_t: jax.Array) -> tuple[Carry, jax.Array]:
+        """One step: ``(carry, x_t) -> (carry, y_t)``; ``x_t`` is ``[*batch, input_features]``."""
+        check_params(self.description, self, params, x_t)
+        check_carry(self.description, self, carry, tuple(x_t.shape[:-1]))
+        return self.step(params, carry, self.project(params, x_t))
+
+    def initial_carry(self, batch_shape: tuple[int, ...], dtype=jnp.float32) -> Carry:
+        """The zero carry for ``batch_shape`` sequences."""
+        zeros = jnp.zeros(tuple(batch_shape) + (self.hidden_size,), dtype)
+        return (zeros, zeros) if self.is_pair else zeros
+
+    def __repr__(self) -> str:
+        return self.description
+
+
+def _check_hidden_size(owner: str, hidden_size: Any) -> None:
+    if not isinstance(hidden_size, int) or isinstance(hidden_size, bool) or hidden_size <= 0:
+        raise ValueError(f"{owner}: expected hidden_size to be a positive int, got {hidden_size!r}")
+
+
+def _stacked_params(key, input_features, hidden_size, gates, kernel_init, recurrent_kernel_init, bias_init, param_dtype,
+                    hidden_bias=False, bias_offsets=None):
+    """Params in the common layout; each gate's kernels drawn on their own (orthogonal per gate)."""
+    n = len(gates)
+    keys = jax.random.split(key, 3 * n + 1)
+    w_in = [kernel_init(keys[i], (input_features, hidden_size), param_dtype) for i in range(n)]
+    w_h = [recurrent_kernel_init(keys[n + i], (hidden_size, hidden_size), param_dtype) for i in range(n)]
+    b = [bias_init(keys[2 * n + i], (hidden_size,), param_dtype) for i in range(n)]
+    for gate, offset in (bias_offsets or {}).items():
+        index = gates.index(gate)
+        b[index] = b[index] + jnp.asarray(offset, param_dtype)
+    params = {
+        "input": {"w": jnp.concatenate(w_in, axis=1), "b": jnp.concatenate(b)},
+        "hidden": {"w": jnp.concatenate(w_h, axis=1)},
+    }
+    if hidden_bias:
+        params["hidden"]["b"] = bias_init(keys[3 * n], (hidden_size,), param_dtype)
+    return params
+
+
+def _project(params, x):
+    w, b = params["input"]["w"], params["input"]["b"]
+    dtype = jnp.result_type(x.dtype, w.dtype)
+    return jnp.dot(x.astype(dtype), w.astype(dtype)) + b.astype(dtype)
+
+
+def _recurrent(params, h):
+    w = params["hidden"]["w"]
+    dtype = jnp.result_type(h.dtype, w.dtype)
+    return jnp.dot(h.astype(dtype), w.astype(dtype))
+
+
+def _split(z, n):
+    return jnp.split(z, n, axis=-1)
+
+
+def SimpleRNNCell(hidden_size: int, *, activation: str = "tanh", kernel_init=initializers.lecun_normal(),
+                  recurrent_kernel_init=initializers.orthogonal(), bias_init=initializers.zeros,
+                  param_dtype=jnp.float32) -> Cell:
+    """The Elman RNN (the seeds' ``a = b + W h + U x``, ``h = tanh(a)``); the output is ``h``.
+
+    ``activation`` is ``"tanh"`` or ``"relu"``. Params: one gate ``"h"`` in the common layout.
+    """
+    _check_hidden_size("SimpleRNNCell", hidden_size)
+    functions = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+    if activation not in functions:
+        raise ValueError(f"SimpleRNNCell: expected activation 'tanh' or 'relu', got {activation!r}")
+    fn = functions[activation]
+
+    def init_params(key, input_features):
+        return _stacked_params(key, input_features, hidden_size, "h", kernel_init, recurrent_kernel_init, bias_init, param_dtype)
+
+    def step(params, h, projected):
+        h = fn(projected + _recurrent(params, h))
+        return h, h
+
+    return Cell(hidden_size, "h", f"SimpleRNNCell(hidden_size={hidden_size}, activation={activation!r})",
+                init_params, _project, step)
+
+
+def LSTMCell(hidden_size: int, *, forget_bias: float = 0.0, kernel_init=initializers.lecun_normal(),
+             recurrent_kernel_init=initializers.orthogonal(), bias_init=initializers.zeros,
+             param_dtype=jnp.float32) -> Cell:
+    """The LSTM (Hochreiter & Schmidhuber, 1997) as in ``flax.linen.LSTMCell``; carry ``(c, h)``.
+
+    Gates ``i, f, g, o`` (sigmoid, sigmoid, tanh, sigmoid): ``c' = f c + i g``,
+    ``h' = o tanh(c')``; the output is ``h'``. ``forget_bias`` is added to the forget gate's
+    initial bias (1.0 is the common choice; 0.0, the default, is flax's).
+    """
+    _check_hidden_size("LSTMCell", hidden_size)
+
+    def init_params(key, input_features):
+        return _stacked_params(key, input_features, hidden_size, "ifgo", kernel_init, recurrent_kernel_init, bias_init,
+                               param_dtype, bias_offsets={"f": forget_bias} if forget_bias else None)
+
+    def step(params, carry, projected):
+        c, h = carry
+        i, f, g, o = _split(projected + _recurrent(params, h), 4)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return (c, h), h
+
+    description = f"LSTMCell(hidden_size={hidden_size})"
+    return Cell(hidden_size, "ifgo", description, init_params, _project, step, is_pair=True)
+
+
+def GRUCell(hidden_size: int, *, kernel_init=initializers.lecun_normal(), recurrent_kernel_init=initializers.orthogonal(),
+            bias_init=initializers.zeros, param_dtype=jnp.float32) -> Cell:
+    """The GRU (Cho et al., 2014) in flax's convention (``flax.linen.GRUCell``).
+
+    ``r = sigmoid(x W_r + b_r + h U_r)``, ``z = sigmoid(x W_z + b_z + h U_z)``,
+    ``n = tanh(x W_n + b_n + r * (h U_n + b_hn))``, ``h' = (1 - z) n + z h``.
+    ``params["hidden"]["b"]`` is ``b_hn``, shape ``(hidden,)``.
+    """
+    _check_hidden_size("GRUCell", hidden_size)
+
+    def init_params(key, input_features):
+        return _stacked_params(key, input_features, hidden_size, "rzn", kernel_init, recurrent_kernel_init, bias_init,
+                               param_dtype, hidden_bias=True)
+
+    def step(params, h, projected):
+        x_r, x_z, x_n = _split(projected, 3)
+        h_r, h_z, h_n = _split(_recurrent(params, h), 3)
+        r = jax.nn.sigmoid(x_r + h_r)
+        z = jax.nn.sigmoid(x_z + h_z)
+        n = jnp.tanh(x_n + r * (h_n + params["hidden"]["b"].astype(h_n.dtype)))
+        h = (1.0 - z) * n + z * h
+        return h, h
+
+    return Cell(hidden_size, "rzn", f"GRUCell(hidden_size={hidden_size})", init_params, _project, step)
+
+
+def SimplifiedGRUCell(hidden_size: int, *, kernel_init=initializers.lecun_normal(),
+                      recurrent_kernel_init=initializers.orthogonal(), bias_init=initializers.zeros,
+                      param_dtype=jnp.float32) -> Cell:
+    """The seeds' simplified GRU: an update gate ``u`` and no reset gate.
+
+    ``u = sigmoid([h, x] W_u + b_u)``, ``m~ = tanh([h, x] W_c + b_c)``,
+    ``h' = u m~ + (1 - u) h``; gates ``"uc"`` (``[h, x] W`` is ``h U + x W`` with the two
+    halves of ``W`` stored as ``params["hidden"]["w"]`` and ``params["input"]["w"]``).
+    """
+    _check_hidden_size("SimplifiedGRUCell", hidden_size)
+
+    def init_params(key, input_features):
+        return _stacked_params(key, input_features, hidden_size, "uc", kernel_init, recurrent_kernel_init, bias_init, param_dtype)
+
+    def step(params, h, projected):
+        u, c = _split(projected + _recurrent(params, h), 2)
+        u = jax.nn.sigmoid(u)
+        h = u * jnp.tanh(c) + (1.0 - u) * h
+        return h, h
+
+    return Cell(hidden_size, "uc", f"SimplifiedGRUCell(hidden_size={hidden_size})", init_params, _project, step)
+
+
+# ----------------------------------------------------------------------------------- checks
+
+
+def check_params(where: str, cell: Cell, params: Any, x: Any) -> None:
+    """``params`` have the cell's layout for inputs with ``x.shape[-1]`` features."""
+    check_floating(where, x)
+    hidden_keys = ["w", "b"] if cell.gates == "rzn" else ["w"]
+    check_keys(where, params, ["input", "hidden"])
+    check_keys(where, params["input"], ["w", "b"], "params['input']")
+    check_keys(where, params["hidden"], hidden_keys, "params['hidden']")
+    width = len(cell.gates) * cell.hidden_size
+    w = params["input"]["w"]
+    check_array(where, w, "params['input']['w']")
+    if w.ndim != 2 or w.shape[1] != width:
+        check_param_shape(where, w, (x.shape[-1], width), "input.w")
+    if x.shape[-1] != w.shape[0]:
+        raise ValueError(
+            f"{where}: expected input with last axis {w.shape[0]} (the params' input features), "
+            f"got input of shape {tuple(x.shape)}"
+        )
+    check_param_shape(where, params["input"]["b"], (width,), "input.b")
+    check_param_shape(where, params["hidden"]["w"], (cell.hidden_size, width), "hidden.w")
+    if "b" in hidden_keys:
+        check_param_shape(where, params["hidden"]["b"], (cell.hidden_size,), "hidden.b")
+
+
+def check_carry(where: str, cell: Cell, carry: Any, batch_shape: tuple[int, ...], what: str = "carry") -> None:
+    """``carry`` is the cell's carry for ``batch_shape`` sequences."""
+    shape = tuple(batch_shape) + (cell.hidden_size,)
+    if cell.is_pair:
+        if not isinstance(carry, (tuple, list)) or len(carry) != 2:
+            raise ValueError(f"{where}: expected {what} to be a pair (c, h) of arrays of shape {shape}, "
+                             f"got {type(carry).__name__}")
+        parts = {"c": carry[0], "h": carry[1]}
+    else:
+        parts = {"": carry}
+    for name, part in parts.items():
+        label = f"{what}[{name!r}]" if name else what
+        check_array(where, part, label)
+        if tuple(part.shape) != shape:
+            raise ValueError(f"{where}: expected {label} of shape {shape} ([*batch, hidden_size]), "
+                             f"got shape {tuple(part.shape)}")
+
+
+def _check_lengths(where: str, lengths: Any, batch_shape: tuple[int, ...], steps: int) -> None:
+    check_integer(where, lengths, "lengths")
+    if tuple(lengths.shape) != tuple(batch_shape):
+        raise ValueError(f"{where}: expected lengths of shape {tuple(batch_shape)} (one per sequence), "
+                         f"got shape {tuple(lengths.shape)}")
+    if not isinstance(lengths, jax.core.Tracer):  # concrete: check the values too
+        values = np.asarray(lengths)
+        if values.size and (values.min() < 0 or values.max() > steps):
+            raise ValueError(f"{where}: expected lengths in [0, {steps}] (the time axis has {steps} steps), "
+                             f"got lengths from {values.min()} to {values.max()}")
+
+
+# ----------------------------------------------------------------------------------- layers
+
+
+def flip_sequences(x: jax.Array, lengths: jax.Array | None) -> jax.Array:
+    """Reverse each sequence of a time-major ``x`` ``[time, *batch, ...]`` within its length.
+
+    Padding stays at the end: ``[1, 2, 3, pad] -> [3, 2, 1, pad]``. Applying it twice gives ``x``.
+    """
+    steps = x.shape[0]
+    if lengths is None:
+        return jnp.flip(x, axis=0)
+    t = jnp.arange(steps).reshape((steps,) + (1,) * lengths.ndim)
+    index = jnp.where(t < lengths, lengths - 1 - t, t)  # [time, *batch]
+    index = index.reshape(index.shape + (1,) * (x.ndim - index.ndim))
+    return jnp.take_along_axis(x, jnp.broadcast_to(index, x.shape), axis=0)
+
+
+def _run(cell: Cell, params, x, lengths, carry, reverse: bool):
+    """Run ``cell`` over time-major ``x`` ``[time, *batch, features]``; outputs are time-major."""
+    projected = cell.project(params, x)  # one matmul for every step, outside the scan
+    steps = x.shape[0]
+    if lengths is not None:  # traced lengths cannot be checked: above `steps` acts as `steps`
+        lengths = jnp.clip(lengths, 0, steps)
+    if reverse:
+        projected = flip_sequences(projected, lengths)
+    if lengths is None:
+        carry, outputs = jax.lax.scan(lambda c, p: cell.step(params, c, p), carry, projected)
+    else:
+        valid = jnp.arange(steps).reshape((steps,) + (1,) * lengths.ndim) < lengths  # [time, *batch]
+
+        def body(c, inputs):
+            p, keep = inputs
+            new_c, y = cell.step(params, c, p)
+            keep = keep[..., None]
+            new_c = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_c, c)
+            return new_c, jnp.where(keep, y, jnp.zeros_like(y))
+
+        carry, outputs = jax.lax.scan(body, carry, (projected, valid))
+    if reverse:
+        outputs = flip_sequences(outputs, lengths)
+    return carry, outputs
+
+
+def _apply_directions(description, directions, params, x, lengths, initial_carry):
+    """Checks, then runs each ``(name, cell, reverse)``; returns outputs and carries per direction."""
+    check_floating(description, x)
+    check_min_rank(description, x, 2, "*batch, time, features")
+    batch_shape, steps = tuple(x.shape[:-2]), x.shape[-2]
+    if lengths is not None:
+        _check_lengths(description, lengths, batch_shape, steps)
+    many = len(directions) > 1
+    if many:
+        check_keys(description, params, [name for name, _, _ in directions])
+        if initial_carry is not None and (not isinstance(initial_carry, (tuple, list)) or len(initial_carry) != 2):
+            raise ValueError(f"{description}: expected initial_carry to be a pair (forward, backward), "
+                             f"got {type(initial_carry).__name__}")
+    time_major = jnp.moveaxis(x, -2, 0)
+    outputs, carries = [], []
+    for index, (name, cell, reverse) in enumerate(directions):
+        cell_params = params[name] if many else params
+        check_params(description, cell, cell_params, x)
+        dtype = jnp.result_type(x.dtype, cell_params["input"]["w"].dtype)
+        carry = initial_carry[index] if (many and initial_carry is not None) else initial_carry
+        if carry is None:
+            carry = cell.initial_carry(batch_shape, dtype)
+        else:
+            what = f"initial_carry[{index}]" if many else "initial_carry"
+            check_carry(description, cell, carry, batch_shape, what)
+            carry = jax.tree.map(lambda a: jnp.asarray(a).astype(dtype), tuple(carry) if cell.is_pair else carry)
+        carry, out = _run(cell, cell_params, time_major, lengths, carry, reverse)
+        outputs.append(jnp.moveaxis(out, 0, -2))
+        carries.append(carry)
+    return outputs, carries
+
+
+def _check_cell(owner: str, cell: Any) -> None:
+    if not isinstance(cell, Cell):
+        raise TypeError(f"{owner}: expected a jdl recurrent Cell (nn.LSTMCell(64), ...), got {type(cell).__name__}")
+
+
+def RNN(cell: Cell, *, reverse: bool = False, return_carry: bool = True, name: str = "rnn") -> Layer:
+    """Run ``cell`` over ``x`` ``[*batch, time, features]`` with ``jax.lax.scan``.
+
+    Params are the cell's (see the module docstring). ``apply(params, state, x, *,
+    lengths=None, initial_carry=None)`` gives ``((outputs, final_carry), state)``, or
+    ``(outputs, state)`` with ``return_carry=False``. ``reverse=True`` reads each sequence
+    from its last real step back to its first and returns outputs in the original order.
+    """
+    _check_cell("RNN", cell)
+    description = f"RNN({cell}" + (", reverse=True)" if reverse else ")")
+    directions = [("", cell, reverse)]
+
+    def init(key, x):
+        check_floating(description, x)
+        check_min_rank(description, x, 2, "*batch, time, features")
+        return cell.init_params(key, x.shape[-1]), {}
+
+    def apply(params, state, x, *, key=None, train=False, lengths=None, initial_carry=None):
+        del key, train
+        check_keys(description, state, [], "state")
+        (outputs,), (carry,) = _apply_directions(description, directions, params, x, lengths, initial_carry)
+        return ((outputs, carry) if return_carry else outputs), state
+
+    return make_layer(name, description, init, apply)
+
+
+def Bidirectional(forward: Cell, backward: Cell | None = None, *, return_carry: bool = True,
+                  name: str = "bidirectional") -> Layer:
+    """A forward and a reverse :func:`RNN` over the same input, outputs concatenated.
+
+    ``backward`` defaults to a fresh cell of the same kind and size (its own params). Params
+    are ``{"forward": ..., "backward": ...}``; ``y`` is ``(outputs [*batch, time, 2 * hidden],
+    (forward_carry, backward_carry))``. With ``lengths``, the backward direction starts at
+    each sequence's own last real step, and its final carry is the one after step 0.
+    """
+    _check_cell("Bidirectional", forward)
+    backward = forward if backward is None else backward
+    _check_cell("Bidirectional", backward)
+    description = f"Bidirectional({forward}, {backward})"
+    directions = [("forward", forward, False), ("backward", backward, True)]
+
+    def init(key, x):
+        check_floating(description, x)
+        check_min_rank(description, x, 2, "*batch, time, features")
+        return {"forward": forward.init_params(jax.random.fold_in(key, 0), x.shape[-1]),
+                "backward": backward.init_params(jax.random.fold_in(key, 1), x.shape[-1])}, {}
+
+    def apply(params, state, x, *, key=None, train=False, lengths=None, initial_carry=None):
+        del key, train
+        check_keys(description, state, [], "state")
+        outputs, carries = _apply_directions(description, directions, params, x, lengths, initial_carry)
+        outputs = jnp.concatenate(outputs, axis=-1)
+        return ((outputs, tuple(carries)) if return_carry else outputs), state
+
+    return make_layer(name, description, init, apply)
+
+
+def LSTM(hidden_size: int, *, reverse: bool = False, return_carry: bool = True, name: str = "lstm",
+         **cell_options) -> Layer:
+    """``RNN(LSTMCell(hidden_size, **cell_options))``; the final carry is ``(c, h)``."""
+    return RNN(LSTMCell(hidden_size, **cell_options), reverse=reverse, return_carry=return_carry, name=name)
+
+
+def GRU(hidden_size: int, *, reverse: bool = False, return_carry: bool = True, name: str = "gru",
+        **cell_options) -> Layer:
+    """``RNN(GRUCell(hidden_size, **cell_options))`` (flax's GRU convention)."""
+    return RNN(GRUCell(hidden_size, **cell_options), reverse=reverse, return_carry=return_carry, name=name)
