@@ -1,4 +1,4 @@
-"""MNIST-1D with jdl: logistic regression, an MLP and a CNN beside the published results.
+"""MNIST-1D with jdl: logistic regression, an MLP, a CNN and a GRU beside the published results.
 
 MNIST-1D (Greydanus, 2020, "Scaling down deep learning") is built on this machine. Each
 model is trained with the paper's optimizer and budget (Adam, learning rate 1e-2, batch
@@ -78,10 +78,21 @@ def make_model(name: str, weight_init: str = "he") -> nn.Layer:
                 "output": nn.Dense(10),
             }
         )
+    if name == "gru":
+        # The paper's GRUBase: a bidirectional GRU (hidden 6) over the 40 steps of the 1-feature
+        # signal; every step's outputs (40 x 12) are flattened into the linear layer.
+        return nn.Sequential(
+            {
+                "sequence": nn.Reshape((40, 1)),
+                "gru": nn.Bidirectional(nn.GRUCell(6), return_carry=False),
+                "flatten": nn.Flatten(),
+                "output": nn.Dense(10),
+            }
+        )
     raise ValueError(f"make_model: unknown model {name!r}; choose from {sorted(MODEL_NAMES)}")
 
 
-MODEL_NAMES = ("logistic", "mlp", "cnn")
+MODEL_NAMES = ("logistic", "mlp", "cnn", "gru")
 
 # Training recipes. "paper" follows the published protocol (Adam 1e-2, batch 100, 6000 steps,
 # no augmentation, constant rate) with PyTorch's uniform fan-in initialisation for the hidden

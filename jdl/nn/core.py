@@ -74,10 +74,8 @@ def make_layer(
     """
 
     def init_from_example(key, x):
-        if isinstance(x, (tuple, list)):
-            example = type(x)(as_shape_struct(item) for item in x)
-        else:
-            example = as_shape_struct(x)
+        # Any pytree of arrays (a layer's output may be nested: (outputs, (carry_f, carry_b))).
+        example = jax.tree.map(as_shape_struct, x, is_leaf=lambda leaf: isinstance(leaf, jax.ShapeDtypeStruct))
         return init(key, example)
 
     return Layer(init=init_from_example, apply=apply, name=name, description=description)
