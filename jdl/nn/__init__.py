@@ -9,7 +9,8 @@ from jdl.nn.norm import BatchNorm, LayerNorm
 from jdl.nn.pool import AvgPool, AvgPool1D, AvgPool2D, GlobalAvgPool, GlobalMaxPool, MaxPool, MaxPool1D, MaxPool2D
 from jdl.nn.reshape import Flatten, Reshape
 from jdl.nn.recurrent import (
-    GRU, LSTM, RNN, Bidirectional, Cell, GRUCell, LSTMCell, SimpleRNNCell, SimplifiedGRUCell, flip_sequences,
+    GRU, LSTM, RNN, Bidirectional, Cell, GRUCell, LSTMCell, SimpleRNNCell, SimplifiedGRUCell, StackedRNN,
+    flip_sequences,
 )
 
 __all__ = [
@@ -21,6 +22,6 @@ __all__ = [
     "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "PReLU", "ELU", "GELU", "Softmax", "LogSoftmax", "Step",
 ]
 __all__ += [
-    "Cell", "SimpleRNNCell", "LSTMCell", "GRUCell", "SimplifiedGRUCell", "RNN", "LSTM", "GRU", "Bidirectional",
+    "Cell", "SimpleRNNCell", "LSTMCell", "GRUCell", "SimplifiedGRUCell", "RNN", "LSTM", "GRU", "Bidirectional", "StackedRNN",
     "flip_sequences",
 ]

@@ -70,6 +70,7 @@ import numpy as np
 from jdl import init as initializers
 from jdl._checks import check_array, check_floating, check_integer, check_keys, check_min_rank, check_param_shape
 from jdl.nn.core import Layer, make_layer
+from jdl.nn.dropout import Dropout
 
 Carry = Any
 
@@ -455,3 +456,62 @@ def GRU(hidden_size: int, *, reverse: bool = False, return_carry: bool = True, n
         **cell_options) -> Layer:
     """``RNN(GRUCell(hidden_size, **cell_options))`` (flax's GRU convention)."""
     return RNN(GRUCell(hidden_size, **cell_options), reverse=reverse, return_carry=return_carry, name=name)
+
+
+def StackedRNN(cells: list[Cell], *, bidirectional: bool = False, dropout_rate: float = 0.0,
+               return_carry: bool = True, name: str = "stacked_rnn") -> Layer:
+    """Recurrent layers on top of each other, with dropout between them (not after the last).
+
+    Layer ``i`` runs ``cells[i]`` (both ways with ``bidirectional=True``) over the outputs of
+    layer ``i - 1``; every layer gets the same ``lengths``, so padding stays zero all the way
+    up. Params are ``{"layer_0": ..., "layer_1": ...}`` (each an :func:`RNN`'s or a
+    :func:`Bidirectional`'s). ``y`` is ``(outputs of the top layer, (carry_0, carry_1, ...))``;
+    ``initial_carry``, if given, is such a tuple too. Dropout (inverted, rate
+    ``dropout_rate``) needs ``key`` when ``train=True``, as :func:`jdl.nn.Dropout` does.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jdl import nn
+        >>> layer = nn.StackedRNN([nn.GRUCell(16), nn.GRUCell(16)], dropout_rate=0.2)
+        >>> params, state = layer.init(jax.random.key(0), jnp.zeros((2, 7, 3)))
+        >>> sorted(params)
+        ['layer_0', 'layer_1']
+        >>> (outputs, carries), _ = layer.apply(params, state, jnp.ones((2, 7, 3)), key=jax.random.key(1), train=True)
+        >>> outputs.shape, len(carries)
+        ((2, 7, 16), 2)
+    """
+    if not cells:
+        raise ValueError("StackedRNN: expected at least one cell, got none")
+    for cell in cells:
+        _check_cell("StackedRNN", cell)
+    make = (lambda cell: Bidirectional(cell)) if bidirectional else (lambda cell: RNN(cell))
+    layers = {f"layer_{i}": make(cell) for i, cell in enumerate(cells)}
+    dropout = Dropout(dropout_rate)
+    description = (f"StackedRNN([{', '.join(str(c) for c in cells)}]"
+                   + (", bidirectional=True" if bidirectional else "") + f", dropout_rate={dropout_rate})")
+
+    def init(key, x):
+        params = {}
+        for index, (layer_name, layer) in enumerate(layers.items()):
+            params[layer_name], _ = layer.init(jax.random.fold_in(key, index), x)
+            x = jax.eval_shape(lambda p, v: layer.apply(p, {}, v)[0][0], params[layer_name], x)
+        return params, {}
+
+    def apply(params, state, x, *, key=None, train=False, lengths=None, initial_carry=None):
+        check_keys(description, params, list(layers))
+        check_keys(description, state, [], "state")
+        if initial_carry is not None and (not isinstance(initial_carry, (tuple, list))
+                                          or len(initial_carry) != len(layers)):
+            raise ValueError(f"{description}: expected initial_carry to be a tuple of {len(layers)} carries "
+                             f"(one per layer), got {type(initial_carry).__name__}")
+        carries = []
+        for index, (layer_name, layer) in enumerate(layers.items()):
+            if index > 0:
+                dropout_key = None if key is None else jax.random.fold_in(key, index)
+                x, _ = dropout.apply({}, {}, x, key=dropout_key, train=train)
+            carry = None if initial_carry is None else initial_carry[index]
+            (x, carry), _ = layer.apply(params[layer_name], {}, x, lengths=lengths, initial_carry=carry)
+            carries.append(carry)
+        return ((x, tuple(carries)) if return_carry else x), state
+
+    return make_layer(name, description, init, apply)

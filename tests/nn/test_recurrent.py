@@ -341,3 +341,45 @@ def test_bad_construction_and_params():
     with pytest.raises(ValueError, match=r"RNN\(LSTMCell\(hidden_size=4\)\): expected params\['hidden'\] with "
                                          r"keys \['w'\], got keys \['b', 'w'\]"):
         nn.LSTM(H).apply(_zero_params(nn.GRU(H), x.shape), {}, x)
+
+
+# ---------------------------------------------------------------------------------------
+# Stacked layers
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_stacked_equals_layers_chained_by_hand(bidirectional):
+    cells = [nn.LSTMCell(5), nn.GRUCell(4)]
+    stacked = nn.StackedRNN(cells, bidirectional=bidirectional, dropout_rate=0.3)
+    x = jax.random.normal(jax.random.key(0), (3, 6, 2))
+    lengths = jnp.array([6, 2, 4])
+    params, state = stacked.init(jax.random.key(1), x)
+    (outputs, carries), _ = stacked.apply(params, state, x, lengths=lengths)  # eval: no dropout
+    make = nn.Bidirectional if bidirectional else nn.RNN
+    hidden = x
+    for index, cell in enumerate(cells):
+        (hidden, carry), _ = make(cell).apply(params[f"layer_{index}"], {}, hidden, lengths=lengths)
+        np.testing.assert_allclose(jax.tree.leaves(carries[index])[0], jax.tree.leaves(carry)[0], rtol=1e-6)
+    np.testing.assert_allclose(outputs, hidden, rtol=1e-6)
+    assert outputs.shape == (3, 6, 4 * (2 if bidirectional else 1))
+    np.testing.assert_array_equal(outputs[1, 2:], 0.0)  # padding stays zero up the stack
+
+
+def test_stacked_dropout_between_layers():
+    stacked = nn.StackedRNN([nn.GRUCell(8), nn.GRUCell(8)], dropout_rate=0.5)
+    x = jax.random.normal(jax.random.key(0), (4, 5, 3))
+    params, state = stacked.init(jax.random.key(1), x)
+    (eval_out, _), _ = stacked.apply(params, state, x)
+    (train_out, _), _ = stacked.apply(params, state, x, key=jax.random.key(2), train=True)
+    (again, _), _ = stacked.apply(params, state, x, key=jax.random.key(2), train=True)
+    assert not np.allclose(train_out, eval_out)  # the mask between the layers changed the top layer's input
+    np.testing.assert_array_equal(train_out, again)  # same key, same mask
+    no_dropout = nn.StackedRNN([nn.GRUCell(8), nn.GRUCell(8)], dropout_rate=0.0)
+    (plain, _), _ = no_dropout.apply(params, state, x, key=jax.random.key(2), train=True)
+    np.testing.assert_allclose(plain, eval_out, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"Dropout\(rate=0.5\): train=True needs a PRNG key"):
+        stacked.apply(params, state, x, train=True)
+    with pytest.raises(ValueError, match=r"StackedRNN\(.*\): expected initial_carry to be a tuple of 2 carries"):
+        stacked.apply(params, state, x, initial_carry=jnp.zeros((4, 8)))
+    with pytest.raises(ValueError, match=r"StackedRNN: expected at least one cell"):
+        nn.StackedRNN([])
