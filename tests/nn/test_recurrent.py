@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jdl import nn
+from jdl import init as initializers
+from jdl import losses, nn, optim
 
 H, F, T = 4, 3, 5
 LENGTHS = np.array([5, 2, 3], np.int32)
@@ -383,3 +384,34 @@ def test_stacked_dropout_between_layers():
         stacked.apply(params, state, x, initial_carry=jnp.zeros((4, 8)))
     with pytest.raises(ValueError, match=r"StackedRNN: expected at least one cell"):
         nn.StackedRNN([])
+
+
+def test_gradient_clipping_keeps_a_long_sequence_stable():
+    """Length 200, a tanh RNN whose recurrent weights (orthogonal x 2.5) make gradients explode:
+    plain SGD diverges to NaN; the same SGD after clip_by_global_norm(1) stays finite and learns."""
+    cell = nn.SimpleRNNCell(16, recurrent_kernel_init=initializers.orthogonal(scale=2.5))
+    model = nn.Sequential({"rnn": nn.RNN(cell, return_carry=False),
+                           "last": nn.Lambda(lambda y: y[:, -1], name="last"), "out": nn.Dense(1)})
+    x = jax.random.normal(jax.random.key(0), (32, 200, 1))
+    y = jnp.mean(x[:, -20:, 0], axis=1, keepdims=True)  # the mean of the last 20 inputs
+    params, state = model.init(jax.random.key(1), x)
+
+    def loss(p):
+        return jnp.mean(losses.squared_error(model.apply(p, state, x)[0], y))
+
+    def train(optimizer, steps=100):
+        def step(carry, _):
+            p, s = carry
+            value, grads = jax.value_and_grad(loss)(p)
+            updates, s = optimizer.update(grads, s, p)
+            return (optim.apply_updates(p, updates), s), (value, optim.global_norm(grads))
+
+        return jax.jit(lambda p: jax.lax.scan(step, (p, optimizer.init(p)), None, length=steps)[1])(params)
+
+    plain_losses, _ = train(optim.sgd(0.3))
+    clipped_losses, grad_norms = train(optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.3)))
+    plain_losses, clipped_losses = np.asarray(plain_losses), np.asarray(clipped_losses)
+    assert float(np.max(np.asarray(grad_norms))) > 1e6  # the gradients do explode
+    assert not np.all(np.isfinite(plain_losses)) or plain_losses.max() > 100 * plain_losses[0]
+    assert np.all(np.isfinite(clipped_losses))
+    assert clipped_losses[-1] < 0.9 * clipped_losses[0]
