@@ -91,6 +91,22 @@ def check_param_shape(where: str, param: Any, expected: tuple[int, ...], name: s
         )
 
 
+def check_kernel_matches_input(where: str, w: Any, x: Any, out_features: int, name: str = "w") -> None:
+    """A ``(in_features, out_features)`` kernel, and an input whose last axis is its ``in_features``.
+
+    The kernel is checked first, so params from another model are reported as such; a
+    kernel that fits but an input that does not is reported as the input's fault.
+    """
+    check_array(where, w, f"params[{name!r}]")
+    if w.ndim != 2 or w.shape[1] != out_features:
+        check_param_shape(where, w, (x.shape[-1], out_features), name)
+    if x.shape[-1] != w.shape[0]:
+        raise ValueError(
+            f"{where}: expected input with last axis {w.shape[0]} (the params' in_features), "
+            f"got input of shape {tuple(x.shape)}"
+        )
+
+
 def as_shape_struct(x: Any) -> jax.ShapeDtypeStruct:
     """The shape and dtype of an array, a tracer or a `jax.ShapeDtypeStruct`."""
     if isinstance(x, jax.ShapeDtypeStruct):

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jdl import init as initializers
-from jdl._checks import check_floating, check_keys, check_min_rank, check_param_shape
+from jdl._checks import check_floating, check_kernel_matches_input, check_keys, check_min_rank, check_param_shape
 from jdl.nn.core import Layer, make_layer
 
 
@@ -73,13 +73,7 @@ def Dense(
         check_keys(description, params, keys)
         check_keys(description, state, [], "state")
         w = params["w"]
-        if w.ndim != 2 or w.shape[1] != features:
-            check_param_shape(description, w, (x.shape[-1], features), "w")
-        if x.shape[-1] != w.shape[0]:
-            raise ValueError(
-                f"{description}: expected input with last axis {w.shape[0]} (the params' in_features), "
-                f"got input of shape {tuple(x.shape)}"
-            )
+        check_kernel_matches_input(description, w, x, features)
         compute_dtype = dtype or jnp.result_type(x.dtype, w.dtype)
         y = jnp.dot(x.astype(compute_dtype), w.astype(compute_dtype))
         if use_bias:

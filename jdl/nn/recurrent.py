@@ -68,7 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jdl import init as initializers
-from jdl._checks import check_array, check_floating, check_integer, check_keys, check_min_rank, check_param_shape
+from jdl._checks import check_array, check_floating, check_kernel_matches_input, check_integer, check_keys, check_min_rank, check_param_shape
 from jdl.nn.core import Layer, make_layer
 from jdl.nn.dropout import Dropout
 
@@ -264,15 +264,7 @@ def check_params(where: str, cell: Cell, params: Any, x: Any) -> None:
     check_keys(where, params["input"], ["w", "b"], "params['input']")
     check_keys(where, params["hidden"], hidden_keys, "params['hidden']")
     width = len(cell.gates) * cell.hidden_size
-    w = params["input"]["w"]
-    check_array(where, w, "params['input']['w']")
-    if w.ndim != 2 or w.shape[1] != width:
-        check_param_shape(where, w, (x.shape[-1], width), "input.w")
-    if x.shape[-1] != w.shape[0]:
-        raise ValueError(
-            f"{where}: expected input with last axis {w.shape[0]} (the params' input features), "
-            f"got input of shape {tuple(x.shape)}"
-        )
+    check_kernel_matches_input(where, params["input"]["w"], x, width, "input.w")
     check_param_shape(where, params["input"]["b"], (width,), "input.b")
     check_param_shape(where, params["hidden"]["w"], (cell.hidden_size, width), "hidden.w")
     if "b" in hidden_keys:
