@@ -26,9 +26,22 @@ Initialisers: input kernels LeCun normal (as flax), recurrent kernels orthogonal
 biases zero; ``LSTMCell(forget_bias=1.0)`` starts the forget gate's bias at 1.
 
 **Layers.** :func:`RNN` runs any cell over ``x`` of shape ``[*batch, time, features]``
-(``[batch, time, features]`` usually; ``[time, features]`` is one sequence). The input
-projection of all time steps is one matmul outside the scan; only the recurrent matmul
-is inside. ``apply`` takes two extra keywords::
+(``[batch, time, features]`` usually; ``[time, features]`` is one sequence;
+``time_major=True`` for ``[time, *batch, features]``). The input projection of all time
+steps is one matmul outside the scan; only the recurrent matmul is inside.
+
+**The backward pass** is hand-written (``implementation="fused"``, the default): each cell
+has a backward step (its gate derivatives, written out in its docstring and tested
+against ``jax.vjp``), and a ``jax.custom_vjp`` runs them in a reverse scan that produces
+only each step's pre-activation gradients ``d_pre_t`` and the carry's gradient (one
+``[batch, G * hidden] x [G * hidden, hidden]`` matmul a step). The weight gradients come
+after the scan as single matmuls over all ``time * batch`` rows: ``dW_hidden = H_prev^T
+d_pre``, and ``dW_input = X^T d_pre`` through the hoisted projection, instead of JAX's
+small per-step accumulations. ``implementation="autodiff"`` lets JAX differentiate the
+scan instead; it is the one to use for forward-mode derivatives (``jax.jvp``,
+``jax.jacfwd``), which a custom VJP does not support. Reverse over reverse works with both.
+
+``apply`` takes two extra keywords::
 
     (outputs, final_carry), state = layer.apply(params, state, x, lengths=None, initial_carry=None)
 
@@ -61,6 +74,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -77,32 +91,67 @@ Carry = Any
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Cell:
-    """A recurrent cell: a pure step function plus what a layer needs to run it.
+    """A recurrent cell: a pure step function plus what a layer needs to run it fast.
+
+    Every cell computes one step from two pre-activations: ``pre = x_t W_input + b`` (the
+    input side, which a layer computes for all steps at once, outside the scan) and
+    ``rec = h W_hidden (+ b_hidden)`` (the recurrent side, inside the scan)::
+
+        carry', y_t, saved = cell.gates(carry, pre, rec)
+
+    ``saved`` is what the cell's hand-written backward step needs (its gate activations
+    and the previous carry); ``cell.backward(saved, d_carry', d_y) -> (d_carry_direct,
+    d_pre, d_rec)`` gives the step's gradients, ``d_carry_direct`` not counting the path
+    through ``rec`` (the layer adds ``d_rec W_hidden^T`` to the hidden part) and ``d_rec``
+    ``None`` when it equals ``d_pre``.
 
     Attributes:
       hidden_size: size of the hidden state (and of each output step).
       gates: one letter per gate, in the order they are stacked in the params.
       description: how the cell introduces itself in errors (``"LSTMCell(hidden_size=8)"``).
       init_params: ``init_params(key, input_features) -> params``.
-      project: ``project(params, x) -> x W_input + b``, over any leading axes; the part of a
-        step that does not depend on the carry (a layer applies it outside the scan).
-      step: ``step(params, carry, projected_t) -> (carry, y_t)``.
+      gates_fn, backward: see above.
       is_pair: whether the carry is a pair ``(c, h)`` (the LSTM) rather than one array.
+      hidden_bias: whether ``params["hidden"]`` has a bias ``b`` of ``hidden_size`` (the GRU's
+        ``b_hn``), added to the last gate's slice of ``rec``.
     """
 
     hidden_size: int
     gates: str
     description: str
     init_params: Callable[[jax.Array, int], dict]
-    project: Callable[[dict, jax.Array], jax.Array]
-    step: Callable[[dict, Carry, jax.Array], tuple[Carry, jax.Array]]
+    gates_fn: Callable[[Carry, jax.Array, jax.Array], tuple[Carry, jax.Array, Any]]
+    backward: Callable[[Any, Carry, jax.Array], tuple[Carry, jax.Array, jax.Array | None]]
     is_pair: bool = False
+    hidden_bias: bool = False
 
     def __call__(self, params: dict, carry: Carry, x_t: jax.Array) -> tuple[Carry, jax.Array]:
         """One step: ``(carry, x_t) -> (carry, y_t)``; ``x_t`` is ``[*batch, input_features]``."""
         check_params(self.description, self, params, x_t)
         check_carry(self.description, self, carry, tuple(x_t.shape[:-1]))
         return self.step(params, carry, self.project(params, x_t))
+
+    def project(self, params: dict, x: jax.Array) -> jax.Array:
+        """``x W_input + b`` over any leading axes: the part of a step that ignores the carry."""
+        return _input_matmul(params, x) + params["input"]["b"].astype(_dtype(x, params))
+
+    def recurrent(self, params: dict, h: jax.Array) -> jax.Array:
+        """``h W_hidden`` (plus the hidden bias in the last gate's slice, for the GRU)."""
+        rec = _hidden_matmul(params["hidden"]["w"], h)
+        bias = _hidden_bias_vector(self, params, rec.dtype)
+        return rec if bias is None else rec + bias
+
+    def step(self, params: dict, carry: Carry, projected: jax.Array) -> tuple[Carry, jax.Array]:
+        """One step from the projected input ``x_t W_input + b``: ``(carry, y_t)``."""
+        carry, y, _ = self.gates_fn(carry, projected, self.recurrent(params, self.hidden(carry)))
+        return carry, y
+
+    def hidden(self, carry: Carry) -> jax.Array:
+        """The part of the carry the recurrent matmul reads (``h``)."""
+        return carry[1] if self.is_pair else carry
+
+    def add_to_hidden(self, d_carry: Carry, d_h: jax.Array) -> Carry:
+        return (d_carry[0], d_carry[1] + d_h) if self.is_pair else d_carry + d_h
 
     def initial_carry(self, batch_shape: tuple[int, ...], dtype=jnp.float32) -> Carry:
         """The zero carry for ``batch_shape`` sequences."""
@@ -138,20 +187,42 @@ def _stacked_params(key, input_features, hidden_size, gates, kernel_init, recurr
     return params
 
 
-def _project(params, x):
-    w, b = params["input"]["w"], params["input"]["b"]
+def _dtype(x, params):
+    return jnp.result_type(x.dtype, params["input"]["w"].dtype)
+
+
+def _input_matmul(params, x):
+    """``x W_input`` without the bias (the fused layers add the bias inside the scan)."""
+    w = params["input"]["w"]
     dtype = jnp.result_type(x.dtype, w.dtype)
-    return jnp.dot(x.astype(dtype), w.astype(dtype)) + b.astype(dtype)
+    return jnp.dot(x.astype(dtype), w.astype(dtype))
 
 
-def _recurrent(params, h):
-    w = params["hidden"]["w"]
+def _hidden_matmul(w, h):
     dtype = jnp.result_type(h.dtype, w.dtype)
     return jnp.dot(h.astype(dtype), w.astype(dtype))
 
 
+def _hidden_bias_vector(cell, params, dtype):
+    """The GRU's ``b_hn`` placed in the last gate's slice of a ``G * hidden`` vector (else None)."""
+    if not cell.hidden_bias:
+        return None
+    bias = params["hidden"]["b"].astype(dtype)
+    return jnp.concatenate([jnp.zeros(((len(cell.gates) - 1) * cell.hidden_size,), dtype), bias])
+
+
 def _split(z, n):
     return jnp.split(z, n, axis=-1)
+
+
+def _sigmoid_grad(s):
+    """``sigmoid'`` from the sigmoid's value ``s``."""
+    return s * (1.0 - s)
+
+
+def _tanh_grad(t):
+    """``tanh'`` from the tanh's value ``t``."""
+    return 1.0 - t * t
 
 
 def SimpleRNNCell(hidden_size: int, *, activation: str = "tanh", kernel_init=initializers.lecun_normal(),
@@ -162,20 +233,24 @@ def SimpleRNNCell(hidden_size: int, *, activation: str = "tanh", kernel_init=ini
     ``activation`` is ``"tanh"`` or ``"relu"``. Params: one gate ``"h"`` in the common layout.
     """
     _check_hidden_size("SimpleRNNCell", hidden_size)
-    functions = {"tanh": jnp.tanh, "relu": jax.nn.relu}
-    if activation not in functions:
+    if activation not in ("tanh", "relu"):
         raise ValueError(f"SimpleRNNCell: expected activation 'tanh' or 'relu', got {activation!r}")
-    fn = functions[activation]
+    function = jnp.tanh if activation == "tanh" else jax.nn.relu
 
     def init_params(key, input_features):
         return _stacked_params(key, input_features, hidden_size, "h", kernel_init, recurrent_kernel_init, bias_init, param_dtype)
 
-    def step(params, h, projected):
-        h = fn(projected + _recurrent(params, h))
-        return h, h
+    def gates(h, pre, rec):
+        h = function(pre + rec)
+        return h, h, h
+
+    def backward(h, d_h, d_y):
+        d_h = d_h + d_y
+        d_a = d_h * (_tanh_grad(h) if activation == "tanh" else (h > 0).astype(h.dtype))
+        return jnp.zeros_like(d_h), d_a, None
 
     return Cell(hidden_size, "h", f"SimpleRNNCell(hidden_size={hidden_size}, activation={activation!r})",
-                init_params, _project, step)
+                init_params, gates, backward)
 
 
 def LSTMCell(hidden_size: int, *, forget_bias: float = 0.0, kernel_init=initializers.lecun_normal(),
@@ -183,9 +258,13 @@ def LSTMCell(hidden_size: int, *, forget_bias: float = 0.0, kernel_init=initiali
              param_dtype=jnp.float32) -> Cell:
     """The LSTM (Hochreiter & Schmidhuber, 1997) as in ``flax.linen.LSTMCell``; carry ``(c, h)``.
 
-    Gates ``i, f, g, o`` (sigmoid, sigmoid, tanh, sigmoid): ``c' = f c + i g``,
-    ``h' = o tanh(c')``; the output is ``h'``. ``forget_bias`` is added to the forget gate's
-    initial bias (1.0 is the common choice; 0.0, the default, is flax's).
+    Gates ``i, f, g, o`` (sigmoid, sigmoid, tanh, sigmoid) of ``z = pre + rec``:
+    ``c' = f c + i g``, ``h' = o tanh(c')``; the output is ``h'``. ``forget_bias`` is added to
+    the forget gate's initial bias (1.0 is the common choice; 0.0, the default, is flax's).
+
+    Backward step (``dh = dh' + dy``, ``t = tanh(c')``): ``dc = dc' + dh o (1 - t^2)``;
+    ``dz = [dc g i(1-i), dc c f(1-f), dc i (1-g^2), dh t o(1-o)]``; the carry's gradient is
+    ``(dc f, dz W_hidden^T)``.
     """
     _check_hidden_size("LSTMCell", hidden_size)
 
@@ -193,15 +272,27 @@ def LSTMCell(hidden_size: int, *, forget_bias: float = 0.0, kernel_init=initiali
         return _stacked_params(key, input_features, hidden_size, "ifgo", kernel_init, recurrent_kernel_init, bias_init,
                                param_dtype, bias_offsets={"f": forget_bias} if forget_bias else None)
 
-    def step(params, carry, projected):
-        c, h = carry
-        i, f, g, o = _split(projected + _recurrent(params, h), 4)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
-        return (c, h), h
+    def gates(carry, pre, rec):
+        c, _ = carry
+        i, f, g, o = _split(pre + rec, 4)
+        i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+        new_c = f * c + i * g
+        h = o * jnp.tanh(new_c)
+        return (new_c, h), h, (jnp.concatenate([i, f, g, o], axis=-1), c)
+
+    def backward(saved, d_carry, d_y):
+        activations, c = saved
+        i, f, g, o = _split(activations, 4)
+        d_c, d_h = d_carry
+        d_h = d_h + d_y
+        t = jnp.tanh(f * c + i * g)  # recomputed: cheaper than saving c' as well
+        d_c = d_c + d_h * o * _tanh_grad(t)
+        d_z = jnp.concatenate([d_c * g * _sigmoid_grad(i), d_c * c * _sigmoid_grad(f), d_c * i * _tanh_grad(g),
+                               d_h * t * _sigmoid_grad(o)], axis=-1)
+        return (d_c * f, jnp.zeros_like(d_h)), d_z, None
 
     description = f"LSTMCell(hidden_size={hidden_size})"
-    return Cell(hidden_size, "ifgo", description, init_params, _project, step, is_pair=True)
+    return Cell(hidden_size, "ifgo", description, init_params, gates, backward, is_pair=True)
 
 
 def GRUCell(hidden_size: int, *, kernel_init=initializers.lecun_normal(), recurrent_kernel_init=initializers.orthogonal(),
@@ -218,16 +309,28 @@ def GRUCell(hidden_size: int, *, kernel_init=initializers.lecun_normal(), recurr
         return _stacked_params(key, input_features, hidden_size, "rzn", kernel_init, recurrent_kernel_init, bias_init,
                                param_dtype, hidden_bias=True)
 
-    def step(params, h, projected):
-        x_r, x_z, x_n = _split(projected, 3)
-        h_r, h_z, h_n = _split(_recurrent(params, h), 3)
+    def gates(h, pre, rec):
+        x_r, x_z, x_n = _split(pre, 3)
+        h_r, h_z, h_n = _split(rec, 3)  # h_n includes b_hn
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
-        n = jnp.tanh(x_n + r * (h_n + params["hidden"]["b"].astype(h_n.dtype)))
-        h = (1.0 - z) * n + z * h
-        return h, h
+        n = jnp.tanh(x_n + r * h_n)
+        new_h = (1.0 - z) * n + z * h
+        return new_h, new_h, (jnp.concatenate([r, z, n], axis=-1), h_n, h)
 
-    return Cell(hidden_size, "rzn", f"GRUCell(hidden_size={hidden_size})", init_params, _project, step)
+    def backward(saved, d_h, d_y):
+        activations, h_n, h = saved
+        r, z, n = _split(activations, 3)
+        d_h = d_h + d_y
+        d_n = d_h * (1.0 - z) * _tanh_grad(n)
+        d_r = d_n * h_n * _sigmoid_grad(r)
+        d_z = d_h * (h - n) * _sigmoid_grad(z)
+        d_pre = jnp.concatenate([d_r, d_z, d_n], axis=-1)
+        d_rec = jnp.concatenate([d_r, d_z, d_n * r], axis=-1)
+        return d_h * z, d_pre, d_rec
+
+    return Cell(hidden_size, "rzn", f"GRUCell(hidden_size={hidden_size})", init_params, gates, backward,
+                hidden_bias=True)
 
 
 def SimplifiedGRUCell(hidden_size: int, *, kernel_init=initializers.lecun_normal(),
@@ -244,13 +347,20 @@ def SimplifiedGRUCell(hidden_size: int, *, kernel_init=initializers.lecun_normal
     def init_params(key, input_features):
         return _stacked_params(key, input_features, hidden_size, "uc", kernel_init, recurrent_kernel_init, bias_init, param_dtype)
 
-    def step(params, h, projected):
-        u, c = _split(projected + _recurrent(params, h), 2)
-        u = jax.nn.sigmoid(u)
-        h = u * jnp.tanh(c) + (1.0 - u) * h
-        return h, h
+    def gates(h, pre, rec):
+        u, m = _split(pre + rec, 2)
+        u, m = jax.nn.sigmoid(u), jnp.tanh(m)
+        new_h = u * m + (1.0 - u) * h
+        return new_h, new_h, (jnp.concatenate([u, m], axis=-1), h)
 
-    return Cell(hidden_size, "uc", f"SimplifiedGRUCell(hidden_size={hidden_size})", init_params, _project, step)
+    def backward(saved, d_h, d_y):
+        activations, h = saved
+        u, m = _split(activations, 2)
+        d_h = d_h + d_y
+        d_z = jnp.concatenate([d_h * (m - h) * _sigmoid_grad(u), d_h * u * _tanh_grad(m)], axis=-1)
+        return d_h * (1.0 - u), d_z, None
+
+    return Cell(hidden_size, "uc", f"SimplifiedGRUCell(hidden_size={hidden_size})", init_params, gates, backward)
 
 
 # ----------------------------------------------------------------------------------- checks
@@ -318,37 +428,143 @@ def flip_sequences(x: jax.Array, lengths: jax.Array | None) -> jax.Array:
     return jnp.take_along_axis(x, jnp.broadcast_to(index, x.shape), axis=0)
 
 
-def _run(cell: Cell, params, x, lengths, carry, reverse: bool):
+def _valid_steps(steps: int, lengths):
+    """``[time, *batch]`` booleans: step ``t`` of sequence ``b`` is real (``t < lengths[b]``)."""
+    return jnp.arange(steps).reshape((steps,) + (1,) * lengths.ndim) < lengths
+
+
+def _keep(keep, new, old):
+    """``new`` where the step is real, ``old`` (the carry passing through) past the end."""
+    keep = keep[..., None]
+    return jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, old)
+
+
+def _scan_autodiff(cell: Cell, params, projected, carry, valid):
+    """The plain scan of ``cell.step``; JAX differentiates it (forward and reverse mode)."""
+    if valid is None:
+        return jax.lax.scan(lambda c, p: cell.step(params, c, p), carry, projected)
+
+    def body(c, inputs):
+        p, keep = inputs
+        new_c, y = cell.step(params, c, p)
+        return _keep(keep, new_c, c), jnp.where(keep[..., None], y, jnp.zeros_like(y))
+
+    return jax.lax.scan(body, carry, (projected, valid))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _scan_fused(cell: Cell, w, hidden_bias, bias, x_w, carry, valid):
+    """The recurrence over ``x_w = x W_input`` (time-major, no bias); ``(final carry, outputs)``.
+
+    Its gradient is hand-written (:func:`_scan_fused_forward`, :func:`_scan_fused_backward`):
+    the reverse scan computes only each step's pre-activation gradients and the carry's
+    gradient (``d_rec W^T``, one small matmul a step); ``W_hidden``'s gradient is then one
+    matmul over all steps, ``H_prev^T d_rec``, instead of a small accumulation every step.
+    """
+    (carry, outputs), _ = _scan_fused_forward(cell, w, hidden_bias, bias, x_w, carry, valid)
+    return carry, outputs
+
+
+def _fused_step(cell, w, hidden_bias, bias, carry, x_w_t):
+    rec = _hidden_matmul(w, cell.hidden(carry))
+    if hidden_bias is not None:
+        rec = rec + hidden_bias
+    return cell.gates_fn(carry, x_w_t + bias, rec)
+
+
+def _scan_fused_forward(cell, w, hidden_bias, bias, x_w, carry0, valid):
+    if valid is None:
+        def body(carry, x_w_t):
+            carry, y, saved = _fused_step(cell, w, hidden_bias, bias, carry, x_w_t)
+            return carry, (y, saved)
+
+        carry, (outputs, saved) = jax.lax.scan(body, carry0, x_w)
+    else:
+        def body(carry, inputs):
+            x_w_t, keep = inputs
+            new_carry, y, saved = _fused_step(cell, w, hidden_bias, bias, carry, x_w_t)
+            return _keep(keep, new_carry, carry), (jnp.where(keep[..., None], y, jnp.zeros_like(y)), saved)
+
+        carry, (outputs, saved) = jax.lax.scan(body, carry0, (x_w, valid))
+    return (carry, outputs), (w, hidden_bias is not None, saved, outputs, cell.hidden(carry0), valid)
+
+
+def _scan_fused_backward(cell, residuals, cotangents):
+    w, has_hidden_bias, saved, outputs, h0, valid = residuals
+    d_carry, d_outputs = cotangents
+    w_t = w.T
+    same = None  # whether the cell's d_rec is its d_pre (known after tracing the step)
+
+    def step(d_carry, saved_t, d_y):
+        nonlocal same
+        d_direct, d_pre, d_rec = cell.backward(saved_t, d_carry, d_y)
+        same = d_rec is None
+        d_rec = d_pre if same else d_rec
+        return cell.add_to_hidden(d_direct, _hidden_matmul(w_t, d_rec)), d_pre, d_rec
+
+    if valid is None:
+        def body(d_carry, inputs):
+            d_prev, d_pre, d_rec = step(d_carry, *inputs)
+            return d_prev, (d_pre, None if same else d_rec)
+
+        d_carry0, (d_pre, d_rec) = jax.lax.scan(body, d_carry, (saved, d_outputs), reverse=True)
+    else:
+        def body(d_carry, inputs):
+            saved_t, d_y, keep = inputs
+            d_prev, d_pre, d_rec = step(d_carry, saved_t, d_y)
+            zeros = jnp.zeros_like(d_pre)
+            d_pre, d_rec = jnp.where(keep[..., None], d_pre, zeros), jnp.where(keep[..., None], d_rec, zeros)
+            return _keep(keep, d_prev, d_carry), (d_pre, None if same else d_rec)
+
+        d_carry0, (d_pre, d_rec) = jax.lax.scan(body, d_carry, (saved, d_outputs, valid), reverse=True)
+    if d_rec is None:
+        d_rec = d_pre
+    # dW = sum_t h_{t-1}^T d_rec_t, with h_{t-1} the output of step t - 1 (h0 for t = 0). Past
+    # a sequence's end the outputs are zeros but so is d_rec, so the padding adds nothing.
+    width = d_rec.shape[-1]
+    previous = outputs[:-1].reshape(-1, outputs.shape[-1])
+    d_w = jnp.dot(previous.T, d_rec[1:].reshape(-1, width)) + jnp.dot(h0.reshape(-1, h0.shape[-1]).T,
+                                                                      d_rec[0].reshape(-1, width))
+    sum_axes = tuple(range(d_pre.ndim - 1))
+    d_hidden_bias = jnp.sum(d_rec, axis=sum_axes) if has_hidden_bias else None
+    return d_w.astype(w.dtype), d_hidden_bias, jnp.sum(d_pre, axis=sum_axes), d_pre, d_carry0, None
+
+
+_scan_fused.defvjp(_scan_fused_forward, _scan_fused_backward)
+
+
+def _run(cell: Cell, params, x, lengths, carry, reverse: bool, implementation: str = "fused"):
     """Run ``cell`` over time-major ``x`` ``[time, *batch, features]``; outputs are time-major."""
-    projected = cell.project(params, x)  # one matmul for every step, outside the scan
     steps = x.shape[0]
     if lengths is not None:  # traced lengths cannot be checked: above `steps` acts as `steps`
         lengths = jnp.clip(lengths, 0, steps)
+    valid = None if lengths is None else _valid_steps(steps, lengths)
+    if implementation == "fused":
+        projected = _input_matmul(params, x)  # one matmul for every step, outside the scan
+        dtype = projected.dtype
+        hidden_bias = _hidden_bias_vector(cell, params, dtype)
+        w, bias = params["hidden"]["w"].astype(dtype), params["input"]["b"].astype(dtype)
+    else:
+        projected = cell.project(params, x)
     if reverse:
         projected = flip_sequences(projected, lengths)
-    if lengths is None:
-        carry, outputs = jax.lax.scan(lambda c, p: cell.step(params, c, p), carry, projected)
+    if implementation == "fused":
+        carry, outputs = _scan_fused(cell, w, hidden_bias, bias, projected, carry, valid)
     else:
-        valid = jnp.arange(steps).reshape((steps,) + (1,) * lengths.ndim) < lengths  # [time, *batch]
-
-        def body(c, inputs):
-            p, keep = inputs
-            new_c, y = cell.step(params, c, p)
-            keep = keep[..., None]
-            new_c = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_c, c)
-            return new_c, jnp.where(keep, y, jnp.zeros_like(y))
-
-        carry, outputs = jax.lax.scan(body, carry, (projected, valid))
+        carry, outputs = _scan_autodiff(cell, params, projected, carry, valid)
     if reverse:
         outputs = flip_sequences(outputs, lengths)
     return carry, outputs
 
 
-def _apply_directions(description, directions, params, x, lengths, initial_carry):
+def _apply_directions(description, directions, params, x, lengths, initial_carry, implementation, time_major):
     """Checks, then runs each ``(name, cell, reverse)``; returns outputs and carries per direction."""
     check_floating(description, x)
-    check_min_rank(description, x, 2, "*batch, time, features")
-    batch_shape, steps = tuple(x.shape[:-2]), x.shape[-2]
+    check_min_rank(description, x, 2, "time, *batch, features" if time_major else "*batch, time, features")
+    if time_major:
+        batch_shape, steps = tuple(x.shape[1:-1]), x.shape[0]
+    else:
+        batch_shape, steps = tuple(x.shape[:-2]), x.shape[-2]
     if lengths is not None:
         _check_lengths(description, lengths, batch_shape, steps)
     many = len(directions) > 1
@@ -357,7 +573,7 @@ def _apply_directions(description, directions, params, x, lengths, initial_carry
         if initial_carry is not None and (not isinstance(initial_carry, (tuple, list)) or len(initial_carry) != 2):
             raise ValueError(f"{description}: expected initial_carry to be a pair (forward, backward), "
                              f"got {type(initial_carry).__name__}")
-    time_major = jnp.moveaxis(x, -2, 0)
+    inputs = x if time_major else jnp.moveaxis(x, -2, 0)
     outputs, carries = [], []
     for index, (name, cell, reverse) in enumerate(directions):
         cell_params = params[name] if many else params
@@ -370,10 +586,20 @@ def _apply_directions(description, directions, params, x, lengths, initial_carry
             what = f"initial_carry[{index}]" if many else "initial_carry"
             check_carry(description, cell, carry, batch_shape, what)
             carry = jax.tree.map(lambda a: jnp.asarray(a).astype(dtype), tuple(carry) if cell.is_pair else carry)
-        carry, out = _run(cell, cell_params, time_major, lengths, carry, reverse)
-        outputs.append(jnp.moveaxis(out, 0, -2))
+        carry, out = _run(cell, cell_params, inputs, lengths, carry, reverse, implementation)
+        outputs.append(out if time_major else jnp.moveaxis(out, 0, -2))
         carries.append(carry)
     return outputs, carries
+
+
+IMPLEMENTATIONS = ("fused", "autodiff")
+
+
+def _check_options(owner: str, implementation: Any, time_major: Any) -> None:
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"{owner}: expected implementation to be one of {IMPLEMENTATIONS}, got {implementation!r}")
+    if not isinstance(time_major, bool):
+        raise ValueError(f"{owner}: expected time_major to be a bool, got {time_major!r}")
 
 
 def _check_cell(owner: str, cell: Any) -> None:
@@ -381,42 +607,51 @@ def _check_cell(owner: str, cell: Any) -> None:
         raise TypeError(f"{owner}: expected a jdl recurrent Cell (nn.LSTMCell(64), ...), got {type(cell).__name__}")
 
 
-def RNN(cell: Cell, *, reverse: bool = False, return_carry: bool = True, name: str = "rnn") -> Layer:
+def RNN(cell: Cell, *, reverse: bool = False, return_carry: bool = True, time_major: bool = False,
+        implementation: str = "fused", name: str = "rnn") -> Layer:
     """Run ``cell`` over ``x`` ``[*batch, time, features]`` with ``jax.lax.scan``.
 
     Params are the cell's (see the module docstring). ``apply(params, state, x, *,
     lengths=None, initial_carry=None)`` gives ``((outputs, final_carry), state)``, or
     ``(outputs, state)`` with ``return_carry=False``. ``reverse=True`` reads each sequence
     from its last real step back to its first and returns outputs in the original order.
+    ``time_major=True`` takes and returns ``[time, *batch, features]`` (no transposes).
+    ``implementation="fused"`` (the default) differentiates with the cells' hand-written
+    backward steps (reverse mode only); ``"autodiff"`` lets JAX differentiate the scan,
+    which also supports forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``).
     """
     _check_cell("RNN", cell)
+    _check_options("RNN", implementation, time_major)
     description = f"RNN({cell}" + (", reverse=True)" if reverse else ")")
     directions = [("", cell, reverse)]
 
     def init(key, x):
         check_floating(description, x)
-        check_min_rank(description, x, 2, "*batch, time, features")
+        check_min_rank(description, x, 2, "time, *batch, features" if time_major else "*batch, time, features")
         return cell.init_params(key, x.shape[-1]), {}
 
     def apply(params, state, x, *, key=None, train=False, lengths=None, initial_carry=None):
         del key, train
         check_keys(description, state, [], "state")
-        (outputs,), (carry,) = _apply_directions(description, directions, params, x, lengths, initial_carry)
+        (outputs,), (carry,) = _apply_directions(description, directions, params, x, lengths, initial_carry,
+                                                 implementation, time_major)
         return ((outputs, carry) if return_carry else outputs), state
 
     return make_layer(name, description, init, apply)
 
 
 def Bidirectional(forward: Cell, backward: Cell | None = None, *, return_carry: bool = True,
-                  name: str = "bidirectional") -> Layer:
+                  time_major: bool = False, implementation: str = "fused", name: str = "bidirectional") -> Layer:
     """A forward and a reverse :func:`RNN` over the same input, outputs concatenated.
 
     ``backward`` defaults to a fresh cell of the same kind and size (its own params). Params
     are ``{"forward": ..., "backward": ...}``; ``y`` is ``(outputs [*batch, time, 2 * hidden],
     (forward_carry, backward_carry))``. With ``lengths``, the backward direction starts at
     each sequence's own last real step, and its final carry is the one after step 0.
+    ``time_major`` and ``implementation`` are :func:`RNN`'s.
     """
     _check_cell("Bidirectional", forward)
+    _check_options("Bidirectional", implementation, time_major)
     backward = forward if backward is None else backward
     _check_cell("Bidirectional", backward)
     description = f"Bidirectional({forward}, {backward})"
@@ -424,34 +659,38 @@ def Bidirectional(forward: Cell, backward: Cell | None = None, *, return_carry: 
 
     def init(key, x):
         check_floating(description, x)
-        check_min_rank(description, x, 2, "*batch, time, features")
+        check_min_rank(description, x, 2, "time, *batch, features" if time_major else "*batch, time, features")
         return {"forward": forward.init_params(jax.random.fold_in(key, 0), x.shape[-1]),
                 "backward": backward.init_params(jax.random.fold_in(key, 1), x.shape[-1])}, {}
 
     def apply(params, state, x, *, key=None, train=False, lengths=None, initial_carry=None):
         del key, train
         check_keys(description, state, [], "state")
-        outputs, carries = _apply_directions(description, directions, params, x, lengths, initial_carry)
+        outputs, carries = _apply_directions(description, directions, params, x, lengths, initial_carry,
+                                             implementation, time_major)
         outputs = jnp.concatenate(outputs, axis=-1)
         return ((outputs, tuple(carries)) if return_carry else outputs), state
 
     return make_layer(name, description, init, apply)
 
 
-def LSTM(hidden_size: int, *, reverse: bool = False, return_carry: bool = True, name: str = "lstm",
-         **cell_options) -> Layer:
+def LSTM(hidden_size: int, *, reverse: bool = False, return_carry: bool = True, time_major: bool = False,
+         implementation: str = "fused", name: str = "lstm", **cell_options) -> Layer:
     """``RNN(LSTMCell(hidden_size, **cell_options))``; the final carry is ``(c, h)``."""
-    return RNN(LSTMCell(hidden_size, **cell_options), reverse=reverse, return_carry=return_carry, name=name)
+    return RNN(LSTMCell(hidden_size, **cell_options), reverse=reverse, return_carry=return_carry,
+               time_major=time_major, implementation=implementation, name=name)
 
 
-def GRU(hidden_size: int, *, reverse: bool = False, return_carry: bool = True, name: str = "gru",
-        **cell_options) -> Layer:
+def GRU(hidden_size: int, *, reverse: bool = False, return_carry: bool = True, time_major: bool = False,
+        implementation: str = "fused", name: str = "gru", **cell_options) -> Layer:
     """``RNN(GRUCell(hidden_size, **cell_options))`` (flax's GRU convention)."""
-    return RNN(GRUCell(hidden_size, **cell_options), reverse=reverse, return_carry=return_carry, name=name)
+    return RNN(GRUCell(hidden_size, **cell_options), reverse=reverse, return_carry=return_carry,
+               time_major=time_major, implementation=implementation, name=name)
 
 
 def StackedRNN(cells: list[Cell], *, bidirectional: bool = False, dropout_rate: float = 0.0,
-               return_carry: bool = True, name: str = "stacked_rnn") -> Layer:
+               return_carry: bool = True, time_major: bool = False, implementation: str = "fused",
+               name: str = "stacked_rnn") -> Layer:
     """Recurrent layers on top of each other, with dropout between them (not after the last).
 
     Layer ``i`` runs ``cells[i]`` (both ways with ``bidirectional=True``) over the outputs of
@@ -476,7 +715,9 @@ def StackedRNN(cells: list[Cell], *, bidirectional: bool = False, dropout_rate: 
         raise ValueError("StackedRNN: expected at least one cell, got none")
     for cell in cells:
         _check_cell("StackedRNN", cell)
-    make = (lambda cell: Bidirectional(cell)) if bidirectional else (lambda cell: RNN(cell))
+    _check_options("StackedRNN", implementation, time_major)
+    options = dict(time_major=time_major, implementation=implementation)
+    make = (lambda cell: Bidirectional(cell, **options)) if bidirectional else (lambda cell: RNN(cell, **options))
     layers = {f"layer_{i}": make(cell) for i, cell in enumerate(cells)}
     dropout = Dropout(dropout_rate)
     description = (f"StackedRNN([{', '.join(str(c) for c in cells)}]"
