@@ -1,0 +1,284 @@
+"""Tokenisation for small sequence-to-sequence tasks: a character or word vocabulary.
+
+A :class:`Vocab` maps tokens to integer ids. Ids ``0, 1, 2`` are always the reserved
+``<pad>``, ``<bos>`` (start) and ``<eos>`` (end) tokens, and ``3`` is ``<unk>`` when the
+vocabulary has one; the corpus's tokens follow in sorted order, so the same corpus always
+gives the same ids. ``level="char"`` splits a text into its characters (spaces included);
+``level="word"`` splits it on whitespace (``str.split()``), so a word-level decode joins
+the words with single spaces.
+
+:meth:`Vocab.encode` turns a list of texts into a padded ``int32`` array and the lengths;
+:meth:`Vocab.decode` turns ids back into text, stopping at the first ``<eos>``. Both run
+in NumPy on the host, outside ``jit``. Nothing is truncated or replaced silently: a token
+outside the vocabulary is an error (unless the vocabulary has ``<unk>``), and so is a text
+longer than ``max_length``.
+
+Example (a target for teacher forcing: the decoder reads ``ids[:, :-1]`` and predicts
+``ids[:, 1:]``):
+    >>> from jdl import text
+    >>> vocab = text.Vocab.from_corpus(["2026-11-21", "1999-01-05"])
+    >>> vocab.tokens
+    ('<pad>', '<bos>', '<eos>', '-', '0', '1', '2', '5', '6', '9')
+    >>> ids, lengths = vocab.encode(["2026-11-21", "1-9"], add_bos=True, add_eos=True)
+    >>> ids
+    array([[1, 6, 4, 6, 8, 3, 5, 5, 3, 6, 5, 2],
+           [1, 5, 3, 9, 2, 0, 0, 0, 0, 0, 0, 0]], dtype=int32)
+    >>> lengths
+    array([12,  5], dtype=int32)
+    >>> vocab.decode(ids)
+    ['2026-11-21', '1-9']
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID", "Vocab"]
+
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+_SPECIALS = ("<pad>", "<bos>", "<eos>")
+_UNK = "<unk>"
+_LEVELS = ("char", "word")
+
+
+def _texts_list(where: str, texts: Any) -> list[str]:
+    if isinstance(texts, str) or not isinstance(texts, Iterable) or isinstance(texts, Mapping):
+        hint = f"; wrap a single text in a list: [{texts!r}]" if isinstance(texts, str) else ""
+        raise TypeError(f"{where}: expected a list of str, got {type(texts).__name__}{hint}")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"{where}: expected texts[{i}] to be a str, got {type(t).__name__}")
+    return texts
+
+
+def _split(text: str, level: str) -> list[str]:
+    return list(text) if level == "char" else text.split()
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocab:
+    """A vocabulary: ``<pad>`` = 0, ``<bos>`` = 1, ``<eos>`` = 2, [``<unk>`` = 3], then ``symbols``.
+
+    Usually built with :meth:`from_corpus`; ``Vocab(symbols, level, unk)`` rebuilds the
+    same vocabulary from its fields (e.g. saved as JSON next to a checkpoint).
+
+    Attributes:
+        symbols: the corpus tokens, in id order, without the reserved tokens.
+        level: ``"char"`` (a token is a character) or ``"word"`` (whitespace-separated).
+        unk: whether there is an ``<unk>`` token (id 3) for tokens outside the vocabulary.
+
+    Example:
+        >>> from jdl.text import Vocab
+        >>> vocab = Vocab.from_corpus(["the cat sat", "the dog"], level="word", unk=True)
+        >>> vocab.tokens
+        ('<pad>', '<bos>', '<eos>', '<unk>', 'cat', 'dog', 'sat', 'the')
+        >>> ids, lengths = vocab.encode(["the cow sat"], add_eos=True)
+        >>> ids, lengths
+        (array([[7, 3, 6, 2]], dtype=int32), array([4], dtype=int32))
+        >>> vocab.decode(ids[0])
+        'the <unk> sat'
+    """
+
+    symbols: tuple[str, ...]
+    level: str = "char"
+    unk: bool = False
+    _index: dict = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        where = "Vocab"
+        if self.level not in _LEVELS:
+            raise ValueError(f"{where}: expected level to be 'char' or 'word', got {self.level!r}")
+        symbols = tuple(self.symbols) if not isinstance(self.symbols, str) else None
+        if symbols is None or not all(isinstance(s, str) for s in symbols):
+            raise TypeError(f"{where}: expected symbols to be a sequence of str, got {self.symbols!r}")
+        reserved = set(_SPECIALS) | {_UNK}
+        for s in symbols:
+            if s in reserved:
+                raise ValueError(f"{where}: the symbol {s!r} is a reserved token; it has its own id")
+            if self.level == "char" and len(s) != 1:
+                raise ValueError(f"{where}: expected single characters for level='char', got {s!r}")
+            if self.level == "word" and (not s or s != s.strip() or len(s.split()) != 1):
+                raise ValueError(
+                    f"{where}: expected words without whitespace for level='word', got {s!r}"
+                )
+        if len(set(symbols)) != len(symbols):
+            duplicates = sorted(s for s, c in Counter(symbols).items() if c > 1)
+            raise ValueError(f"{where}: expected distinct symbols, got duplicates {duplicates}")
+        object.__setattr__(self, "symbols", symbols)
+        offset = len(self.tokens) - len(symbols)
+        object.__setattr__(self, "_index", {s: offset + i for i, s in enumerate(symbols)})
+
+    @classmethod
+    def from_corpus(
+        cls, texts: Iterable[str], *, level: str = "char", unk: bool = False, min_count: int = 1
+    ) -> Vocab:
+        """The vocabulary of every token occurring at least ``min_count`` times in ``texts``.
+
+        The tokens are sorted (Unicode code point order), so the ids do not depend on the
+        order of the corpus. With ``min_count > 1`` the rarer tokens are left out, which is
+        only useful together with ``unk=True``.
+
+        Example:
+            >>> from jdl.text import Vocab
+            >>> Vocab.from_corpus(["abba", "cab"]).tokens
+            ('<pad>', '<bos>', '<eos>', 'a', 'b', 'c')
+        """
+        where = "Vocab.from_corpus"
+        if level not in _LEVELS:
+            raise ValueError(f"{where}: expected level to be 'char' or 'word', got {level!r}")
+        if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+            raise ValueError(f"{where}: expected min_count to be an int >= 1, got {min_count!r}")
+        counts = Counter(tok for t in _texts_list(where, texts) for tok in _split(t, level))
+        reserved = sorted(set(counts) & (set(_SPECIALS) | {_UNK}))
+        if reserved:
+            raise ValueError(
+                f"{where}: the corpus contains the reserved token(s) {reserved}; they would "
+                f"be indistinguishable from the special ids"
+            )
+        return cls(tuple(sorted(t for t, c in counts.items() if c >= min_count)), level, unk)
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """Every token, indexed by id: the reserved ones, then :attr:`symbols`."""
+        return _SPECIALS + ((_UNK,) if self.unk else ()) + self.symbols
+
+    @property
+    def pad_id(self) -> int:
+        return PAD_ID
+
+    @property
+    def bos_id(self) -> int:
+        return BOS_ID
+
+    @property
+    def eos_id(self) -> int:
+        return EOS_ID
+
+    @property
+    def unk_id(self) -> int | None:
+        """3 when the vocabulary has ``<unk>``, else None."""
+        return UNK_ID if self.unk else None
+
+    def __len__(self) -> int:
+        """The number of ids (the embedding table's and the output layer's size)."""
+        return len(self.tokens)
+
+    def tokenize(self, text: str) -> list[str]:
+        """The tokens of one text: its characters, or its whitespace-separated words."""
+        if not isinstance(text, str):
+            raise TypeError(f"Vocab.tokenize: expected a str, got {type(text).__name__}")
+        return _split(text, self.level)
+
+    def encode(
+        self,
+        texts: Iterable[str],
+        *,
+        max_length: int | None = None,
+        add_bos: bool = False,
+        add_eos: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of each text, padded with ``<pad>`` = 0: ``(ids, lengths)``.
+
+        ``ids`` is ``int32 (len(texts), max_length)``; row ``i`` holds ``[<bos>]`` (with
+        ``add_bos``), the ids of ``texts[i]``'s tokens, ``[<eos>]`` (with ``add_eos``),
+        then padding. ``lengths[i]`` (``int32``) counts the non-pad ids, ``<bos>`` and
+        ``<eos>`` included. ``max_length=None`` uses the longest row; a row longer than
+        ``max_length`` is an error, never truncated. A token outside the vocabulary is an
+        error naming it, unless the vocabulary has ``<unk>``.
+
+        Example:
+            >>> from jdl.text import Vocab
+            >>> vocab = Vocab.from_corpus(["ab"])
+            >>> vocab.encode(["ab", "b", ""], max_length=3, add_eos=True)
+            (array([[3, 4, 2],
+                   [4, 2, 0],
+                   [2, 0, 0]], dtype=int32), array([3, 2, 1], dtype=int32))
+        """
+        where = "Vocab.encode"
+        texts = _texts_list(where, texts)
+        if max_length is not None and (
+            isinstance(max_length, bool)
+            or not isinstance(max_length, (int, np.integer))
+            or max_length < 0
+        ):
+            raise ValueError(
+                f"{where}: expected max_length to be an int >= 0 or None, got {max_length!r}"
+            )
+        rows = []
+        for i, text in enumerate(texts):
+            row = [BOS_ID] if add_bos else []
+            for tok in _split(text, self.level):
+                idx = self._index.get(tok)
+                if idx is None:
+                    if not self.unk:
+                        raise ValueError(
+                            f"{where}: the token {tok!r} in texts[{i}] = {text!r} is not in the "
+                            f"vocabulary of {len(self)} tokens; build the Vocab from a corpus that "
+                            f"contains it, or with unk=True to map unknown tokens to <unk>"
+                        )
+                    idx = UNK_ID
+                row.append(idx)
+            if add_eos:
+                row.append(EOS_ID)
+            if max_length is not None and len(row) > max_length:
+                extra = " (with <bos>/<eos>)" if add_bos or add_eos else ""
+                raise ValueError(
+                    f"{where}: expected at most max_length = {max_length} tokens per text{extra}, "
+                    f"got {len(row)} for texts[{i}] = {text!r}; raise max_length (nothing is "
+                    f"truncated)"
+                )
+            rows.append(row)
+        lengths = np.array([len(r) for r in rows], dtype=np.int32)
+        width = max_length if max_length is not None else int(lengths.max(initial=0))
+        ids = np.full((len(rows), width), PAD_ID, dtype=np.int32)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+        return ids, lengths
+
+    def decode(self, ids: Any) -> str | list[str]:
+        """The text of a row of ids, or the list of texts of a 2-D array of ids.
+
+        Reading stops at the first ``<eos>``; ``<pad>`` and ``<bos>`` are dropped anywhere
+        before it (so a decoder's output with or without its start token decodes the same).
+        ``<unk>`` decodes as the string ``"<unk>"``. Characters are joined with ``""``, words
+        with ``" "``. Accepts NumPy or JAX integer arrays and lists.
+
+        Example:
+            >>> from jdl.text import Vocab
+            >>> vocab = Vocab.from_corpus(["ab"])
+            >>> vocab.decode([1, 3, 4, 3, 2, 4, 4])
+            'aba'
+        """
+        where = "Vocab.decode"
+        arr = np.asarray(ids)
+        if arr.size == 0 and arr.dtype != np.int32:
+            arr = arr.astype(np.int32)  # np.asarray([]) is float64
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"{where}: expected integer ids, got dtype {arr.dtype}")
+        if arr.ndim not in (1, 2):
+            raise ValueError(
+                f"{where}: expected ids of rank 1 (one text) or 2 (batch, length), got shape {arr.shape}"
+            )
+        bad = arr[(arr < 0) | (arr >= len(self))]
+        if bad.size:
+            raise ValueError(
+                f"{where}: expected ids in [0, {len(self)}) (the vocabulary size), got {int(bad[0])}"
+            )
+        if arr.ndim == 2:
+            return [self._decode_row(row) for row in arr.tolist()]
+        return self._decode_row(arr.tolist())
+
+    def _decode_row(self, row: list[int]) -> str:
+        tokens = self.tokens
+        out = []
+        for i in row:
+            if i == EOS_ID:
+                break
+            if i not in (PAD_ID, BOS_ID):
+                out.append(tokens[i])
+        return ("" if self.level == "char" else " ").join(out)
