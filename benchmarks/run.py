@@ -30,10 +30,13 @@ from jdl.io import atomic_write_text
 from benchmarks.cases import CASES as TRAIN_CASES, Config
 from benchmarks.harness import compare
 from benchmarks.optim_cases import OPTIMIZER_CASES, SkipCase
+from benchmarks.recurrent_cases import RECURRENT_CASES
 
-CASES = {**TRAIN_CASES, **OPTIMIZER_CASES}
+CASES = {**TRAIN_CASES, **OPTIMIZER_CASES, **RECURRENT_CASES}
 # Names --only accepts for a whole group of cases.
-GROUPS = {"train_steps": list(TRAIN_CASES), "optimizer_updates": list(OPTIMIZER_CASES)}
+GROUPS = {"train_steps": list(TRAIN_CASES), "optimizer_updates": list(OPTIMIZER_CASES),
+          "recurrent": list(RECURRENT_CASES), "lstm": [n for n in RECURRENT_CASES if n.startswith("lstm")],
+          "gru": [n for n in RECURRENT_CASES if n.startswith("gru")]}
 
 
 def device_description() -> str:
@@ -69,7 +72,7 @@ def run_case(name: str, config: Config) -> dict:
     jdl_loop, ref_loop = built["jdl_call"], built["ref_call"]
     for side, loop in (("jdl", jdl_loop), (built.get("ref_name", "flax+optax"), ref_loop)):
         # Either would make the timing unfair: a retrace times compilation, a lost donation copies the state.
-        if loop.compilations() != 1 or not loop.donated:
+        if loop.compilations() != 1 or loop.donated is False:
             print(f"warning: {name} ({side}): {loop.compilations()} compilations, train state donated: "
                   f"{loop.donated}", file=sys.stderr)
     finish = built.get("finish")
@@ -137,6 +140,21 @@ def _is_optimizer(record: dict) -> bool:
     return record.get("kind") == "optimizer_update"
 
 
+def _is_recurrent(record: dict) -> bool:
+    return record.get("kind") == "recurrent_fwd_bwd"
+
+
+def recurrent_table(records: list[dict]) -> str:
+    lines = ["| case | backend | dtype | time steps | jdl ms | flax ms | ratio | jdl ms / step | "
+             "jdl compile s | flax compile s |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in records:
+        lines.append(f"| {r['case']} | {r['backend']} | {r['dtype']} | {r['time']} | {1e3 * r['jdl_s']:.2f} | "
+                     f"{1e3 * r['ref_s']:.2f} | {r['ratio']:.2f} | {1e3 * r['jdl_s'] / r['time']:.3f} | "
+                     f"{r['jdl_compile_s']:.2f} | {r['ref_compile_s']:.2f} |")
+    return "\n".join(lines)
+
+
 def _optimizer_details(r: dict) -> str:
     def megabytes(value):
         return "?" if value is None else f"{value / 1e6:.0f}"
@@ -148,15 +166,18 @@ def _optimizer_details(r: dict) -> str:
 
 def markdown_table(records: list[dict]) -> str:
     """One table for the train-step cases, another for the optimizer cases (those present)."""
-    train = [r for r in records if not _is_optimizer(r)]
+    train = [r for r in records if not _is_optimizer(r) and not _is_recurrent(r)]
     optim = [r for r in records if _is_optimizer(r)]
-    return "\n\n".join(table for table in (train and train_table(train), optim and optimizer_table(optim)) if table)
+    recurrent = [r for r in records if _is_recurrent(r)]
+    return "\n\n".join(table for table in (train and train_table(train), optim and optimizer_table(optim),
+                                             recurrent and recurrent_table(recurrent)) if table)
 
 
 def markdown_report(records: list[dict], command: str, skipped: dict[str, str] | None = None) -> str:
     first = records[0]
-    train = [r for r in records if not _is_optimizer(r)]
+    train = [r for r in records if not _is_optimizer(r) and not _is_recurrent(r)]
     optim = [r for r in records if _is_optimizer(r)]
+    recurrent = [r for r in records if _is_recurrent(r)]
     details = "\n".join(
         f"- `{r['case']}` ({r['dtype']}): {r['description']}; {r['num_params']} params; median of "
         f"{r['repeats']} rounds of {r['steps_per_call']} steps; min {1e3 * r['jdl_min_s']:.3f} / "
@@ -177,6 +198,12 @@ def markdown_report(records: list[dict], command: str, skipped: dict[str, str] |
             f"time; fraction: that over the bandwidth of a jitted `x * a + b` moving as many bytes; same "
             f"program: jdl and optax compile to the same optimized HLO (names and metadata aside).\n\n"
             f"{optimizer_table(optim)}")
+    if recurrent:
+        sections.append(
+            f"Forward + backward (params and input) of one recurrent layer, batch {recurrent[0]['batch']}, input "
+            f"{recurrent[0]['input_features']}, hidden {recurrent[0]['hidden']}; ratio = jdl / flax (nn.RNN with "
+            f"OptimizedLSTMCell or GRUCell). Compile s: the first call (trace, compile, run once).\n\n"
+            f"{recurrent_table(recurrent)}")
     if skipped:
         sections.append("Skipped: " + "; ".join(f"`{name}` ({why})" for name, why in skipped.items()) + ".")
     sections_text = "\n\n".join(sections)

@@ -99,9 +99,10 @@ class Cell:
 
         carry', y_t, saved = cell.gates(carry, pre, rec)
 
-    ``saved`` is what the cell's hand-written backward step needs (its gate activations
-    and the previous carry); ``cell.backward(saved, d_carry', d_y) -> (d_carry_direct,
-    d_pre, d_rec)`` gives the step's gradients, ``d_carry_direct`` not counting the path
+    ``saved`` is what the cell's hand-written backward step needs besides the previous
+    hidden state ``h_prev`` (which the layer keeps for the weight gradient anyway): its gate
+    activations, the LSTM's previous cell state. ``cell.backward(saved, h_prev, d_carry',
+    d_y) -> (d_carry_direct, d_pre, d_rec)`` gives the step's gradients, ``d_carry_direct`` not counting the path
     through ``rec`` (the layer adds ``d_rec W_hidden^T`` to the hidden part) and ``d_rec``
     ``None`` when it equals ``d_pre``.
 
@@ -121,7 +122,7 @@ class Cell:
     description: str
     init_params: Callable[[jax.Array, int], dict]
     gates_fn: Callable[[Carry, jax.Array, jax.Array], tuple[Carry, jax.Array, Any]]
-    backward: Callable[[Any, Carry, jax.Array], tuple[Carry, jax.Array, jax.Array | None]]
+    backward: Callable[[Any, jax.Array, Carry, jax.Array], tuple[Carry, jax.Array, jax.Array | None]]
     is_pair: bool = False
     hidden_bias: bool = False
 
@@ -244,7 +245,8 @@ def SimpleRNNCell(hidden_size: int, *, activation: str = "tanh", kernel_init=ini
         h = function(pre + rec)
         return h, h, h
 
-    def backward(h, d_h, d_y):
+    def backward(h, h_prev, d_h, d_y):
+        del h_prev
         d_h = d_h + d_y
         d_a = d_h * (_tanh_grad(h) if activation == "tanh" else (h > 0).astype(h.dtype))
         return jnp.zeros_like(d_h), d_a, None
@@ -280,7 +282,8 @@ def LSTMCell(hidden_size: int, *, forget_bias: float = 0.0, kernel_init=initiali
         h = o * jnp.tanh(new_c)
         return (new_c, h), h, (jnp.concatenate([i, f, g, o], axis=-1), c)
 
-    def backward(saved, d_carry, d_y):
+    def backward(saved, h_prev, d_carry, d_y):
+        del h_prev  # h enters only through rec, whose gradient the layer handles
         activations, c = saved
         i, f, g, o = _split(activations, 4)
         d_c, d_h = d_carry
@@ -316,10 +319,10 @@ def GRUCell(hidden_size: int, *, kernel_init=initializers.lecun_normal(), recurr
         z = jax.nn.sigmoid(x_z + h_z)
         n = jnp.tanh(x_n + r * h_n)
         new_h = (1.0 - z) * n + z * h
-        return new_h, new_h, (jnp.concatenate([r, z, n], axis=-1), h_n, h)
+        return new_h, new_h, (jnp.concatenate([r, z, n], axis=-1), h_n)
 
-    def backward(saved, d_h, d_y):
-        activations, h_n, h = saved
+    def backward(saved, h, d_h, d_y):
+        activations, h_n = saved
         r, z, n = _split(activations, 3)
         d_h = d_h + d_y
         d_n = d_h * (1.0 - z) * _tanh_grad(n)
@@ -351,10 +354,9 @@ def SimplifiedGRUCell(hidden_size: int, *, kernel_init=initializers.lecun_normal
         u, m = _split(pre + rec, 2)
         u, m = jax.nn.sigmoid(u), jnp.tanh(m)
         new_h = u * m + (1.0 - u) * h
-        return new_h, new_h, (jnp.concatenate([u, m], axis=-1), h)
+        return new_h, new_h, jnp.concatenate([u, m], axis=-1)
 
-    def backward(saved, d_h, d_y):
-        activations, h = saved
+    def backward(activations, h, d_h, d_y):
         u, m = _split(activations, 2)
         d_h = d_h + d_y
         d_z = jnp.concatenate([d_h * (m - h) * _sigmoid_grad(u), d_h * u * _tanh_grad(m)], axis=-1)
@@ -473,31 +475,34 @@ def _fused_step(cell, w, hidden_bias, bias, carry, x_w_t):
 
 
 def _scan_fused_forward(cell, w, hidden_bias, bias, x_w, carry0, valid):
+    # Saved for the backward pass: the cell's `saved` and h_prev, the hidden state before
+    # each step (for the cell's backward and for dW_hidden = H_prev^T d_rec).
     if valid is None:
         def body(carry, x_w_t):
-            carry, y, saved = _fused_step(cell, w, hidden_bias, bias, carry, x_w_t)
-            return carry, (y, saved)
+            new_carry, y, saved = _fused_step(cell, w, hidden_bias, bias, carry, x_w_t)
+            return new_carry, (y, saved, cell.hidden(carry))
 
-        carry, (outputs, saved) = jax.lax.scan(body, carry0, x_w)
+        carry, (outputs, saved, h_prev) = jax.lax.scan(body, carry0, x_w)
     else:
         def body(carry, inputs):
             x_w_t, keep = inputs
             new_carry, y, saved = _fused_step(cell, w, hidden_bias, bias, carry, x_w_t)
-            return _keep(keep, new_carry, carry), (jnp.where(keep[..., None], y, jnp.zeros_like(y)), saved)
+            y = jnp.where(keep[..., None], y, jnp.zeros_like(y))
+            return _keep(keep, new_carry, carry), (y, saved, cell.hidden(carry))
 
-        carry, (outputs, saved) = jax.lax.scan(body, carry0, (x_w, valid))
-    return (carry, outputs), (w, hidden_bias is not None, saved, outputs, cell.hidden(carry0), valid)
+        carry, (outputs, saved, h_prev) = jax.lax.scan(body, carry0, (x_w, valid))
+    return (carry, outputs), (w, hidden_bias is not None, saved, h_prev, valid)
 
 
 def _scan_fused_backward(cell, residuals, cotangents):
-    w, has_hidden_bias, saved, outputs, h0, valid = residuals
+    w, has_hidden_bias, saved, h_prev, valid = residuals
     d_carry, d_outputs = cotangents
     w_t = w.T
     same = None  # whether the cell's d_rec is its d_pre (known after tracing the step)
 
-    def step(d_carry, saved_t, d_y):
+    def step(d_carry, saved_t, h_prev_t, d_y):
         nonlocal same
-        d_direct, d_pre, d_rec = cell.backward(saved_t, d_carry, d_y)
+        d_direct, d_pre, d_rec = cell.backward(saved_t, h_prev_t, d_carry, d_y)
         same = d_rec is None
         d_rec = d_pre if same else d_rec
         return cell.add_to_hidden(d_direct, _hidden_matmul(w_t, d_rec)), d_pre, d_rec
@@ -507,24 +512,21 @@ def _scan_fused_backward(cell, residuals, cotangents):
             d_prev, d_pre, d_rec = step(d_carry, *inputs)
             return d_prev, (d_pre, None if same else d_rec)
 
-        d_carry0, (d_pre, d_rec) = jax.lax.scan(body, d_carry, (saved, d_outputs), reverse=True)
+        d_carry0, (d_pre, d_rec) = jax.lax.scan(body, d_carry, (saved, h_prev, d_outputs), reverse=True)
     else:
         def body(d_carry, inputs):
-            saved_t, d_y, keep = inputs
-            d_prev, d_pre, d_rec = step(d_carry, saved_t, d_y)
+            saved_t, h_prev_t, d_y, keep = inputs
+            d_prev, d_pre, d_rec = step(d_carry, saved_t, h_prev_t, d_y)
             zeros = jnp.zeros_like(d_pre)
             d_pre, d_rec = jnp.where(keep[..., None], d_pre, zeros), jnp.where(keep[..., None], d_rec, zeros)
             return _keep(keep, d_prev, d_carry), (d_pre, None if same else d_rec)
 
-        d_carry0, (d_pre, d_rec) = jax.lax.scan(body, d_carry, (saved, d_outputs, valid), reverse=True)
+        d_carry0, (d_pre, d_rec) = jax.lax.scan(body, d_carry, (saved, h_prev, d_outputs, valid), reverse=True)
     if d_rec is None:
         d_rec = d_pre
-    # dW = sum_t h_{t-1}^T d_rec_t, with h_{t-1} the output of step t - 1 (h0 for t = 0). Past
-    # a sequence's end the outputs are zeros but so is d_rec, so the padding adds nothing.
-    width = d_rec.shape[-1]
-    previous = outputs[:-1].reshape(-1, outputs.shape[-1])
-    d_w = jnp.dot(previous.T, d_rec[1:].reshape(-1, width)) + jnp.dot(h0.reshape(-1, h0.shape[-1]).T,
-                                                                      d_rec[0].reshape(-1, width))
+    # dW_hidden = sum_t h_prev_t^T d_rec_t: one matmul over all time * batch rows (past a
+    # sequence's end d_rec is zero, so the padding adds nothing).
+    d_w = jnp.dot(h_prev.reshape(-1, h_prev.shape[-1]).T, d_rec.reshape(-1, d_rec.shape[-1]))
     sum_axes = tuple(range(d_pre.ndim - 1))
     d_hidden_bias = jnp.sum(d_rec, axis=sum_axes) if has_hidden_bias else None
     return d_w.astype(w.dtype), d_hidden_bias, jnp.sum(d_pre, axis=sum_axes), d_pre, d_carry0, None

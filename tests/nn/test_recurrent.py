@@ -429,14 +429,14 @@ ALL_CELLS = [nn.SimpleRNNCell(H), nn.SimpleRNNCell(H, activation="relu"), nn.LST
 
 @pytest.mark.parametrize("cell", ALL_CELLS, ids=lambda c: c.description)
 def test_hand_written_backward_step_matches_jax_vjp(cell, randn):
-    """Each cell's backward(saved, d_carry, d_y) against jax.vjp of its gates_fn."""
+    """Each cell's backward(saved, h_prev, d_carry, d_y) against jax.vjp of its gates_fn."""
     width = len(cell.gates) * H
     pre, rec = randn((3, width), seed=80), randn((3, width), seed=81)
     carry = _random_carry(cell, 3, 82)
     d_carry, d_y = _random_carry(cell, 3, 83), randn((3, H), seed=84)
     (new_carry, y, saved), vjp = jax.vjp(cell.gates_fn, carry, pre, rec)
     want_carry, want_pre, want_rec = vjp((d_carry, d_y, jax.tree.map(jnp.zeros_like, saved)))
-    got_direct, got_pre, got_rec = cell.backward(saved, d_carry, d_y)
+    got_direct, got_pre, got_rec = cell.backward(saved, cell.hidden(carry), d_carry, d_y)
     got_rec = got_pre if got_rec is None else got_rec
     for got, want in [(got_pre, want_pre), (got_rec, want_rec)] + list(zip(jax.tree.leaves(got_direct),
                                                                         jax.tree.leaves(want_carry))):
