@@ -1,11 +1,16 @@
 """Layers: each a pair of pure functions ``init`` and ``apply`` (see :mod:`jdl.nn.core`)."""
 from jdl.nn.activation import ELU, GELU, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, Softmax, Step, Tanh
+from jdl.nn.attention import (
+    AdditiveAttention, KVCache, MultiHeadAttention, additive_attention_keys, causal_mask, combine_masks,
+    dot_product_attention, init_kv_cache, padding_mask,
+)
 from jdl.nn.conv import Conv, Conv1D, Conv2D, conv_output_size
 from jdl.nn.core import Concat, Lambda, Layer, Parallel, Residual, Sequential, make_layer, output_shape, stateless
 from jdl.nn.dense import Dense
 from jdl.nn.dropout import Dropout
 from jdl.nn.embed import Embedding, attend
 from jdl.nn.norm import BatchNorm, LayerNorm
+from jdl.nn.position import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_positions
 from jdl.nn.pool import AvgPool, AvgPool1D, AvgPool2D, GlobalAvgPool, GlobalMaxPool, MaxPool, MaxPool1D, MaxPool2D
 from jdl.nn.reshape import Flatten, Reshape
 from jdl.nn.recurrent import (
@@ -24,4 +29,9 @@ __all__ = [
 __all__ += [
     "Cell", "SimpleRNNCell", "LSTMCell", "GRUCell", "SimplifiedGRUCell", "RNN", "LSTM", "GRU", "Bidirectional", "StackedRNN",
     "flip_sequences",
+]
+__all__ += [
+    "dot_product_attention", "padding_mask", "causal_mask", "combine_masks", "MultiHeadAttention", "KVCache",
+    "init_kv_cache", "AdditiveAttention", "additive_attention_keys",
+    "sinusoidal_positions", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding",
 ]
