@@ -31,10 +31,11 @@ from benchmarks.cases import CASES as TRAIN_CASES, Config
 from benchmarks.harness import compare
 from benchmarks.optim_cases import OPTIMIZER_CASES, SkipCase
 from benchmarks.recurrent_cases import RECURRENT_CASES
+from benchmarks.transformer_cases import TRANSFORMER_CASES
 
-CASES = {**TRAIN_CASES, **OPTIMIZER_CASES, **RECURRENT_CASES}
+CASES = {**TRAIN_CASES, **TRANSFORMER_CASES, **OPTIMIZER_CASES, **RECURRENT_CASES}
 # Names --only accepts for a whole group of cases.
-GROUPS = {"train_steps": list(TRAIN_CASES), "optimizer_updates": list(OPTIMIZER_CASES),
+GROUPS = {"train_steps": list(TRAIN_CASES) + list(TRANSFORMER_CASES), "optimizer_updates": list(OPTIMIZER_CASES),
           "recurrent": list(RECURRENT_CASES), "lstm": [n for n in RECURRENT_CASES if n.startswith("lstm")],
           "gru": [n for n in RECURRENT_CASES if n.startswith("gru")]}
 

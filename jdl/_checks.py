@@ -2,15 +2,18 @@
 
 Each check runs at trace time (on shapes and dtypes, never on values), so a bad input
 fails with a message that names the function that saw it, what it expected and what it
-got, instead of an XLA error deep inside `jit`.
+got, instead of an XLA error deep inside `jit`. Checks of values (token ids in range)
+run only on concrete arrays; under `jit` they cannot.
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def check_array(where: str, x: Any, what: str = "input") -> None:
@@ -116,3 +119,24 @@ def as_shape_struct(x: Any) -> jax.ShapeDtypeStruct:
     raise TypeError(
         f"expected an array or a jax.ShapeDtypeStruct as the example input, got {type(x).__name__}"
     )
+
+
+def is_concrete(x: Any) -> bool:
+    """A value that can be read now: not a tracer (under ``jit``) nor a ``jax.ShapeDtypeStruct``."""
+    if isinstance(x, jax.core.Tracer):
+        return False
+    return isinstance(x, (numbers.Number, np.ndarray, np.generic, jax.Array))
+
+
+def check_token_ids(where: str, ids: Any, vocab_size: int, what: str = "ids") -> None:
+    """Integer ids; when they are concrete, every one in ``[0, vocab_size)``.
+
+    Under ``jit`` values cannot be checked: an id out of range then gives NaN (the
+    :func:`~jdl.nn.Embedding` rule), never a silently clipped one.
+    """
+    check_integer(where, ids, what)
+    if is_concrete(ids):
+        values = np.asarray(ids)
+        if values.size and (values.min() < 0 or values.max() >= vocab_size):
+            raise ValueError(f"{where}: expected {what} in [0, {vocab_size}) (the vocabulary), "
+                             f"got {what} from {values.min()} to {values.max()}")

@@ -35,3 +35,7 @@ __all__ += [
     "init_kv_cache", "AdditiveAttention", "additive_attention_keys",
     "sinusoidal_positions", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding",
 ]
+
+from jdl.nn.transformer import FeedForward, TransformerDecoderBlock, TransformerEncoderBlock  # noqa: E402
+
+__all__ += ["FeedForward", "TransformerEncoderBlock", "TransformerDecoderBlock"]
