@@ -1,0 +1,305 @@
+"""Sequence models: shapes and padding, the language model's losses against hand-written loops
+over the cells, free running and scheduled sampling, generation under jit against a Python
+loop, temperature, training on small synthetic tasks, and the bad-input errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jdl import models, nn, optim
+from jdl.models.sequence import _generate
+
+VOCAB, H = 7, 8
+
+
+def _ids(shape, seed, vocab=VOCAB):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, vocab, shape), jnp.int32)
+
+
+def _pad(ids, lengths, value):
+    """Overwrite every step past each length with ``value``: loud padding."""
+    valid = jnp.arange(ids.shape[1])[None, :] < jnp.asarray(lengths)[:, None]
+    if ids.ndim == 3:
+        valid = valid[..., None]
+    return jnp.where(valid, ids, value)
+
+
+def _train(loss_fn, params, batches, learning_rate=0.02):
+    """Adam steps over ``batches`` (stacked on axis 0) inside one jitted scan; returns the params."""
+    optimizer = optim.chain(optim.clip_by_global_norm(1.0), optim.adam(learning_rate))
+
+    def step(carry, batch):
+        p, s = carry
+        grads = jax.grad(loss_fn)(p, *batch)
+        updates, s = optimizer.update(grads, s, p)
+        return (optim.apply_updates(p, updates), s), None
+
+    return jax.jit(lambda p: jax.lax.scan(step, (p, optimizer.init(p)), batches)[0][0])(params)
+
+
+# ----------------------------------------------------------------------------- classifier
+
+
+@pytest.mark.parametrize("readout, bidirectional, cells", [
+    ("final", True, [nn.LSTMCell(H), nn.GRUCell(H)]),
+    ("mean", False, [nn.LSTMCell(H)]),
+], ids=["final-bidirectional-stacked", "mean"])
+def test_classifier_padding_does_not_change_a_sequence(readout, bidirectional, cells):
+    model = models.SequenceClassifier(3, cells, vocab_size=VOCAB, readout=readout, bidirectional=bidirectional)
+    lengths = np.array([6, 2, 4], np.int32)
+    ids = _pad(_ids((3, 6), seed=1), lengths, VOCAB - 1)
+    params, state = model.init(jax.random.key(0), ids)
+    apply = jax.jit(lambda p, x, n: model.apply(p, state, x, lengths=n)[0])
+    logits = apply(params, ids, jnp.asarray(lengths))
+    assert logits.shape == (3, 3)
+    np.testing.assert_allclose(apply(params, _pad(ids, lengths, 0), jnp.asarray(lengths)), logits, rtol=1e-5, atol=1e-6)
+    for b in (1, 2):  # the padded ones
+        alone, _ = model.apply(params, state, ids[b:b + 1, :lengths[b]])
+        np.testing.assert_allclose(logits[b], alone[0], rtol=1e-5, atol=1e-6)
+
+
+def test_classifier_readouts_match_the_layers_by_hand():
+    model = models.SequenceClassifier(4, nn.LSTMCell(H), readout="final")
+    mean_model = models.SequenceClassifier(4, nn.LSTMCell(H), readout="mean")
+    x = jax.random.normal(jax.random.key(1), (3, 5, 2))
+    lengths = jnp.array([5, 3, 1])
+    params, state = model.init(jax.random.key(2), x)
+    assert set(params) == {"rnn", "head"} and set(params["rnn"]) == {"layer_0"}
+    (outputs, (c, h)), _ = nn.LSTM(H).apply(params["rnn"]["layer_0"], {}, x, lengths=lengths)
+    w, b = params["head"]["w"], params["head"]["b"]
+    np.testing.assert_allclose(model.apply(params, state, x, lengths=lengths)[0], h @ w + b, rtol=1e-5, atol=1e-6)
+    mean = jnp.stack([outputs[i, :n].mean(axis=0) for i, n in enumerate([5, 3, 1])])
+    np.testing.assert_allclose(mean_model.apply(params, state, x, lengths=lengths)[0], mean @ w + b,
+                               rtol=1e-5, atol=1e-6)
+    # Both directions: [h_forward after the last real step, h_backward after step 0].
+    both = models.SequenceClassifier(4, nn.GRUCell(H), bidirectional=True)
+    params, state = both.init(jax.random.key(3), x)
+    (_, (h_forward, h_backward)), _ = nn.Bidirectional(nn.GRUCell(H)).apply(params["rnn"]["layer_0"], {}, x,
+                                                                            lengths=lengths)
+    want = jnp.concatenate([h_forward, h_backward], axis=-1) @ params["head"]["w"] + params["head"]["b"]
+    np.testing.assert_allclose(both.apply(params, state, x, lengths=lengths)[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_classifier_learns_the_first_token_of_variable_length_sequences():
+    """The label is the first token, the sequences 3 to 10 long: the final carry has to remember it."""
+    model = models.SequenceClassifier(3, nn.GRUCell(16), vocab_size=5, embed_features=8)
+    rng = np.random.default_rng(0)
+    steps, batch, time = 150, 32, 10
+    ids = rng.integers(0, 5, (steps, batch, time)).astype(np.int32)
+    ids[..., 0] = rng.integers(0, 3, (steps, batch))
+    lengths = rng.integers(3, time + 1, (steps, batch)).astype(np.int32)
+    labels = ids[..., 0].copy()
+    params, state = model.init(jax.random.key(0), jnp.asarray(ids[0]))
+
+    def loss(p, x, y, n):
+        logits, _ = model.apply(p, state, x, lengths=n)
+        return jnp.mean(models.masked_cross_entropy(logits, y))
+
+    params = _train(loss, params, (jnp.asarray(ids), jnp.asarray(labels), jnp.asarray(lengths)))
+    test_ids = _pad(jnp.asarray(ids[-1]), lengths[-1], 4)
+    logits, _ = model.apply(params, state, test_ids, lengths=jnp.asarray(lengths[-1]))
+    assert float(models.masked_accuracy(logits, jnp.asarray(labels[-1]))) > 0.9
+
+
+# --------------------------------------------------------------------------------- tagger
+
+
+def test_tagger_padding_and_masked_loss():
+    tagger = models.SequenceTagger(4, nn.GRUCell(H), bidirectional=True)
+    lengths = np.array([5, 3], np.int32)
+    x = _pad(jax.random.normal(jax.random.key(3), (2, 5, 3)), lengths, 1e3)
+    params, state = tagger.init(jax.random.key(4), x)
+    logits, _ = tagger.apply(params, state, x, lengths=jnp.asarray(lengths))
+    assert logits.shape == (2, 5, 4)
+    alone, _ = tagger.apply(params, state, x[1:, :3])
+    np.testing.assert_allclose(logits[1, :3], alone[0], rtol=1e-5, atol=1e-6)
+
+    labels = jnp.array([[0, 1, 2, 3, 0], [1, 2, 3, -1, 99]])  # junk labels at the padded steps
+    mask = models.sequence_mask(jnp.asarray(lengths), 5)
+    loss, grad = jax.value_and_grad(models.masked_cross_entropy)(logits, labels, mask)
+    log_probs = np.asarray(jax.nn.log_softmax(logits))
+    expected = -np.mean([log_probs[b, t, labels[b, t]] for b in range(2) for t in range(lengths[b])])
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    assert np.all(np.asarray(grad)[1, 3:] == 0.0) and np.all(np.isfinite(np.asarray(grad)))
+    assert np.isnan(float(models.masked_cross_entropy(logits, labels)))  # no mask: the junk label 99 is loud
+    np.testing.assert_allclose(models.masked_accuracy(logits, jnp.argmax(logits, -1), mask), 1.0)
+
+
+def test_tagger_learns_to_tag_each_token_with_the_next_one():
+    """Tag t is token t + 1 (the last real step: tag 0): only the backward direction can know it."""
+    tagger = models.SequenceTagger(5, nn.LSTMCell(16), vocab_size=5, bidirectional=True)
+    rng = np.random.default_rng(1)
+    steps, batch, time = 120, 32, 8
+    ids = rng.integers(0, 5, (steps, batch, time)).astype(np.int32)
+    lengths = rng.integers(2, time + 1, (steps, batch)).astype(np.int32)
+    tags = np.concatenate([ids[..., 1:], np.zeros((steps, batch, 1), np.int32)], axis=-1)
+    tags = np.where(np.arange(time) == lengths[..., None] - 1, 0, tags)
+    params, state = tagger.init(jax.random.key(0), jnp.asarray(ids[0]))
+
+    def loss(p, x, y, n):
+        logits, _ = tagger.apply(p, state, x, lengths=n)
+        return models.masked_cross_entropy(logits, y, models.sequence_mask(n, time))
+
+    params = _train(loss, params, (jnp.asarray(ids), jnp.asarray(tags), jnp.asarray(lengths)), learning_rate=0.03)
+    logits, _ = tagger.apply(params, state, jnp.asarray(ids[-1]), lengths=jnp.asarray(lengths[-1]))
+    mask = models.sequence_mask(jnp.asarray(lengths[-1]), time)
+    accuracy = models.masked_accuracy(logits, jnp.asarray(tags[-1]), mask)
+    assert float(accuracy) > 0.9
+
+
+# ------------------------------------------------------------------------- language model
+
+
+def _loop_loss(lm, params, ids, lengths=None):
+    """Teacher forcing written out: embed, each layer's cell step by step, the head, log-softmax."""
+    table, w, b = params["embedding"]["embedding"], params["head"]["w"], params["head"]["b"]
+    batch, time = ids.shape
+    lengths = np.full(batch, time) if lengths is None else np.asarray(lengths)
+    carry = [cell.initial_carry((batch,)) for cell in lm.cells]
+    total, count = 0.0, 0
+    for t in range(time - 1):
+        x = table[ids[:, t]]
+        for i, cell in enumerate(lm.cells):
+            carry[i], x = cell(params["rnn"][f"layer_{i}"], carry[i], x)
+        log_probs = np.asarray(jax.nn.log_softmax(x @ w + b))
+        for row in range(batch):
+            if t + 1 < lengths[row]:
+                total -= log_probs[row, int(ids[row, t + 1])]
+                count += 1
+    return total / count
+
+
+@pytest.mark.parametrize("cells", [[nn.LSTMCell(H), nn.LSTMCell(H)], [nn.GRUCell(H)]], ids=["lstm2", "gru"])
+def test_teacher_forcing_loss_matches_a_loop_over_the_cells(cells):
+    lm = models.CharLM(VOCAB, cells, embed_features=5, dropout_rate=0.3)
+    ids = _ids((3, 6), seed=5)
+    params, _ = lm.init(jax.random.key(6), ids)
+    np.testing.assert_allclose(lm.teacher_forcing_loss(params, ids), _loop_loss(lm, params, ids), rtol=1e-5)
+    lengths = jnp.array([6, 2, 4])
+    padded = _pad(ids, lengths, 0)
+    got = jax.jit(lambda p, x, n: lm.teacher_forcing_loss(p, x, lengths=n))(params, padded, lengths)
+    np.testing.assert_allclose(got, _loop_loss(lm, params, padded, lengths), rtol=1e-5)
+    # Dropout is on only in training, and then needs a key.
+    train_loss = lm.teacher_forcing_loss(params, ids, key=jax.random.key(0), train=True)
+    assert abs(float(train_loss) - float(lm.teacher_forcing_loss(params, ids))) > 1e-4
+
+
+def test_free_running_equals_teacher_forcing_at_probability_one_and_replays_its_inputs():
+    lm = models.CharLM(VOCAB, [nn.LSTMCell(H), nn.GRUCell(H)])
+    ids = _ids((32, 10), seed=7)
+    params, _ = lm.init(jax.random.key(8), ids)
+    loss_and_grad = jax.jit(jax.value_and_grad(
+        lambda p, key, prob: lm.free_running_loss(p, ids, key, teacher_forcing_prob=prob, temperature=0.0)))
+    forced, forced_grad = jax.jit(jax.value_and_grad(lm.teacher_forcing_loss))(params, ids)
+    value, grad = loss_and_grad(params, jax.random.key(0), 1.0)
+    np.testing.assert_allclose(value, forced, rtol=1e-5)
+    for got, want in zip(jax.tree.leaves(grad), jax.tree.leaves(forced_grad)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    # The same compiled function with p = 0.5 (traced): a different, finite loss and gradient.
+    mixed, mixed_grad = loss_and_grad(params, jax.random.key(0), 0.5)
+    assert abs(float(mixed) - float(forced)) > 1e-4
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(mixed_grad))
+
+    # Whatever was fed, apply (teacher forcing) on the fed inputs gives the same logits.
+    logits, inputs = lm.free_running(params, ids, jax.random.key(1), teacher_forcing_prob=0.5, temperature=0.0)
+    (replayed, _), _ = lm.apply(params, {}, inputs)
+    np.testing.assert_allclose(logits, replayed, rtol=1e-5, atol=1e-5)
+    # Step 0 reads the true token; later steps the true one or the previous argmax, each about half the time.
+    truth, own = np.asarray(ids[:, 1:-1]), np.asarray(jnp.argmax(logits[:, :-1], -1))
+    fed = np.asarray(inputs)
+    np.testing.assert_array_equal(fed[:, 0], np.asarray(ids[:, 0]))
+    assert np.all((fed[:, 1:] == truth) | (fed[:, 1:] == own))
+    differ = truth != own
+    assert 0.4 < np.mean(fed[:, 1:][differ] == truth[differ]) < 0.6
+
+
+def test_free_running_at_probability_zero_feeds_the_models_own_greedy_predictions():
+    lm = models.CharLM(VOCAB, nn.GRUCell(H))
+    ids = _ids((2, 6), seed=9)
+    params, _ = lm.init(jax.random.key(10), ids)
+    loss = lm.free_running_loss(params, ids, None, teacher_forcing_prob=0.0, temperature=0.0)
+    carry, token, total = lm.initial_carry((2,)), ids[:, 0], 0.0
+    for t in range(5):
+        carry, logits = lm.step(params, carry, token)
+        total += float(jnp.sum(-jax.nn.log_softmax(logits)[jnp.arange(2), ids[:, t + 1]]))
+        token = jnp.argmax(logits, axis=-1)
+    np.testing.assert_allclose(loss, total / 10, rtol=1e-5)
+
+
+def test_generate_under_jit_equals_a_python_loop_with_the_same_keys():
+    lm = models.CharLM(VOCAB, [nn.LSTMCell(H), nn.LSTMCell(H)])
+    params, _ = lm.init(jax.random.key(11), jnp.zeros((1, 3), jnp.int32))
+    prompt, key, length = _ids((2, 3), seed=12), jax.random.key(13), 8
+    (logits, carry), _ = lm.apply(params, {}, prompt)
+    logits, expected = logits[:, -1], []
+    for step_key in jax.random.split(key, length):
+        token = models.sample_tokens(step_key, logits, 0.7)
+        carry, logits = lm.step(params, carry, token)
+        expected.append(token)
+    before = _generate._cache_size()
+    generated = lm.generate(params, key, prompt, length, temperature=0.7)
+    np.testing.assert_array_equal(generated, jnp.stack(expected, axis=1))
+    # Another temperature reuses the compiled scan; a 1-D prompt is one sequence.
+    hotter = lm.generate(params, key, prompt, length, temperature=1.5)
+    assert _generate._cache_size() == before + 1 and hotter.shape == (2, length)
+    np.testing.assert_array_equal(lm.generate(params, key, prompt[0], length, temperature=0.7), generated[0])
+    # Greedy: each token is the argmax given the tokens before; a tiny temperature is greedy too.
+    greedy = lm.generate(params, key, prompt, length, temperature=0.0)
+    (logits, _), _ = lm.apply(params, {}, jnp.concatenate([prompt, greedy], axis=1))
+    np.testing.assert_array_equal(greedy, jnp.argmax(logits[:, 2:-1], axis=-1))
+    np.testing.assert_array_equal(lm.generate(params, jax.random.key(99), prompt, length, temperature=1e-4), greedy)
+
+
+def test_sample_tokens_draws_from_the_tempered_softmax():
+    logits = jnp.array([1.0, 0.0, -1.0, 2.0])
+    keys = jax.random.split(jax.random.key(14), 20000)
+    for temperature in (0.5, 1.0, 2.0):
+        draws = jax.vmap(lambda k, t=temperature: models.sample_tokens(k, logits, t))(keys)
+        frequencies = np.bincount(np.asarray(draws), minlength=4) / len(keys)
+        np.testing.assert_allclose(frequencies, jax.nn.softmax(logits / temperature), atol=0.015)
+    assert int(models.sample_tokens(jax.random.key(0), logits, 0.0)) == 3
+    assert int(models.sample_tokens(jax.random.key(0), logits, 1e-6)) == 3
+    # Under jit a negative temperature cannot raise: it gives the invalid id -1.
+    assert int(jax.jit(models.sample_tokens)(jax.random.key(0), logits, -1.0)) == -1
+
+
+# --------------------------------------------------------------------------------- errors
+
+
+def test_bad_input_errors():
+    lm = models.CharLM(VOCAB, nn.LSTMCell(H))
+    ids = _ids((2, 5), seed=15)
+    params, _ = lm.init(jax.random.key(16), ids)
+    with pytest.raises(ValueError, match=r"CharLM\(.*\)\.teacher_forcing_loss: expected ids in \[0, 7\)"):
+        lm.teacher_forcing_loss(params, ids.at[0, 2].set(VOCAB))
+    with pytest.raises(ValueError, match=r"\.teacher_forcing_loss: expected ids of rank 2"):
+        lm.teacher_forcing_loss(params, ids[0])
+    with pytest.raises(ValueError, match=r"\.generate: expected temperature >= 0|\.generate: expected a finite"):
+        lm.generate(params, jax.random.key(0), ids, 4, temperature=-0.5)
+    with pytest.raises(ValueError, match=r"\.generate: expected prompt_ids in \[0, 7\)"):
+        lm.generate(params, jax.random.key(0), ids.at[1, 1].set(-1), 4)
+    with pytest.raises(ValueError, match=r"\.generate: expected prompt_ids of shape .* prompt_len >= 1"):
+        lm.generate(params, jax.random.key(0), ids[:, :0], 4)
+    with pytest.raises(ValueError, match=r"\.free_running: expected teacher_forcing_prob in \[0, 1\]"):
+        lm.free_running_loss(params, ids, jax.random.key(0), teacher_forcing_prob=1.5)
+    with pytest.raises(ValueError, match=r"\.free_running: expected a PRNG key"):
+        lm.free_running_loss(params, ids, None, teacher_forcing_prob=0.5)
+    with pytest.raises(ValueError, match=r"sample_tokens: expected a finite temperature >= 0"):
+        models.sample_tokens(jax.random.key(0), jnp.zeros(3), -1.0)
+    with pytest.raises(ValueError, match=r"masked_cross_entropy: expected labels of shape \(2, 5\)"):
+        models.masked_cross_entropy(jnp.zeros((2, 5, 3)), jnp.zeros((2, 4), jnp.int32))
+    with pytest.raises(TypeError, match=r"masked_accuracy: expected a bool mask"):
+        models.masked_accuracy(jnp.zeros((2, 5, 3)), jnp.zeros((2, 5), jnp.int32), jnp.ones((2, 5)))
+
+    classifier = models.SequenceClassifier(2, nn.GRUCell(H), vocab_size=VOCAB)
+    c_params, state = classifier.init(jax.random.key(0), ids)
+    with pytest.raises(ValueError, match=r"SequenceClassifier\(num_classes=2, .*\): expected ids in \[0, 7\)"):
+        classifier.apply(c_params, state, ids + VOCAB)
+    with pytest.raises(ValueError, match=r"SequenceClassifier\(.*\): expected lengths in \[0, 5\]"):
+        classifier.apply(c_params, state, ids, lengths=jnp.array([6, 1]))
+    with pytest.raises(TypeError, match=r"SequenceTagger\(.*\): expected float features .*give vocab_size="):
+        models.SequenceTagger(3, nn.GRUCell(H)).init(jax.random.key(0), ids)
+    with pytest.raises(ValueError, match=r"SequenceClassifier: expected readout 'final' or 'mean'"):
+        models.SequenceClassifier(2, nn.GRUCell(H), readout="last")
+    with pytest.raises(TypeError, match=r"CharLM: expected a jdl recurrent Cell"):
+        models.CharLM(VOCAB, "lstm")
