@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdl import losses
+from jdl import decoding, losses
 from jdl._checks import check_keys, check_rank, check_token_ids
 from jdl.nn.attention import causal_mask, init_kv_cache, padding_mask
 from jdl.nn.core import Layer, child_key, make_layer
@@ -202,16 +202,28 @@ class EncoderDecoderTransformer(Layer):
     def decode(self, params, memory, source_ids, decoder_inputs, *, key=None, train=False) -> jax.Array:
         """Logits ``[batch, target_length, target_vocab]``: position ``t`` scores token ``t + 1``
         given ``decoder_inputs[:, :t + 1]`` and the source."""
+        return self._decode(params, memory, source_ids, decoder_inputs, key, train, False)[0]
+
+    def cross_attention(self, params, source_ids, decoder_inputs) -> list[jax.Array]:
+        """Each decoder layer's cross-attention weights ``[batch, heads, target_length, source_length]``."""
+        memory = self.encode(params, source_ids)
+        return self._decode(params, memory, source_ids, decoder_inputs, None, False, True)[1]
+
+    def _decode(self, params, memory, source_ids, decoder_inputs, key, train, collect_weights):
         where = f"{self.description}.decode"
         self._check_ids(where, decoder_inputs, self.config.target_vocab_size, "decoder_inputs")
         x = self._embed(params, self._target_table, "target_positions", decoder_inputs, 0, child_key(key, 0), train)
         self_mask = causal_mask(decoder_inputs.shape[1])
         cross_mask = padding_mask(source_ids != self.config.pad_id)
+        weights = []
         for index, block in enumerate(self.decoder_blocks):
             x, _ = block.apply(params["decoder"][f"block_{index}"], {}, x, context=memory,
                                key=child_key(key, 1 + index), train=train, self_mask=self_mask,
-                               cross_mask=cross_mask)
-        return self._logits(params, self._final_norm(params["decoder"], x))
+                               cross_mask=cross_mask, return_cross_weights=collect_weights)
+            if collect_weights:
+                x, layer_weights = x
+                weights.append(layer_weights)
+        return self._logits(params, self._final_norm(params["decoder"], x)), weights
 
     # -- training
 
@@ -273,7 +285,6 @@ class EncoderDecoderTransformer(Layer):
 
     def greedy_decode(self, params, source_ids, max_length: int) -> decoding.DecodeOutput:
         """Greedy decoding of up to ``max_length`` tokens (jit it with ``max_length`` static)."""
-        from jdl import decoding
         state = self.init_decode_state(params, source_ids, max_length)
         start = jnp.full(source_ids.shape[:1], self.config.bos_id, jnp.int32)
         return decoding.greedy_search(functools.partial(self.decode_step, params), state, start,
@@ -282,7 +293,6 @@ class EncoderDecoderTransformer(Layer):
     def beam_decode(self, params, source_ids, max_length: int, *, beam_size: int = 4,
                     length_penalty: float = 0.6) -> decoding.DecodeOutput:
         """Beam search (``length_penalty`` is GNMT's alpha; 0.6 in the paper), best beam first."""
-        from jdl import decoding
         state = self.init_decode_state(params, source_ids, max_length)
         start = jnp.full(source_ids.shape[:1], self.config.bos_id, jnp.int32)
         return decoding.beam_search(functools.partial(self.decode_step, params), state, start, beam_size=beam_size,

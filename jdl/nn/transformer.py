@@ -192,6 +192,8 @@ def TransformerDecoderBlock(num_heads: int, mlp_features: int, *, dropout_rate: 
     the source's padding (``padding_mask(source_ids)``). With ``cache`` (a
     :class:`~jdl.nn.KVCache` of the self-attention), ``y`` is ``(output, new_cache)`` and the
     positions in ``x`` attend causally to the cached ones (``self_mask`` is then over the cache).
+    ``return_cross_weights=True`` (without a cache) gives ``y = (output, weights)``, the
+    cross-attention's weights ``[batch..., heads, length, source_length]`` (for plots).
     """
     _check_positive_int("TransformerDecoderBlock", "num_heads", num_heads)
     _check_positive_int("TransformerDecoderBlock", "mlp_features", mlp_features)
@@ -216,7 +218,7 @@ def TransformerDecoderBlock(num_heads: int, mlp_features: int, *, dropout_rate: 
         return params, {}
 
     def apply(params, state, x, *, context=None, key=None, train=False, self_mask=None, cross_mask=None,
-              cache=None):
+              cache=None, return_cross_weights=False):
         wiring.check_input(x)
         if context is None:
             raise ValueError(f"{description}: expected context (the encoder's output, [batch..., source_length, "
@@ -228,12 +230,19 @@ def TransformerDecoderBlock(num_heads: int, mlp_features: int, *, dropout_rate: 
                                         mask=self_mask, cache=cache)
             return y if cache is not None else (y, None)
 
+        def attend_context(h):
+            y, _ = cross_attention.apply(params["cross_attention"], {}, h, key=child_key(key, 2), train=train,
+                                         context=context, mask=cross_mask, return_weights=return_cross_weights)
+            return y if return_cross_weights else (y, None)
+
+        if return_cross_weights and cache is not None:
+            raise ValueError(f"{description}: return_cross_weights is for full sequences, got a cache too")
         x, new_cache = wiring.residual(params, "norm_1", x, attend_self, child_key(key, 1), train)
-        x, _ = wiring.residual(params, "norm_2", x, lambda h: (cross_attention.apply(
-            params["cross_attention"], {}, h, key=child_key(key, 2), train=train, context=context,
-            mask=cross_mask)[0], None), child_key(key, 3), train)
+        x, weights = wiring.residual(params, "norm_2", x, attend_context, child_key(key, 3), train)
         x, _ = wiring.residual(params, "norm_3", x, lambda h: (feed_forward.apply(
             params["feed_forward"], {}, h)[0], None), child_key(key, 4), train)
-        return ((x, new_cache) if cache is not None else x), state
+        if cache is not None:
+            return (x, new_cache), state
+        return ((x, weights) if return_cross_weights else x), state
 
     return make_layer(name, description, init, apply)

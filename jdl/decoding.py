@@ -1,0 +1,577 @@
+"""Decoding: greedy and beam search over a model's step function, as one loop under ``jit``.
+
+A model is decoded through its **step function**::
+
+    step_fn(state, tokens, step) -> (log_probs, new_state)
+
+- ``tokens``: ``int32 [N]``, the previous token of each of the ``N`` hypotheses (the start
+  tokens at the first call);
+- ``step``: an ``int32`` scalar, ``0`` at the first call, ``t`` at the call that predicts
+  the ``t``-th generated token (counting from 0);
+- ``log_probs``: ``[N, vocab]`` floating, the normalised log-probabilities
+  ``log p(y_t | y_<t, x)`` of the next token (``jax.nn.log_softmax`` of the logits);
+- ``state``: any pytree the model needs (a Transformer's key/value cache, a GRU carry and
+  the encoder outputs, ...). Every leaf has the hypotheses on its leading axis ``N``,
+  **except scalar (rank-0) leaves**, which are shared by all hypotheses and left alone
+  (a cache's write ``index``). ``new_state`` has the same structure, shapes and dtypes.
+
+:func:`greedy_search` calls it with ``N = batch``; :func:`beam_search` with
+``N = batch * beam_size``, hypothesis ``n = b * beam_size + k`` being beam ``k`` of batch
+entry ``b`` (the state is repeated ``beam_size`` times per entry by
+:func:`expand_to_beams`, and reordered after every step by :func:`gather_beams`).
+
+A sequence's log-probability is the sum ``sum_t log p(y_t | y_<t, x)`` over its tokens,
+the end token included (the seeds' ``p(y) = prod_t p(y_t | y_1 .. y_{t-1}, c)``). Its
+length counts the tokens up to and including the end token (``max_length`` for a sequence
+that never ends). Positions after the end are filled with ``pad_id``.
+
+Both searches are one ``jax.lax.while_loop`` of at most ``max_length`` steps: no Python
+loop over steps, no host round trip, so they compile once under ``jax.jit`` (pass
+``step_fn`` and the keyword arguments as static, e.g. with ``functools.partial``) and
+work under ``jax.vmap``. The loop exits early only when the result can no longer change
+(greedy: every sequence has ended; beam: see :func:`beam_search`). Inputs are checked at
+trace time: the step function is traced once with :func:`jax.eval_shape` before the loop,
+so a wrong ``log_probs`` shape or a state it changes fails with a message naming the
+search, not an XLA error.
+
+Example (a Markov chain: the next token depends only on the previous one; ids 0 pad,
+1 start, 2 end, 3 and 4 words):
+    >>> import functools, jax, jax.numpy as jnp
+    >>> from jdl import decoding
+    >>> table = jnp.log(jnp.array([           # row: previous token, column: next token
+    ...     [0.0, 0.0, 1.0, 0.0, 0.0],        # after <pad>
+    ...     [0.0, 0.0, 0.1, 0.5, 0.4],        # after <start>: 3 is likelier than 4 ...
+    ...     [0.0, 0.0, 1.0, 0.0, 0.0],        # after <end>
+    ...     [0.0, 0.0, 0.3, 0.4, 0.3],        # after 3
+    ...     [0.0, 0.0, 0.9, 0.05, 0.05]]))    # ... but 4 is surely followed by <end>
+    >>> def step_fn(state, tokens, step):
+    ...     return table[tokens], state
+    >>> start = jnp.array([1])
+    >>> greedy = decoding.greedy_search(step_fn, {}, start, max_length=3, eos_id=2)
+    >>> greedy.tokens, greedy.lengths
+    (Array([[3, 3, 3]], dtype=int32), Array([3], dtype=int32))
+    >>> search = jax.jit(functools.partial(
+    ...     decoding.beam_search, step_fn, beam_size=2, max_length=3, eos_id=2))
+    >>> beams = search({}, start)
+    >>> beams.tokens                              # best first: p = 0.4 * 0.9, then 0.5 * 0.3
+    Array([[[4, 2, 0],
+            [3, 2, 0]]], dtype=int32)
+    >>> beams.lengths
+    Array([[2, 2]], dtype=int32)
+    >>> [round(float(p), 4) for p in jnp.exp(beams.scores[0])]
+    [0.36, 0.15]
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jdl._checks import check_integer, check_rank
+
+__all__ = [
+    "DecodeOutput",
+    "greedy_search",
+    "beam_search",
+    "gnmt_length_penalty",
+    "expand_to_beams",
+    "gather_beams",
+]
+
+StepFn = Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, Any]]
+
+
+class DecodeOutput(NamedTuple):
+    """The result of a search.
+
+    Attributes:
+        tokens: ``int32``, the generated tokens (the start token not included), ``pad_id``
+            after each sequence's end: ``[batch, max_length]`` for :func:`greedy_search`,
+            ``[batch, beam_size, max_length]`` for :func:`beam_search`.
+        lengths: ``int32`` ``[batch]`` or ``[batch, beam_size]``: the number of tokens up
+            to and including the end token; ``max_length`` for a sequence that did not end.
+        scores: ``[batch]`` or ``[batch, beam_size]``, at least float32: the sum of the
+            tokens' log-probabilities (divided by the length penalty in
+            :func:`beam_search`).
+    """
+
+    tokens: jax.Array
+    lengths: jax.Array
+    scores: jax.Array
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_positive_int(where: str, value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{where}: expected {name} to be a positive int, got {type(value).__name__} {value!r}"
+        )
+    if value < 1:
+        raise ValueError(f"{where}: expected {name} >= 1, got {value}")
+
+
+def _check_token_id(where: str, value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{where}: expected {name} to be an int token id, got {type(value).__name__} {value!r}"
+        )
+    if value < 0:
+        raise ValueError(f"{where}: expected {name} >= 0, got {value}")
+
+
+def _check_in_vocab(where: str, value: int, name: str, vocab: int) -> None:
+    if not 0 <= value < vocab:
+        raise ValueError(
+            f"{where}: expected {name} in [0, {vocab}) (the vocabulary of the log_probs "
+            f"returned by step_fn), got {name}={value}"
+        )
+
+
+def _check_step_fn(where: str, step_fn: Any) -> None:
+    if not callable(step_fn):
+        raise TypeError(
+            f"{where}: expected step_fn to be a function step_fn(state, tokens, step) -> "
+            f"(log_probs, new_state), got {type(step_fn).__name__}"
+        )
+
+
+def _check_start_tokens(where: str, start_tokens: Any) -> None:
+    check_integer(where, start_tokens, "start_tokens")
+    check_rank(where, start_tokens, 1, "batch: one start token per sequence", "start_tokens")
+
+
+def _as_state(where: str, state: Any, batch: int, what: str = "state") -> Any:
+    """Python and NumPy scalars become arrays; every other leaf has leading axis ``batch``."""
+
+    def convert(path, leaf):
+        if isinstance(leaf, (numbers.Number, np.generic)):
+            leaf = jnp.asarray(leaf)
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+            raise TypeError(
+                f"{where}: expected every leaf of {what} to be an array, got "
+                f"{type(leaf).__name__} at {what}{jax.tree_util.keystr(path)}"
+            )
+        if leaf.ndim > 0 and leaf.shape[0] != batch:
+            raise ValueError(
+                f"{where}: expected every leaf of {what} to be a scalar (shared, left alone) "
+                f"or to have leading axis {batch} (the batch of start_tokens), got shape "
+                f"{tuple(leaf.shape)} at {what}{jax.tree_util.keystr(path)}"
+            )
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(convert, state)
+
+
+def _struct(x: Any, leading: int | None = None) -> jax.ShapeDtypeStruct:
+    shape = tuple(x.shape)
+    if leading is not None and shape:
+        shape = (leading,) + shape[1:]
+    return jax.ShapeDtypeStruct(shape, x.dtype)
+
+
+def _probe_step(where: str, step_fn: StepFn, state_struct: Any, n: int, n_desc: str):
+    """Trace ``step_fn`` once on shapes; return ``(vocab, log_probs dtype)``.
+
+    Checks that it returns ``(log_probs [n, vocab], new_state)`` with ``new_state`` of the
+    same structure, shapes and dtypes as ``state``.
+    """
+    tokens = jax.ShapeDtypeStruct((n,), jnp.int32)
+    step = jax.ShapeDtypeStruct((), jnp.int32)
+    out = jax.eval_shape(step_fn, state_struct, tokens, step)
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise TypeError(
+            f"{where}: expected step_fn to return a pair (log_probs, new_state), got "
+            f"{type(out).__name__}" + (f" of length {len(out)}" if isinstance(out, tuple) else "")
+        )
+    log_probs, new_state = out
+    if not hasattr(log_probs, "dtype") or not jnp.issubdtype(log_probs.dtype, jnp.floating):
+        got = (f"{jnp.dtype(log_probs.dtype).name} log_probs of shape {tuple(log_probs.shape)}"
+               if hasattr(log_probs, "dtype") else type(log_probs).__name__)
+        raise TypeError(
+            f"{where}: expected step_fn to return floating-point log_probs, got {got}"
+        )
+    if log_probs.ndim != 2 or log_probs.shape[0] != n or log_probs.shape[1] < 1:
+        raise ValueError(
+            f"{where}: expected step_fn to return log_probs of shape ({n}, vocab) ({n_desc} "
+            f"hypotheses, one row each), got shape {tuple(log_probs.shape)}"
+        )
+    expected_def = jax.tree_util.tree_structure(state_struct)
+    got_def = jax.tree_util.tree_structure(new_state)
+    if got_def != expected_def:
+        raise ValueError(
+            f"{where}: expected step_fn to return a new_state of the same structure as "
+            f"state, got {got_def} for state {expected_def}"
+        )
+    for (path, old), new in zip(
+        jax.tree_util.tree_leaves_with_path(state_struct), jax.tree_util.tree_leaves(new_state)
+    ):
+        if tuple(old.shape) != tuple(new.shape) or jnp.dtype(old.dtype) != jnp.dtype(new.dtype):
+            raise ValueError(
+                f"{where}: expected step_fn to keep the shape and dtype of every state leaf, "
+                f"got {jnp.dtype(new.dtype).name}{list(new.shape)} for "
+                f"{jnp.dtype(old.dtype).name}{list(old.shape)} at "
+                f"state{jax.tree_util.keystr(path)}"
+            )
+    return int(log_probs.shape[1]), jnp.dtype(log_probs.dtype)
+
+
+def _write(buffer: jax.Array, t: jax.Array, values: jax.Array) -> jax.Array:
+    """``buffer[..., t] = values`` for a traced ``t`` (a select, no scatter)."""
+    positions = jnp.arange(buffer.shape[-1], dtype=jnp.int32)
+    return jnp.where(positions == t, values[..., None], buffer)
+
+
+# ---------------------------------------------------------------------- beam helpers
+
+
+def gnmt_length_penalty(lengths: Any, alpha: float) -> jax.Array:
+    """GNMT's length penalty ``lp(|Y|) = ((5 + |Y|) / 6) ** alpha`` (Wu et al., 2016).
+
+    :func:`beam_search` ranks hypotheses by ``log p(Y) / lp(|Y|)``. ``alpha = 0`` gives
+    ``lp = 1`` (plain log-probabilities, which favour short sequences); a larger ``alpha``
+    divides the (negative) log-probability of a long sequence by more, favouring it.
+
+    Example:
+        >>> from jdl import decoding
+        >>> decoding.gnmt_length_penalty(jnp.array([1, 7]), 0.6)
+        Array([1.       , 1.5157166], dtype=float32)
+    """
+    lengths = jnp.asarray(lengths)
+    dtype = jnp.promote_types(lengths.dtype, jnp.float32)
+    return ((5.0 + lengths.astype(dtype)) / 6.0) ** alpha
+
+
+def expand_to_beams(tree: Any, beam_size: int) -> Any:
+    """Repeat each batch entry ``beam_size`` times: leaves ``[batch, ...] -> [batch * beam_size, ...]``.
+
+    Row ``b * beam_size + k`` of the result is row ``b`` of the input (beam ``k`` of entry
+    ``b``). Scalar (rank-0) leaves are shared by every hypothesis and returned unchanged.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jdl import decoding
+        >>> decoding.expand_to_beams({"h": jnp.array([10, 20]), "index": jnp.array(3)}, 2)
+        {'h': Array([10, 10, 20, 20], dtype=int32), 'index': Array(3, dtype=int32, weak_type=True)}
+    """
+    _check_positive_int("expand_to_beams", beam_size, "beam_size")
+    return jax.tree.map(lambda x: x if jnp.ndim(x) == 0 else jnp.repeat(x, beam_size, axis=0), tree)
+
+
+def gather_beams(tree: Any, parents: jax.Array) -> Any:
+    """Reorder hypotheses by parent beam: new beam ``k`` of entry ``b`` is old beam ``parents[b, k]``.
+
+    ``parents`` is an integer ``[batch, new_beams]`` array of indices into the old beams;
+    every non-scalar leaf is ``[batch * old_beams, ...]`` (flat, beam ``k`` of entry ``b`` at
+    row ``b * old_beams + k``, as the step function sees them) and becomes
+    ``[batch * new_beams, ...]``. Scalar (rank-0) leaves are returned unchanged. This is how
+    :func:`beam_search` makes the model's state follow the hypotheses it keeps.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jdl import decoding
+        >>> cache = jnp.array([[0.0], [1.0], [2.0], [3.0]])   # batch 2, 2 beams each
+        >>> decoding.gather_beams(cache, jnp.array([[1, 1], [1, 0]]))
+        Array([[1.],
+               [1.],
+               [3.],
+               [2.]], dtype=float32)
+    """
+    where = "gather_beams"
+    check_integer(where, parents, "parents")
+    check_rank(where, parents, 2, "batch, beams", "parents")
+    batch, new_beams = parents.shape
+
+    def gather(path, leaf):
+        if jnp.ndim(leaf) == 0:
+            return leaf
+        rows = leaf.shape[0]
+        if batch == 0 or rows % batch:
+            raise ValueError(
+                f"{where}: expected every non-scalar leaf to have a leading axis of batch * "
+                f"beams rows (batch {batch} from parents), got shape {tuple(leaf.shape)} at "
+                f"tree{jax.tree_util.keystr(path)}"
+            )
+        old_beams = rows // batch
+        flat = (jnp.arange(batch, dtype=jnp.int32)[:, None] * old_beams
+                + parents.astype(jnp.int32)).reshape(batch * new_beams)
+        return jnp.take(leaf, flat, axis=0)
+
+    return jax.tree_util.tree_map_with_path(gather, tree)
+
+
+# ---------------------------------------------------------------------------- greedy
+
+
+def greedy_search(
+    step_fn: StepFn,
+    state: Any,
+    start_tokens: jax.Array,
+    *,
+    max_length: int,
+    eos_id: int,
+    pad_id: int = 0,
+) -> DecodeOutput:
+    """Greedy decoding: ``y_t = argmax_v log p(v | y_<t, x)`` for each sequence, until ``eos_id``.
+
+    Runs ``step_fn`` (see the module docstring) for at most ``max_length`` steps with
+    ``N = batch``; the loop ends as soon as every sequence has emitted ``eos_id``. After a
+    sequence's end token it emits ``pad_id`` (which is what it feeds the model from then
+    on), and its score and length stop changing. Ties go to the lowest token id, as
+    ``jnp.argmax``.
+
+    Args:
+        step_fn: ``step_fn(state, tokens, step) -> (log_probs [batch, vocab], new_state)``.
+        state: the model's initial state; every leaf has leading axis ``batch`` or is a
+            scalar (shared, left alone).
+        start_tokens: integer ``[batch]``, the first input token of each sequence.
+        max_length: the most tokens generated per sequence (a static int >= 1).
+        eos_id: the end token.
+        pad_id: the token written (and fed to the model) after a sequence's end.
+
+    Returns:
+        ``DecodeOutput(tokens [batch, max_length], lengths [batch], scores [batch])``;
+        ``scores`` is the sum of the chosen tokens' log-probabilities, end token included.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jdl import decoding
+        >>> table = jnp.log(jnp.array([[0.2, 0.2, 0.6], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]))
+        >>> step_fn = lambda state, tokens, step: (table[tokens], state)
+        >>> out = decoding.greedy_search(step_fn, {}, jnp.array([1, 0]), max_length=4, eos_id=2)
+        >>> out.tokens, out.lengths                    # 1 -> 1 -> ... never ends; 0 -> 2 ends
+        (Array([[1, 1, 1, 1],
+               [2, 0, 0, 0]], dtype=int32), Array([4, 1], dtype=int32))
+        >>> [round(float(p), 4) for p in jnp.exp(out.scores)]   # 0.8 ** 4 and 0.6
+        [0.4096, 0.6]
+    """
+    where = "greedy_search"
+    _check_step_fn(where, step_fn)
+    _check_positive_int(where, max_length, "max_length")
+    _check_token_id(where, eos_id, "eos_id")
+    _check_token_id(where, pad_id, "pad_id")
+    _check_start_tokens(where, start_tokens)
+    batch = start_tokens.shape[0]
+    state = _as_state(where, state, batch)
+    vocab, lp_dtype = _probe_step(
+        where, step_fn, jax.tree.map(_struct, state), batch, f"batch = {batch}"
+    )
+    _check_in_vocab(where, eos_id, "eos_id", vocab)
+    _check_in_vocab(where, pad_id, "pad_id", vocab)
+    score_dtype = jnp.promote_types(lp_dtype, jnp.float32)
+
+    def cond(carry):
+        t, *_, finished = carry
+        return (t < max_length) & ~jnp.all(finished)
+
+    def body(carry):
+        t, state, last, tokens, scores, lengths, finished = carry
+        log_probs, state = step_fn(state, last, t)
+        best = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+        best_lp = jnp.take_along_axis(log_probs, best[:, None], axis=-1)[:, 0]
+        token = jnp.where(finished, jnp.int32(pad_id), best)
+        scores = scores + jnp.where(finished, 0, best_lp.astype(score_dtype))
+        lengths = jnp.where(finished, lengths, t + 1)
+        tokens = _write(tokens, t, token)
+        finished = finished | (token == eos_id)
+        return t + 1, state, token, tokens, scores, lengths, finished
+
+    init = (
+        jnp.array(0, jnp.int32),
+        state,
+        start_tokens.astype(jnp.int32),
+        jnp.full((batch, max_length), pad_id, jnp.int32),
+        jnp.zeros((batch,), score_dtype),
+        jnp.zeros((batch,), jnp.int32),
+        jnp.zeros((batch,), bool),
+    )
+    _, _, _, tokens, scores, lengths, _ = jax.lax.while_loop(cond, body, init)
+    return DecodeOutput(tokens, lengths, scores)
+
+
+# ------------------------------------------------------------------------------ beam
+
+
+def beam_search(
+    step_fn: StepFn,
+    state: Any,
+    start_tokens: jax.Array,
+    *,
+    beam_size: int,
+    max_length: int,
+    eos_id: int,
+    length_penalty: float = 0.0,
+    pad_id: int = 0,
+) -> DecodeOutput:
+    """Beam search: the ``beam_size`` best sequences by ``log p(Y) / ((5 + |Y|) / 6) ** alpha``.
+
+    ``alpha = length_penalty`` is GNMT's (:func:`gnmt_length_penalty`; 0, the default,
+    ranks by plain log-probability; GNMT used 0.6 to 0.7) and ``|Y|`` counts the tokens up
+    to and including ``eos_id``.
+
+    The alive/finished formulation (as flax's and t5x's beam search). Each entry keeps
+    ``beam_size`` *alive* hypotheses (not ended) and the ``beam_size`` best *finished* ones
+    seen so far. At step ``t`` every alive hypothesis is extended by every token
+    (``N = batch * beam_size`` rows in one ``step_fn`` call):
+
+    - its extension by ``eos_id`` is a finished candidate, scored
+      ``log p / lp(t + 1)``; all ``beam_size`` of them compete with the finished list
+      (flax and t5x consider only the end tokens among the best ``2 * beam_size``
+      extensions, so they can drop one that this search keeps);
+    - the ``beam_size`` best other extensions by log-probability become the new alive
+      hypotheses, and the model's state follows their parents (:func:`gather_beams`);
+    - at the last step (``t + 1 = max_length``) those extensions are complete too:
+      **hypotheses that reach ``max_length`` without the end token count as finished**
+      (length ``max_length``), so every entry returns sequences even when none ended.
+
+    ``beam_size = 1`` is *not* :func:`greedy_search` in general: its alive hypothesis
+    follows the best non-end token, and every end token along that path is a finished
+    candidate, so an early end of higher probability (or, with ``alpha > 0``, a longer
+    sequence) can win over greedy's. Where greedy's argmax is the only likely end token and
+    ``alpha = 0``, the two agree (tested).
+
+    At the first step all beams hold the same start token, so only beam 0 is live
+    (the others start at log-probability ``-inf``). The loop stops before ``max_length``
+    steps only when, for every batch entry, no alive hypothesis can still enter the
+    finished list: its log-probability can only fall (``log_probs <= 0``, which
+    normalised log-probabilities are), so its best possible score is
+    ``log p / max(lp(t + 2), lp(max_length))``; when that is below the worst finished
+    score, the result is already final (a step function that returns unnormalised,
+    positive scores breaks this assumption).
+
+    Args:
+        step_fn: ``step_fn(state, tokens, step) -> (log_probs [N, vocab], new_state)`` with
+            ``N = batch * beam_size``, beam ``k`` of entry ``b`` at row ``b * beam_size + k``.
+        state: the model's initial state for the ``batch`` entries (leaves with leading axis
+            ``batch``, or scalars, which are shared and left alone); it is repeated
+            ``beam_size`` times per entry (:func:`expand_to_beams`) before the first step.
+        start_tokens: integer ``[batch]``, the first input token of each entry.
+        beam_size: the number of hypotheses kept (a static int >= 1).
+        max_length: the most tokens generated per hypothesis (a static int >= 1).
+        eos_id: the end token.
+        length_penalty: GNMT's ``alpha`` (a Python float).
+        pad_id: the token written after a hypothesis' end.
+
+    Returns:
+        ``DecodeOutput(tokens [batch, beam_size, max_length], lengths [batch, beam_size],
+        scores [batch, beam_size])``, sorted best first along the beam axis; ``scores`` are
+        the penalised ``log p(Y) / lp(|Y|)``. When fewer than ``beam_size`` sequences are
+        possible (``vocab`` and ``max_length`` tiny, or tokens of probability 0), the extra
+        slots have score ``-inf``, length 0 and only ``pad_id`` tokens.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jdl import decoding
+        >>> table = jnp.log(jnp.array([[0.2, 0.2, 0.6], [0.1, 0.5, 0.4], [0.3, 0.3, 0.4]]))
+        >>> step_fn = lambda state, tokens, step: (table[tokens], state)
+        >>> out = decoding.beam_search(
+        ...     step_fn, {}, jnp.array([1]), beam_size=3, max_length=2, eos_id=2)
+        >>> out.tokens                       # 2 (p 0.4), 1 1 (0.5 * 0.5), 1 2 (0.5 * 0.4)
+        Array([[[2, 0],
+                [1, 1],
+                [1, 2]]], dtype=int32)
+        >>> out.lengths
+        Array([[1, 2, 2]], dtype=int32)
+        >>> [round(float(p), 4) for p in jnp.exp(out.scores[0])]
+        [0.4, 0.25, 0.2]
+    """
+    where = "beam_search"
+    _check_step_fn(where, step_fn)
+    _check_positive_int(where, beam_size, "beam_size")
+    _check_positive_int(where, max_length, "max_length")
+    _check_token_id(where, eos_id, "eos_id")
+    _check_token_id(where, pad_id, "pad_id")
+    if isinstance(length_penalty, bool) or not isinstance(length_penalty, numbers.Real):
+        raise TypeError(
+            f"{where}: expected length_penalty to be a float (GNMT's alpha), got "
+            f"{type(length_penalty).__name__} {length_penalty!r}"
+        )
+    if not math.isfinite(length_penalty):
+        raise ValueError(f"{where}: expected a finite length_penalty, got {length_penalty!r}")
+    alpha = float(length_penalty)
+    _check_start_tokens(where, start_tokens)
+    batch, k_beams, length = start_tokens.shape[0], beam_size, max_length
+    n = batch * k_beams
+    state = _as_state(where, state, batch)
+    vocab, lp_dtype = _probe_step(
+        where, step_fn, jax.tree.map(lambda x: _struct(x, n), state), n,
+        f"batch * beam_size = {batch} * {k_beams} =",
+    )
+    _check_in_vocab(where, eos_id, "eos_id", vocab)
+    _check_in_vocab(where, pad_id, "pad_id", vocab)
+    dtype = jnp.promote_types(lp_dtype, jnp.float32)
+    neg_inf = jnp.array(-jnp.inf, dtype)
+    is_eos = jnp.arange(vocab) == eos_id
+
+    def penalty(lengths):
+        return gnmt_length_penalty(lengths, alpha).astype(dtype)
+
+    def cond(carry):
+        t, done = carry[0], carry[-1]
+        return (t < length) & ~done
+
+    def body(carry):
+        t, state, last, alive_tokens, alive_logp, fin_tokens, fin_scores, fin_lengths, _ = carry
+        log_probs, new_state = step_fn(state, last, t)
+        log_probs = log_probs.astype(dtype).reshape(batch, k_beams, vocab)
+        candidates = alive_logp[..., None] + log_probs            # [batch, beam, vocab]
+        lp_now = penalty(t + 1)
+
+        # Every alive hypothesis extended by the end token is a finished candidate.
+        eos_scores = candidates[..., eos_id] / lp_now              # [batch, beam]
+        eos_tokens = _write(alive_tokens, t, jnp.int32(eos_id))
+
+        # The beam_size best extensions by another token stay alive.
+        others = jnp.where(is_eos, neg_inf, candidates).reshape(batch, k_beams * vocab)
+        alive_logp, best = jax.lax.top_k(others, k_beams)          # [batch, beam]
+        parents = (best // vocab).astype(jnp.int32)
+        new_tokens = (best % vocab).astype(jnp.int32)
+        alive_tokens = jnp.take_along_axis(alive_tokens, parents[..., None], axis=1)
+        alive_tokens = _write(alive_tokens, t, new_tokens)
+        state = gather_beams(new_state, parents)
+
+        # At max_length the alive hypotheses are complete as well.
+        at_end = t + 1 == length
+        end_scores = jnp.where(at_end, alive_logp / lp_now, neg_inf)
+        step_lengths = jnp.broadcast_to(t + 1, (batch, k_beams)).astype(jnp.int32)
+        pool_scores = jnp.concatenate([fin_scores, eos_scores, end_scores], axis=1)
+        pool_tokens = jnp.concatenate([fin_tokens, eos_tokens, alive_tokens], axis=1)
+        pool_lengths = jnp.concatenate([fin_lengths, step_lengths, step_lengths], axis=1)
+        # top_k keeps the lower index among ties: an earlier finished hypothesis stays.
+        fin_scores, keep = jax.lax.top_k(pool_scores, k_beams)
+        fin_tokens = jnp.take_along_axis(pool_tokens, keep[..., None], axis=1)
+        fin_lengths = jnp.take_along_axis(pool_lengths, keep, axis=1)
+
+        # Stop when no alive hypothesis can still beat the worst finished one.
+        best_alive = alive_logp[:, 0]
+        best_possible = best_alive / jnp.maximum(penalty(t + 2), penalty(length))
+        hopeless = (best_alive == neg_inf) | (best_possible < fin_scores[:, -1])
+        done = jnp.all(hopeless)
+        last = new_tokens.reshape(n)
+        return (t + 1, state, last, alive_tokens, alive_logp, fin_tokens, fin_scores,
+                fin_lengths, done)
+
+    first_beam = jnp.arange(k_beams) == 0
+    init = (
+        jnp.array(0, jnp.int32),
+        expand_to_beams(state, k_beams),
+        jnp.repeat(start_tokens.astype(jnp.int32), k_beams),
+        jnp.full((batch, k_beams, length), pad_id, jnp.int32),
+        jnp.broadcast_to(jnp.where(first_beam, 0.0, neg_inf).astype(dtype), (batch, k_beams)),
+        jnp.full((batch, k_beams, length), pad_id, jnp.int32),
+        jnp.full((batch, k_beams), neg_inf, dtype),
+        jnp.zeros((batch, k_beams), jnp.int32),
+        jnp.array(False),
+    )
+    out = jax.lax.while_loop(cond, body, init)
+    fin_tokens, fin_scores, fin_lengths = out[5], out[6], out[7]
+    found = fin_scores > neg_inf
+    tokens = jnp.where(found[..., None], fin_tokens, jnp.int32(pad_id))
+    lengths = jnp.where(found, fin_lengths, 0)
+    return DecodeOutput(tokens, lengths, fin_scores)
