@@ -64,11 +64,12 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jdl import decoding
 from jdl._checks import check_array, check_floating, check_integer, check_keys, check_param_shape, check_rank
 from jdl.models.sequence import (
-    _check_ids, _check_lengths, _check_positive_int, masked_cross_entropy, sequence_mask,
+    _check_ids, _check_lengths, _check_positive_int, _is_concrete, masked_cross_entropy, sequence_mask,
 )
 from jdl.nn.attention import AdditiveAttention, additive_attention_keys
 from jdl.nn.core import Layer, make_layer
@@ -87,6 +88,14 @@ _READOUT_STATES = ("previous", "current")
 _INITIAL_STATES = ("backward", "both")
 
 
+def _real_ids(ids: Any, lengths: Any) -> Any:
+    """``ids`` with the positions past ``lengths`` set to 0, when both are concrete (for the value check)."""
+    if lengths is None or not _is_concrete(ids) or not _is_concrete(lengths):
+        return ids
+    valid = np.arange(ids.shape[1])[None, :] < np.asarray(lengths)[:, None]
+    return np.where(valid, np.asarray(ids), 0)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class RNNEncoderDecoder(Layer):
     """A Bahdanau encoder-decoder (a :class:`~jdl.nn.Layer`), built by :func:`AttentionSeq2Seq`.
@@ -101,9 +110,10 @@ class RNNEncoderDecoder(Layer):
          (input rows: [E y, c]), "readout": {"w", "b"} (U_o, V_o, C_o stacked), "output": {"w", "b"} (W_o)}
 
     Token ids are ``[batch, length]`` int arrays padded at the end; lengths are ``[batch]``.
-    Concrete ids outside the vocabulary and lengths outside ``[0, length]`` are errors that
-    name the method; under ``jit`` values cannot be checked, and an id out of range gives
-    NaN (the :func:`~jdl.nn.Embedding` rule).
+    Whatever ids sit past ``source_lengths`` (and, in :meth:`loss`, past ``target_lengths``)
+    are read as ``<pad>``: they never change a result or a gradient. Concrete ids outside the vocabulary at real positions and lengths
+    outside ``[0, length]`` are errors that name the method; under ``jit`` values cannot be
+    checked, and an id out of range gives NaN (the :func:`~jdl.nn.Embedding` rule).
     """
 
     source_vocab_size: int
@@ -140,9 +150,10 @@ class RNNEncoderDecoder(Layer):
 
     def _check_source(self, where: str, source_ids: Any, source_lengths: Any) -> None:
         check_rank(where, source_ids, 2, "batch, source_len", "source_ids")
-        _check_ids(where, source_ids, self.source_vocab_size, "source_ids")
+        check_integer(where, source_ids, "source_ids")
         if source_lengths is not None:
             _check_lengths(where, source_lengths, source_ids.shape[:1], source_ids.shape[1])
+        _check_ids(where, _real_ids(source_ids, source_lengths), self.source_vocab_size, "source_ids")
 
     def _check_target(self, where: str, source_ids: Any, target_ids: Any, target_lengths: Any = None) -> None:
         if target_ids is None:
@@ -155,9 +166,10 @@ class RNNEncoderDecoder(Layer):
         if target_ids.shape[1] < 1:
             raise ValueError(f"{where}: expected at least one target step, got target_ids of shape "
                              f"{tuple(target_ids.shape)}")
-        _check_ids(where, target_ids, self.target_vocab_size, "target_ids")
+        check_integer(where, target_ids, "target_ids")
         if target_lengths is not None:
             _check_lengths(where, target_lengths, target_ids.shape[:1], target_ids.shape[1])
+        _check_ids(where, _real_ids(target_ids, target_lengths), self.target_vocab_size, "target_ids")
 
     # ----------------------------------------------------------------------------- encoder
 
@@ -174,14 +186,15 @@ class RNNEncoderDecoder(Layer):
 
     def _encode(self, params, source_ids, source_lengths):
         batch, steps = source_ids.shape
+        if source_lengths is None:
+            mask = jnp.ones((batch, steps), jnp.bool_)
+        else:  # padding is read as <pad>, whatever its ids: no NaN row can reach the gradients
+            mask = sequence_mask(source_lengths, steps)
+            source_ids = jnp.where(mask, source_ids, jnp.asarray(PAD_ID, source_ids.dtype))
         x, _ = self.source_embedding.apply(params["source_embedding"], {}, source_ids)
         (memory, (forward, backward)), _ = self.encoder.apply(params["encoder"], {}, x, lengths=source_lengths)
         summary = backward if self.initial_state == "backward" else jnp.concatenate([forward, backward], axis=-1)
         projected, _ = self.initial_state_layer.apply(params["initial_state"], {}, summary)
-        if source_lengths is None:
-            mask = jnp.ones((batch, steps), jnp.bool_)
-        else:
-            mask = sequence_mask(source_lengths, steps)
         return memory, mask, jnp.tanh(projected)
 
     # ----------------------------------------------------------------------------- decoder
