@@ -454,112 +454,157 @@ def _scan_autodiff(cell: Cell, params, projected, carry, valid):
     return jax.lax.scan(body, carry, (projected, valid))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _scan_fused(cell: Cell, w, hidden_bias, bias, x_w, carry, valid):
-    """The recurrence over ``x_w = x W_input`` (time-major, no bias); ``(final carry, outputs)``.
+def time_chunk_size(steps: int, preferred: int = 16) -> int:
+    """Steps per chunk of the fused layers: a divisor of ``steps`` near ``preferred`` when there is
+    one in ``[preferred / 2, 2 * preferred]``, else the size that pads the sequence least."""
+    if steps <= preferred:
+        return max(steps, 1)
+    candidates = range(max(preferred // 2, 1), 2 * preferred + 1)
+    return min(candidates, key=lambda c: (-(-steps // c) * c - steps, abs(c - preferred)))
 
-    Its gradient is hand-written (:func:`_scan_fused_forward`, :func:`_scan_fused_backward`):
-    the reverse scan computes only each step's pre-activation gradients and the carry's
-    gradient (``d_rec W^T``, one small matmul a step); ``W_hidden``'s gradient is then one
-    matmul over all steps, ``H_prev^T d_rec``, instead of a small accumulation every step.
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _scan_fused(cell: Cell, w_in, bias, w, hidden_bias, x, carry, valid):
+    """The layer over time-major ``x`` ``[chunks, chunk, *batch, features]``: ``(final carry, outputs)``.
+
+    An outer scan walks the chunks; each projects its steps' inputs in one matmul
+    (``x W_input + b``) and runs an inner scan of the recurrence. The gradient is
+    hand-written (:func:`_scan_fused_forward`, :func:`_scan_fused_backward`): the reverse
+    inner scan computes only each step's pre-activation gradients and the carry's gradient
+    (``d_rec W^T``, one small matmul a step); then each chunk's weight gradients are single
+    matmuls over its ``chunk * batch`` rows, ``H_prev^T d_rec`` and ``X^T d_pre``, and the
+    input's gradient ``d_pre W_input^T``, instead of a small accumulation every step.
     """
-    (carry, outputs), _ = _scan_fused_forward(cell, w, hidden_bias, bias, x_w, carry, valid)
+    (carry, outputs), _ = _scan_fused_forward(cell, w_in, bias, w, hidden_bias, x, carry, valid)
     return carry, outputs
 
 
-def _fused_step(cell, w, hidden_bias, bias, carry, x_w_t):
+def _fused_step(cell, w, hidden_bias, carry, pre_t):
     rec = _hidden_matmul(w, cell.hidden(carry))
     if hidden_bias is not None:
         rec = rec + hidden_bias
-    return cell.gates_fn(carry, x_w_t + bias, rec)
+    return cell.gates_fn(carry, pre_t, rec)
 
 
-def _scan_fused_forward(cell, w, hidden_bias, bias, x_w, carry0, valid):
+def _scan_fused_forward(cell, w_in, bias, w, hidden_bias, x, carry0, valid):
     # Saved for the backward pass: the cell's `saved` and h_prev, the hidden state before
     # each step (for the cell's backward and for dW_hidden = H_prev^T d_rec).
-    if valid is None:
-        def body(carry, x_w_t):
-            new_carry, y, saved = _fused_step(cell, w, hidden_bias, bias, carry, x_w_t)
-            return new_carry, (y, saved, cell.hidden(carry))
-
-        carry, (outputs, saved, h_prev) = jax.lax.scan(body, carry0, x_w)
-    else:
-        def body(carry, inputs):
-            x_w_t, keep = inputs
-            new_carry, y, saved = _fused_step(cell, w, hidden_bias, bias, carry, x_w_t)
+    def step(carry, inputs):
+        pre_t, keep = inputs
+        new_carry, y, saved = _fused_step(cell, w, hidden_bias, carry, pre_t)
+        if keep is not None:
             y = jnp.where(keep[..., None], y, jnp.zeros_like(y))
-            return _keep(keep, new_carry, carry), (y, saved, cell.hidden(carry))
+            new_carry = _keep(keep, new_carry, carry)
+        return new_carry, (y, saved, cell.hidden(carry))
 
-        carry, (outputs, saved, h_prev) = jax.lax.scan(body, carry0, (x_w, valid))
-    return (carry, outputs), (w, hidden_bias is not None, saved, h_prev, valid)
+    def chunk(carry, inputs):
+        x_c, valid_c = inputs
+        pre = jnp.dot(x_c, w_in) + bias  # every step of the chunk in one matmul
+        return jax.lax.scan(step, carry, (pre, valid_c))
+
+    carry, (outputs, saved, h_prev) = jax.lax.scan(chunk, carry0, (x, valid))
+    return (carry, outputs), (w_in, w, hidden_bias is not None, saved, h_prev, x, valid)
+
+
+def _rows(a):
+    return a.reshape(-1, a.shape[-1])
 
 
 def _scan_fused_backward(cell, residuals, cotangents):
-    w, has_hidden_bias, saved, h_prev, valid = residuals
+    w_in, w, has_hidden_bias, saved, h_prev, x, valid = residuals
     d_carry, d_outputs = cotangents
-    w_t = w.T
-    same = None  # whether the cell's d_rec is its d_pre (known after tracing the step)
+    w_t, w_in_t = w.T, w_in.T
+    # Weight gradients are summed over the chunks in at least float32.
+    acc_dtype = jnp.promote_types(w.dtype, jnp.float32)
+    same = None  # whether the cell's d_rec is its d_pre (known once the step is traced)
 
-    def step(d_carry, saved_t, h_prev_t, d_y):
+    def step(d_carry, inputs):
         nonlocal same
+        saved_t, h_prev_t, d_y, keep = inputs
         d_direct, d_pre, d_rec = cell.backward(saved_t, h_prev_t, d_carry, d_y)
         same = d_rec is None
         d_rec = d_pre if same else d_rec
-        return cell.add_to_hidden(d_direct, _hidden_matmul(w_t, d_rec)), d_pre, d_rec
-
-    if valid is None:
-        def body(d_carry, inputs):
-            d_prev, d_pre, d_rec = step(d_carry, *inputs)
-            return d_prev, (d_pre, None if same else d_rec)
-
-        d_carry0, (d_pre, d_rec) = jax.lax.scan(body, d_carry, (saved, h_prev, d_outputs), reverse=True)
-    else:
-        def body(d_carry, inputs):
-            saved_t, h_prev_t, d_y, keep = inputs
-            d_prev, d_pre, d_rec = step(d_carry, saved_t, h_prev_t, d_y)
+        d_prev = cell.add_to_hidden(d_direct, _hidden_matmul(w_t, d_rec))
+        if keep is not None:  # past a sequence's end: nothing flows but the carry's gradient
             zeros = jnp.zeros_like(d_pre)
             d_pre, d_rec = jnp.where(keep[..., None], d_pre, zeros), jnp.where(keep[..., None], d_rec, zeros)
-            return _keep(keep, d_prev, d_carry), (d_pre, None if same else d_rec)
+            d_prev = _keep(keep, d_prev, d_carry)
+        return d_prev, (d_pre, None if same else d_rec)
 
-        d_carry0, (d_pre, d_rec) = jax.lax.scan(body, d_carry, (saved, h_prev, d_outputs, valid), reverse=True)
-    if d_rec is None:
-        d_rec = d_pre
-    # dW_hidden = sum_t h_prev_t^T d_rec_t: one matmul over all time * batch rows (past a
-    # sequence's end d_rec is zero, so the padding adds nothing).
-    d_w = jnp.dot(h_prev.reshape(-1, h_prev.shape[-1]).T, d_rec.reshape(-1, d_rec.shape[-1]))
-    sum_axes = tuple(range(d_pre.ndim - 1))
-    d_hidden_bias = jnp.sum(d_rec, axis=sum_axes) if has_hidden_bias else None
-    return d_w.astype(w.dtype), d_hidden_bias, jnp.sum(d_pre, axis=sum_axes), d_pre, d_carry0, None
+    def chunk(accumulated, inputs):
+        d_carry, d_w_in, d_bias, d_w, d_hidden_bias = accumulated
+        saved_c, h_prev_c, x_c, d_y_c, valid_c = inputs
+        d_carry, (d_pre, d_rec) = jax.lax.scan(step, d_carry, (saved_c, h_prev_c, d_y_c, valid_c), reverse=True)
+        d_rec = d_pre if d_rec is None else d_rec
+        d_w = d_w + jnp.dot(_rows(h_prev_c).T, _rows(d_rec), preferred_element_type=acc_dtype)
+        d_w_in = d_w_in + jnp.dot(_rows(x_c).T, _rows(d_pre), preferred_element_type=acc_dtype)
+        d_bias = d_bias + jnp.sum(_rows(d_pre), axis=0, dtype=acc_dtype)
+        if has_hidden_bias:
+            d_hidden_bias = d_hidden_bias + jnp.sum(_rows(d_rec), axis=0, dtype=acc_dtype)
+        d_x = jnp.dot(d_pre, w_in_t)
+        return (d_carry, d_w_in, d_bias, d_w, d_hidden_bias), d_x
+
+    zeros = lambda a: jnp.zeros(a.shape, acc_dtype)  # noqa: E731
+    width = w.shape[-1]
+    initial = (d_carry, zeros(w_in), jnp.zeros((width,), acc_dtype), zeros(w),
+               jnp.zeros((width,), acc_dtype) if has_hidden_bias else None)
+    (d_carry0, d_w_in, d_bias, d_w, d_hidden_bias), d_x = jax.lax.scan(
+        chunk, initial, (saved, h_prev, x, d_outputs, valid), reverse=True)
+    cast = lambda a, like: None if a is None else a.astype(like.dtype)  # noqa: E731
+    return (cast(d_w_in, w_in), cast(d_bias, w_in), cast(d_w, w), cast(d_hidden_bias, w), d_x.astype(x.dtype),
+            d_carry0, None)
 
 
 _scan_fused.defvjp(_scan_fused_forward, _scan_fused_backward)
 
 
-def _run(cell: Cell, params, x, lengths, carry, reverse: bool, implementation: str = "fused"):
-    """Run ``cell`` over time-major ``x`` ``[time, *batch, features]``; outputs are time-major."""
+def _run_fused(cell: Cell, params, x, lengths, carry, reverse: bool, time_chunk: int | None):
+    """The fused path of :func:`_run`: chunks of ``time_chunk`` steps (padded steps are masked)."""
     steps = x.shape[0]
-    if lengths is not None:  # traced lengths cannot be checked: above `steps` acts as `steps`
-        lengths = jnp.clip(lengths, 0, steps)
-    valid = None if lengths is None else _valid_steps(steps, lengths)
-    if implementation == "fused":
-        projected = _input_matmul(params, x)  # one matmul for every step, outside the scan
-        dtype = projected.dtype
-        hidden_bias = _hidden_bias_vector(cell, params, dtype)
-        w, bias = params["hidden"]["w"].astype(dtype), params["input"]["b"].astype(dtype)
-    else:
-        projected = cell.project(params, x)
+    dtype = _dtype(x, params)
+    x = x.astype(dtype)
     if reverse:
-        projected = flip_sequences(projected, lengths)
-    if implementation == "fused":
-        carry, outputs = _scan_fused(cell, w, hidden_bias, bias, projected, carry, valid)
-    else:
-        carry, outputs = _scan_autodiff(cell, params, projected, carry, valid)
+        x = flip_sequences(x, lengths)
+    size = time_chunk_size(steps) if time_chunk is None else min(time_chunk, steps)
+    chunks = -(-steps // size)
+    padding = chunks * size - steps
+    valid = None
+    if lengths is not None or padding:
+        limit = jnp.full(x.shape[1:-1], steps, jnp.int32) if lengths is None else lengths
+        valid = _valid_steps(chunks * size, limit)
+    if padding:
+        x = jnp.concatenate([x, jnp.zeros((padding,) + x.shape[1:], x.dtype)], axis=0)
+    to_chunks = lambda a: None if a is None else a.reshape((chunks, size) + a.shape[1:])  # noqa: E731
+    hidden_bias = _hidden_bias_vector(cell, params, dtype)
+    carry, outputs = _scan_fused(cell, params["input"]["w"].astype(dtype), params["input"]["b"].astype(dtype),
+                                 params["hidden"]["w"].astype(dtype), hidden_bias, to_chunks(x), carry,
+                                 to_chunks(valid))
+    outputs = outputs.reshape((chunks * size,) + outputs.shape[2:])[:steps]
     if reverse:
         outputs = flip_sequences(outputs, lengths)
     return carry, outputs
 
 
-def _apply_directions(description, directions, params, x, lengths, initial_carry, implementation, time_major):
+def _run(cell: Cell, params, x, lengths, carry, reverse: bool, implementation: str = "fused",
+         time_chunk: int | None = None):
+    """Run ``cell`` over time-major ``x`` ``[time, *batch, features]``; outputs are time-major."""
+    steps = x.shape[0]
+    if lengths is not None:  # traced lengths cannot be checked: above `steps` acts as `steps`
+        lengths = jnp.clip(lengths, 0, steps)
+    if implementation == "fused":
+        return _run_fused(cell, params, x, lengths, carry, reverse, time_chunk)
+    valid = None if lengths is None else _valid_steps(steps, lengths)
+    projected = cell.project(params, x)  # one matmul for every step, outside the scan
+    if reverse:
+        projected = flip_sequences(projected, lengths)
+    carry, outputs = _scan_autodiff(cell, params, projected, carry, valid)
+    if reverse:
+        outputs = flip_sequences(outputs, lengths)
+    return carry, outputs
+
+
+def _apply_directions(description, directions, params, x, lengths, initial_carry, implementation, time_major,
+                      time_chunk=None):
     """Checks, then runs each ``(name, cell, reverse)``; returns outputs and carries per direction."""
     check_floating(description, x)
     check_min_rank(description, x, 2, "time, *batch, features" if time_major else "*batch, time, features")
@@ -588,7 +633,7 @@ def _apply_directions(description, directions, params, x, lengths, initial_carry
             what = f"initial_carry[{index}]" if many else "initial_carry"
             check_carry(description, cell, carry, batch_shape, what)
             carry = jax.tree.map(lambda a: jnp.asarray(a).astype(dtype), tuple(carry) if cell.is_pair else carry)
-        carry, out = _run(cell, cell_params, inputs, lengths, carry, reverse, implementation)
+        carry, out = _run(cell, cell_params, inputs, lengths, carry, reverse, implementation, time_chunk)
         outputs.append(out if time_major else jnp.moveaxis(out, 0, -2))
         carries.append(carry)
     return outputs, carries
@@ -597,11 +642,13 @@ def _apply_directions(description, directions, params, x, lengths, initial_carry
 IMPLEMENTATIONS = ("fused", "autodiff")
 
 
-def _check_options(owner: str, implementation: Any, time_major: Any) -> None:
+def _check_options(owner: str, implementation: Any, time_major: Any, time_chunk: Any = None) -> None:
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"{owner}: expected implementation to be one of {IMPLEMENTATIONS}, got {implementation!r}")
     if not isinstance(time_major, bool):
         raise ValueError(f"{owner}: expected time_major to be a bool, got {time_major!r}")
+    if time_chunk is not None and (not isinstance(time_chunk, int) or isinstance(time_chunk, bool) or time_chunk <= 0):
+        raise ValueError(f"{owner}: expected time_chunk to be a positive int or None, got {time_chunk!r}")
 
 
 def _check_cell(owner: str, cell: Any) -> None:
@@ -610,7 +657,7 @@ def _check_cell(owner: str, cell: Any) -> None:
 
 
 def RNN(cell: Cell, *, reverse: bool = False, return_carry: bool = True, time_major: bool = False,
-        implementation: str = "fused", name: str = "rnn") -> Layer:
+        implementation: str = "fused", time_chunk: int | None = None, name: str = "rnn") -> Layer:
     """Run ``cell`` over ``x`` ``[*batch, time, features]`` with ``jax.lax.scan``.
 
     Params are the cell's (see the module docstring). ``apply(params, state, x, *,
@@ -621,9 +668,11 @@ def RNN(cell: Cell, *, reverse: bool = False, return_carry: bool = True, time_ma
     ``implementation="fused"`` (the default) differentiates with the cells' hand-written
     backward steps (reverse mode only); ``"autodiff"`` lets JAX differentiate the scan,
     which also supports forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``).
+    ``time_chunk`` is the fused path's steps per chunk (``None``: about 16, see
+    :func:`time_chunk_size`; the sequence length: one chunk).
     """
     _check_cell("RNN", cell)
-    _check_options("RNN", implementation, time_major)
+    _check_options("RNN", implementation, time_major, time_chunk)
     description = f"RNN({cell}" + (", reverse=True)" if reverse else ")")
     directions = [("", cell, reverse)]
 
@@ -636,24 +685,25 @@ def RNN(cell: Cell, *, reverse: bool = False, return_carry: bool = True, time_ma
         del key, train
         check_keys(description, state, [], "state")
         (outputs,), (carry,) = _apply_directions(description, directions, params, x, lengths, initial_carry,
-                                                 implementation, time_major)
+                                                 implementation, time_major, time_chunk)
         return ((outputs, carry) if return_carry else outputs), state
 
     return make_layer(name, description, init, apply)
 
 
 def Bidirectional(forward: Cell, backward: Cell | None = None, *, return_carry: bool = True,
-                  time_major: bool = False, implementation: str = "fused", name: str = "bidirectional") -> Layer:
+                  time_major: bool = False, implementation: str = "fused", time_chunk: int | None = None,
+                  name: str = "bidirectional") -> Layer:
     """A forward and a reverse :func:`RNN` over the same input, outputs concatenated.
 
     ``backward`` defaults to a fresh cell of the same kind and size (its own params). Params
     are ``{"forward": ..., "backward": ...}``; ``y`` is ``(outputs [*batch, time, 2 * hidden],
     (forward_carry, backward_carry))``. With ``lengths``, the backward direction starts at
     each sequence's own last real step, and its final carry is the one after step 0.
-    ``time_major`` and ``implementation`` are :func:`RNN`'s.
+    ``time_major``, ``implementation`` and ``time_chunk`` are :func:`RNN`'s.
     """
     _check_cell("Bidirectional", forward)
-    _check_options("Bidirectional", implementation, time_major)
+    _check_options("Bidirectional", implementation, time_major, time_chunk)
     backward = forward if backward is None else backward
     _check_cell("Bidirectional", backward)
     description = f"Bidirectional({forward}, {backward})"
@@ -669,7 +719,7 @@ def Bidirectional(forward: Cell, backward: Cell | None = None, *, return_carry: 
         del key, train
         check_keys(description, state, [], "state")
         outputs, carries = _apply_directions(description, directions, params, x, lengths, initial_carry,
-                                             implementation, time_major)
+                                             implementation, time_major, time_chunk)
         outputs = jnp.concatenate(outputs, axis=-1)
         return ((outputs, tuple(carries)) if return_carry else outputs), state
 
@@ -677,22 +727,22 @@ def Bidirectional(forward: Cell, backward: Cell | None = None, *, return_carry: 
 
 
 def LSTM(hidden_size: int, *, reverse: bool = False, return_carry: bool = True, time_major: bool = False,
-         implementation: str = "fused", name: str = "lstm", **cell_options) -> Layer:
+         implementation: str = "fused", time_chunk: int | None = None, name: str = "lstm", **cell_options) -> Layer:
     """``RNN(LSTMCell(hidden_size, **cell_options))``; the final carry is ``(c, h)``."""
     return RNN(LSTMCell(hidden_size, **cell_options), reverse=reverse, return_carry=return_carry,
-               time_major=time_major, implementation=implementation, name=name)
+               time_major=time_major, implementation=implementation, time_chunk=time_chunk, name=name)
 
 
 def GRU(hidden_size: int, *, reverse: bool = False, return_carry: bool = True, time_major: bool = False,
-        implementation: str = "fused", name: str = "gru", **cell_options) -> Layer:
+        implementation: str = "fused", time_chunk: int | None = None, name: str = "gru", **cell_options) -> Layer:
     """``RNN(GRUCell(hidden_size, **cell_options))`` (flax's GRU convention)."""
     return RNN(GRUCell(hidden_size, **cell_options), reverse=reverse, return_carry=return_carry,
-               time_major=time_major, implementation=implementation, name=name)
+               time_major=time_major, implementation=implementation, time_chunk=time_chunk, name=name)
 
 
 def StackedRNN(cells: list[Cell], *, bidirectional: bool = False, dropout_rate: float = 0.0,
                return_carry: bool = True, time_major: bool = False, implementation: str = "fused",
-               name: str = "stacked_rnn") -> Layer:
+               time_chunk: int | None = None, name: str = "stacked_rnn") -> Layer:
     """Recurrent layers on top of each other, with dropout between them (not after the last).
 
     Layer ``i`` runs ``cells[i]`` (both ways with ``bidirectional=True``) over the outputs of
@@ -717,8 +767,8 @@ def StackedRNN(cells: list[Cell], *, bidirectional: bool = False, dropout_rate: 
         raise ValueError("StackedRNN: expected at least one cell, got none")
     for cell in cells:
         _check_cell("StackedRNN", cell)
-    _check_options("StackedRNN", implementation, time_major)
-    options = dict(time_major=time_major, implementation=implementation)
+    _check_options("StackedRNN", implementation, time_major, time_chunk)
+    options = dict(time_major=time_major, implementation=implementation, time_chunk=time_chunk)
     make = (lambda cell: Bidirectional(cell, **options)) if bidirectional else (lambda cell: RNN(cell, **options))
     layers = {f"layer_{i}": make(cell) for i, cell in enumerate(cells)}
     dropout = Dropout(dropout_rate)

@@ -443,19 +443,23 @@ def test_hand_written_backward_step_matches_jax_vjp(cell, randn):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("cell", ALL_CELLS[1:], ids=lambda c: c.description)
-def test_fused_gradients_equal_autodiff(cell, randn, random_params):
-    """Params, inputs and initial carry, with lengths and reverse, time-major: the fused
-    custom VJP against JAX differentiating the plain scan."""
-    x = randn((T, 3, F), seed=90)
-    layers = {impl: nn.RNN(cell, reverse=True, time_major=True, implementation=impl) for impl in ("fused", "autodiff")}
+@pytest.mark.parametrize("cell, steps, chunk", [(ALL_CELLS[1], T, None), (ALL_CELLS[2], 11, 4), (ALL_CELLS[3], 9, 3),
+                                                (ALL_CELLS[4], T, 2)], ids=lambda v: getattr(v, "description", v))
+def test_fused_gradients_equal_autodiff(cell, steps, chunk, randn, random_params):
+    """Params, inputs and initial carry, with lengths and reverse, time-major, in several chunks
+    (11 steps in chunks of 4: one padded step): the fused custom VJP against JAX
+    differentiating the plain scan."""
+    x = randn((steps, 3, F), seed=90)
+    layers = {impl: nn.RNN(cell, reverse=True, time_major=True, implementation=impl, time_chunk=chunk)
+              for impl in ("fused", "autodiff")}
     params = random_params(layers["fused"], x, seed=91, scale=0.5)
     carry = _random_carry(cell, 3, 92)
-    r = randn((T, 3, H), seed=93)
+    r = randn((steps, 3, H), seed=93)
+    lengths = jnp.asarray([steps, 2, steps - 1])
 
     def loss(impl):
         def fn(p, v, c):
-            (outputs, final), _ = layers[impl].apply(p, {}, v, lengths=jnp.asarray(LENGTHS), initial_carry=c)
+            (outputs, final), _ = layers[impl].apply(p, {}, v, lengths=lengths, initial_carry=c)
             return jnp.sum(outputs * r) + sum(jnp.sum(leaf ** 2) for leaf in jax.tree.leaves(final))
         return jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2)))
 
@@ -502,3 +506,15 @@ def test_bad_options():
         nn.Bidirectional(nn.GRUCell(H), time_major=1)
     with pytest.raises(ValueError, match=r"StackedRNN: expected implementation"):
         nn.StackedRNN([nn.GRUCell(H)], implementation="scan")
+    with pytest.raises(ValueError, match=r"RNN: expected time_chunk to be a positive int or None, got 0"):
+        nn.LSTM(H, time_chunk=0)
+
+
+def test_time_chunk_size():
+    assert nn.recurrent.time_chunk_size(5) == 5
+    assert nn.recurrent.time_chunk_size(100) == 20  # a divisor near 16: no padding
+    assert nn.recurrent.time_chunk_size(400) == 16
+    for steps in range(1, 1000):  # chunks of 8 to 32 steps, at most 7 steps of padding
+        size = nn.recurrent.time_chunk_size(steps)
+        padding = -(-steps // size) * size - steps
+        assert (size == steps if steps <= 16 else 8 <= size <= 32) and padding <= 7, (steps, size)
