@@ -64,12 +64,12 @@ class Settings:
     gru_steps: int = 3000
     chunk: int = 250  # train steps per jitted call
     learning_rate: float = 2e-3
-    beam_size: int = 4
+    beam_size: int = 4  # 0: no beam search
     num_heatmaps: int = 4
 
 
 QUICK = Settings(train_dates=60, test_dates=10, batch=32, transformer_steps=20, gru_steps=20, chunk=10,
-                 beam_size=2, num_heatmaps=2)
+                 beam_size=0, num_heatmaps=2)
 
 
 # ----------------------------------------------------------------------------------- data
@@ -171,7 +171,7 @@ def run_transformer(data: Data, settings: Settings, seed: int) -> tuple[dict, np
     params, curve, seconds = train(loss_fn, params, data, settings.transformer_steps, settings, seed, "transformer")
     greedy = jax.jit(lambda s: model.greedy_decode(params, s, TARGET_LENGTH).tokens)
     beam = jax.jit(lambda s: model.beam_decode(params, s, TARGET_LENGTH, beam_size=settings.beam_size).tokens[:, 0])
-    result = {"greedy": evaluate(greedy, data), "beam": evaluate(beam, data)}
+    result = {"greedy": evaluate(greedy, data), "beam": evaluate(beam, data) if settings.beam_size else None}
     examples = jnp.asarray(data.test_source[:settings.num_heatmaps])
     decoded = greedy(examples)
     weights = model.cross_attention(params, examples, model.shift_right(decoded))[-1].mean(axis=1)
@@ -179,11 +179,9 @@ def run_transformer(data: Data, settings: Settings, seed: int) -> tuple[dict, np
 
 
 def run_gru_attention(data: Data, settings: Settings, seed: int) -> tuple[dict, np.ndarray]:
-    model = models.AttentionSeq2Seq(len(data.source_vocab), len(data.target_vocab), embed_features=32, hidden=64,
-                                    attention_features=64, bos_id=data.target_vocab.bos_id,
-                                    eos_id=data.target_vocab.eos_id)
-    source, target = jnp.asarray(data.train_source[:2]), jnp.asarray(data.train_target[:2])
-    params = model.init_params(jax.random.key(seed), source, target)
+    model = models.AttentionSeq2Seq(len(data.source_vocab), len(data.target_vocab), 64, embed_features=32,
+                                    bos_id=data.target_vocab.bos_id, eos_id=data.target_vocab.eos_id)
+    params, _ = model.init(jax.random.key(seed), jnp.asarray(data.train_source[:2]))
     lengths_of = lambda ids: jnp.sum(ids != 0, axis=1).astype(jnp.int32)  # noqa: E731
 
     def loss_fn(p, source, target, key):
@@ -194,17 +192,18 @@ def run_gru_attention(data: Data, settings: Settings, seed: int) -> tuple[dict, 
     greedy = jax.jit(lambda s: model.greedy_decode(params, s, lengths_of(s), TARGET_LENGTH).tokens)
     beam = jax.jit(lambda s: model.beam_decode(params, s, lengths_of(s), TARGET_LENGTH,
                                                beam_size=settings.beam_size).tokens[:, 0])
-    result = {"greedy": evaluate(greedy, data), "beam": evaluate(beam, data)}
+    result = {"greedy": evaluate(greedy, data), "beam": evaluate(beam, data) if settings.beam_size else None}
     examples = jnp.asarray(data.test_source[:settings.num_heatmaps])
     decoded = greedy(examples)
-    _, weights = model.logits(params, examples, lengths_of(examples), decoded, lengths_of(decoded))
+    _, weights = model.logits(params, examples, lengths_of(examples), decoded)
     count = sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params))
     return _summary(result, curve, seconds, int(count)), np.asarray(weights)
 
 
 def _summary(result: dict, curve: list[float], seconds: float, num_params: int) -> dict:
+    beam = result["beam"] or {}
     return {"exact_match": result["greedy"]["exact_match"], "bleu": result["greedy"]["bleu"],
-            "beam_exact_match": result["beam"]["exact_match"], "beam_bleu": result["beam"]["bleu"],
+            "beam_exact_match": beam.get("exact_match"), "beam_bleu": beam.get("bleu"),
             "train_seconds": seconds, "num_params": num_params, "final_train_loss": float(np.mean(curve[-50:])),
             "loss_curve": curve[::10], "greedy": result["greedy"], "beam": result["beam"]}
 
@@ -258,9 +257,10 @@ def main(argv=None) -> dict:
     runners = {"transformer": run_transformer, "gru_attention": run_gru_attention}
     for name in args.models:
         results[name], weights[name] = runners[name](data, settings, args.seed)
-        print(f"{name}: exact match {100 * results[name]['exact_match']:.2f}%, BLEU {results[name]['bleu']:.2f} "
-              f"(beam {100 * results[name]['beam_exact_match']:.2f}%), {results[name]['train_seconds']:.0f} s, "
-              f"{results[name]['num_params']} params", flush=True)
+        beam = results[name]["beam_exact_match"]
+        print(f"{name}: exact match {100 * results[name]['exact_match']:.2f}%, BLEU {results[name]['bleu']:.2f}"
+              + ("" if beam is None else f" (beam search: {100 * beam:.2f}%)")
+              + f", {results[name]['train_seconds']:.0f} s, {results[name]['num_params']} params", flush=True)
     results["settings"] = {**dataclasses.asdict(settings), "seed": args.seed, "backend": jax.default_backend(),
                            "quick": args.quick}
     os.makedirs(args.out, exist_ok=True)
