@@ -27,16 +27,17 @@ biases zero; ``LSTMCell(forget_bias=1.0)`` starts the forget gate's bias at 1.
 
 **Layers.** :func:`RNN` runs any cell over ``x`` of shape ``[*batch, time, features]``
 (``[batch, time, features]`` usually; ``[time, features]`` is one sequence;
-``time_major=True`` for ``[time, *batch, features]``). The input projection of all time
-steps is one matmul outside the scan; only the recurrent matmul is inside.
+``time_major=True`` for ``[time, *batch, features]``). The input projection is hoisted
+out of the recurrence: one matmul over many steps at once (all of them on accelerators,
+chunks of about 16 on CPU: ``time_chunk``); only the recurrent matmul is inside the scan.
 
 **The backward pass** is hand-written (``implementation="fused"``, the default): each cell
 has a backward step (its gate derivatives, written out in its docstring and tested
 against ``jax.vjp``), and a ``jax.custom_vjp`` runs them in a reverse scan that produces
 only each step's pre-activation gradients ``d_pre_t`` and the carry's gradient (one
 ``[batch, G * hidden] x [G * hidden, hidden]`` matmul a step). The weight gradients come
-after the scan as single matmuls over all ``time * batch`` rows: ``dW_hidden = H_prev^T
-d_pre``, and ``dW_input = X^T d_pre`` through the hoisted projection, instead of JAX's
+after it as single matmuls over ``chunk * batch`` rows: ``dW_hidden = H_prev^T d_rec``,
+``dW_input = X^T d_pre`` and the input's gradient ``d_pre W_input^T``, instead of JAX's
 small per-step accumulations. ``implementation="autodiff"`` lets JAX differentiate the
 scan instead; it is the one to use for forward-mode derivatives (``jax.jvp``,
 ``jax.jacfwd``), which a custom VJP does not support. Reverse over reverse works with both.
@@ -565,7 +566,10 @@ def _run_fused(cell: Cell, params, x, lengths, carry, reverse: bool, time_chunk:
     x = x.astype(dtype)
     if reverse:
         x = flip_sequences(x, lengths)
-    size = time_chunk_size(steps) if time_chunk is None else min(time_chunk, steps)
+    if time_chunk is None:  # chunks on CPU (see docs/design.md); accelerators prefer the largest matmuls
+        size = time_chunk_size(steps) if jax.default_backend() == "cpu" else steps
+    else:
+        size = min(time_chunk, steps)
     chunks = -(-steps // size)
     padding = chunks * size - steps
     valid = None
@@ -668,8 +672,8 @@ def RNN(cell: Cell, *, reverse: bool = False, return_carry: bool = True, time_ma
     ``implementation="fused"`` (the default) differentiates with the cells' hand-written
     backward steps (reverse mode only); ``"autodiff"`` lets JAX differentiate the scan,
     which also supports forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``).
-    ``time_chunk`` is the fused path's steps per chunk (``None``: about 16, see
-    :func:`time_chunk_size`; the sequence length: one chunk).
+    ``time_chunk`` is the fused path's steps per chunk (``None``: about 16 on CPU, see
+    :func:`time_chunk_size`, and the whole sequence in one chunk on accelerators).
     """
     _check_cell("RNN", cell)
     _check_options("RNN", implementation, time_major, time_chunk)
