@@ -140,3 +140,16 @@ def check_token_ids(where: str, ids: Any, vocab_size: int, what: str = "ids") ->
         if values.size and (values.min() < 0 or values.max() >= vocab_size):
             raise ValueError(f"{where}: expected {what} in [0, {vocab_size}) (the vocabulary), "
                              f"got {what} from {values.min()} to {values.max()}")
+
+
+def check_lengths(where: str, lengths: Any, batch_shape: tuple[int, ...], steps: int) -> None:
+    """Integer sequence lengths, one per sequence; when concrete, each in ``[0, steps]``."""
+    check_integer(where, lengths, "lengths")
+    if tuple(lengths.shape) != tuple(batch_shape):
+        raise ValueError(f"{where}: expected lengths of shape {tuple(batch_shape)} (one per sequence), "
+                         f"got shape {tuple(lengths.shape)}")
+    if is_concrete(lengths):
+        values = np.asarray(lengths)
+        if values.size and (values.min() < 0 or values.max() > steps):
+            raise ValueError(f"{where}: expected lengths in [0, {steps}] (the time axis has {steps} steps), "
+                             f"got lengths from {values.min()} to {values.max()}")

@@ -67,10 +67,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jdl import decoding
-from jdl._checks import check_array, check_floating, check_integer, check_keys, check_param_shape, check_rank
-from jdl.models.sequence import (
-    _check_ids, _check_lengths, _check_positive_int, _is_concrete, masked_cross_entropy, sequence_mask,
+from jdl._checks import (
+    check_array, check_floating, check_integer, check_keys, check_lengths, check_param_shape, check_rank,
+    check_token_ids, is_concrete,
 )
+from jdl.models.sequence import _check_positive_int, masked_cross_entropy, sequence_mask
 from jdl.nn.attention import AdditiveAttention, additive_attention_keys
 from jdl.nn.core import Layer, make_layer
 from jdl.nn.dense import Dense
@@ -90,7 +91,7 @@ _INITIAL_STATES = ("backward", "both")
 
 def _real_ids(ids: Any, lengths: Any) -> Any:
     """``ids`` with the positions past ``lengths`` set to 0, when both are concrete (for the value check)."""
-    if lengths is None or not _is_concrete(ids) or not _is_concrete(lengths):
+    if lengths is None or not is_concrete(ids) or not is_concrete(lengths):
         return ids
     valid = np.arange(ids.shape[1])[None, :] < np.asarray(lengths)[:, None]
     return np.where(valid, np.asarray(ids), 0)
@@ -152,8 +153,8 @@ class RNNEncoderDecoder(Layer):
         check_rank(where, source_ids, 2, "batch, source_len", "source_ids")
         check_integer(where, source_ids, "source_ids")
         if source_lengths is not None:
-            _check_lengths(where, source_lengths, source_ids.shape[:1], source_ids.shape[1])
-        _check_ids(where, _real_ids(source_ids, source_lengths), self.source_vocab_size, "source_ids")
+            check_lengths(where, source_lengths, source_ids.shape[:1], source_ids.shape[1])
+        check_token_ids(where, _real_ids(source_ids, source_lengths), self.source_vocab_size, "source_ids")
 
     def _check_target(self, where: str, source_ids: Any, target_ids: Any, target_lengths: Any = None) -> None:
         if target_ids is None:
@@ -168,8 +169,8 @@ class RNNEncoderDecoder(Layer):
                              f"{tuple(target_ids.shape)}")
         check_integer(where, target_ids, "target_ids")
         if target_lengths is not None:
-            _check_lengths(where, target_lengths, target_ids.shape[:1], target_ids.shape[1])
-        _check_ids(where, _real_ids(target_ids, target_lengths), self.target_vocab_size, "target_ids")
+            check_lengths(where, target_lengths, target_ids.shape[:1], target_ids.shape[1])
+        check_token_ids(where, _real_ids(target_ids, target_lengths), self.target_vocab_size, "target_ids")
 
     # ----------------------------------------------------------------------------- encoder
 
@@ -310,7 +311,7 @@ class RNNEncoderDecoder(Layer):
         self._check_params(where, params)
         check_keys(where, state, _STATE_NAMES, "state")
         check_rank(where, tokens, 1, "N", "tokens")
-        _check_ids(where, tokens, self.target_vocab_size, "tokens")
+        check_token_ids(where, tokens, self.target_vocab_size, "tokens")
         carry, memory, keys, mask = (state[name] for name in _STATE_NAMES)
         check_floating(where, carry, "state['carry']")
         if tuple(carry.shape) != (tokens.shape[0], self.decoder_hidden_size):

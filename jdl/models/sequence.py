@@ -46,7 +46,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jdl import losses
-from jdl._checks import check_array, check_floating, check_integer, check_keys, check_min_rank, check_rank
+from jdl._checks import (
+    check_array, check_floating, check_integer, check_keys, check_lengths, check_min_rank, check_rank,
+    check_token_ids, is_concrete,
+)
 from jdl.nn.core import Layer, child_key, make_layer
 from jdl.nn.dense import Dense
 from jdl.nn.dropout import Dropout
@@ -62,45 +65,12 @@ __all__ = [
 # ----------------------------------------------------------------------------------- checks
 
 
-def _is_concrete(x: Any) -> bool:
-    """A value that can be read now: not a tracer (under ``jit``) nor a ``jax.ShapeDtypeStruct``."""
-    if isinstance(x, jax.core.Tracer):
-        return False
-    return isinstance(x, (numbers.Number, np.ndarray, np.generic, jax.Array))
-
-
-def _check_ids(where: str, ids: Any, vocab_size: int, what: str = "ids") -> None:
-    """Integer ids; when they are concrete, every one in ``[0, vocab_size)``.
-
-    Under ``jit`` values cannot be checked: an id out of range then gives NaN (the
-    :func:`~jdl.nn.Embedding` rule), never a silently clipped one.
-    """
-    check_integer(where, ids, what)
-    if _is_concrete(ids):
-        values = np.asarray(ids)
-        if values.size and (values.min() < 0 or values.max() >= vocab_size):
-            raise ValueError(f"{where}: expected {what} in [0, {vocab_size}) (the vocabulary), "
-                             f"got {what} from {values.min()} to {values.max()}")
-
-
-def _check_lengths(where: str, lengths: Any, batch_shape: tuple[int, ...], steps: int) -> None:
-    check_integer(where, lengths, "lengths")
-    if tuple(lengths.shape) != tuple(batch_shape):
-        raise ValueError(f"{where}: expected lengths of shape {tuple(batch_shape)} (one per sequence), "
-                         f"got shape {tuple(lengths.shape)}")
-    if _is_concrete(lengths):
-        values = np.asarray(lengths)
-        if values.size and (values.min() < 0 or values.max() > steps):
-            raise ValueError(f"{where}: expected lengths in [0, {steps}] (the time axis has {steps} steps), "
-                             f"got lengths from {values.min()} to {values.max()}")
-
-
 def _check_temperature(where: str, temperature: Any) -> None:
     if isinstance(temperature, bool) or not (isinstance(temperature, numbers.Real) or hasattr(temperature, "shape")):
         raise TypeError(f"{where}: expected temperature to be a number >= 0, got {type(temperature).__name__}")
     if hasattr(temperature, "shape") and np.ndim(temperature) != 0:
         raise ValueError(f"{where}: expected a scalar temperature, got shape {tuple(np.shape(temperature))}")
-    if _is_concrete(temperature):
+    if is_concrete(temperature):
         value = float(temperature)
         if not value >= 0.0 or not np.isfinite(value):
             raise ValueError(f"{where}: expected a finite temperature >= 0 (0 is greedy decoding), got {value}")
@@ -236,7 +206,7 @@ def sample_tokens(key: jax.Array, logits: jax.Array, temperature: Any = 1.0) -> 
     check_floating(where, logits, "logits")
     check_min_rank(where, logits, 1, "..., vocab_size", "logits")
     _check_temperature(where, temperature)
-    if _is_concrete(temperature) and float(temperature) == 0.0:
+    if is_concrete(temperature) and float(temperature) == 0.0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     temperature = jnp.asarray(temperature, logits.dtype)
     noise = jax.random.gumbel(key, logits.shape, logits.dtype)
@@ -271,7 +241,7 @@ class _Encoder:
     def check_input(self, x: Any) -> None:
         if self.embedding is not None:
             check_min_rank(self.owner, x, 1, "*batch, time", "ids")
-            _check_ids(self.owner, x, self.vocab_size)
+            check_token_ids(self.owner, x, self.vocab_size)
         else:
             check_array(self.owner, x)
             if jnp.issubdtype(x.dtype, jnp.integer):
@@ -297,7 +267,7 @@ class _Encoder:
         self.check_input(x)
         batch_shape, steps = self.batch_and_time(x)
         if lengths is not None:
-            _check_lengths(self.owner, lengths, batch_shape, steps)
+            check_lengths(self.owner, lengths, batch_shape, steps)
         if self.embedding is not None:
             x, _ = self.embedding.apply(params["embedding"], {}, x)
         (outputs, carries), _ = self.rnn.apply(params["rnn"], {}, x, key=child_key(key, 1), train=train,
@@ -505,7 +475,7 @@ class LanguageModel(Layer):
         """
         where = f"{self.description}.step"
         check_keys(where, params, ["embedding", "rnn", "head"])
-        _check_ids(where, ids_t, self.vocab_size, "ids_t")
+        check_token_ids(where, ids_t, self.vocab_size, "ids_t")
         if not isinstance(carry, (tuple, list)) or len(carry) != len(self.cells):
             raise ValueError(f"{where}: expected carry to be a tuple of {len(self.cells)} carries (one per layer, "
                              f"as initial_carry gives), got {type(carry).__name__}")
@@ -525,12 +495,12 @@ class LanguageModel(Layer):
 
     def _check_sequences(self, where: str, ids: Any, lengths: Any) -> None:
         check_rank(where, ids, 2, "batch, time", "ids")
-        _check_ids(where, ids, self.vocab_size)
+        check_token_ids(where, ids, self.vocab_size)
         if ids.shape[1] < 2:
             raise ValueError(f"{where}: expected ids with at least 2 steps (an input and its next token), "
                              f"got shape {tuple(ids.shape)}")
         if lengths is not None:
-            _check_lengths(where, lengths, ids.shape[:1], ids.shape[1])
+            check_lengths(where, lengths, ids.shape[:1], ids.shape[1])
 
     def _prediction_mask(self, ids, lengths):
         """Which of the ``time - 1`` predictions are real: ``t + 1 < lengths``."""
@@ -591,12 +561,12 @@ class LanguageModel(Layer):
                                                           or hasattr(teacher_forcing_prob, "shape")):
             raise TypeError(f"{where}: expected teacher_forcing_prob to be a number in [0, 1], "
                             f"got {type(teacher_forcing_prob).__name__}")
-        if _is_concrete(teacher_forcing_prob) and not 0.0 <= float(teacher_forcing_prob) <= 1.0:
+        if is_concrete(teacher_forcing_prob) and not 0.0 <= float(teacher_forcing_prob) <= 1.0:
             raise ValueError(f"{where}: expected teacher_forcing_prob in [0, 1], got {float(teacher_forcing_prob)}")
         if key is None:
-            deterministic = _is_concrete(teacher_forcing_prob) and (
+            deterministic = is_concrete(teacher_forcing_prob) and (
                 float(teacher_forcing_prob) == 1.0
-                or (float(teacher_forcing_prob) == 0.0 and _is_concrete(temperature) and float(temperature) == 0.0))
+                or (float(teacher_forcing_prob) == 0.0 and is_concrete(temperature) and float(temperature) == 0.0))
             uses_dropout = train and self.dropout_rate > 0
             if not deterministic or uses_dropout:
                 raise ValueError(f"{where}: expected a PRNG key for the coin flips, samples or dropout, got key=None; "
@@ -670,7 +640,7 @@ class LanguageModel(Layer):
         if prompt_ids.ndim not in (1, 2) or prompt_ids.shape[-1] < 1:
             raise ValueError(f"{where}: expected prompt_ids of shape [prompt_len] or [batch, prompt_len] with "
                              f"prompt_len >= 1, got shape {tuple(prompt_ids.shape)}")
-        _check_ids(where, prompt_ids, self.vocab_size, "prompt_ids")
+        check_token_ids(where, prompt_ids, self.vocab_size, "prompt_ids")
         _check_positive_int(where, "length", length)
         _check_temperature(where, temperature)
         one = prompt_ids.ndim == 1

@@ -80,10 +80,11 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jdl import init as initializers
-from jdl._checks import check_array, check_floating, check_kernel_matches_input, check_integer, check_keys, check_min_rank, check_param_shape
+from jdl._checks import (
+    check_array, check_floating, check_kernel_matches_input, check_keys, check_lengths, check_min_rank, check_param_shape,
+)
 from jdl.nn.core import Layer, make_layer
 from jdl.nn.dropout import Dropout
 
@@ -402,18 +403,6 @@ def check_carry(where: str, cell: Cell, carry: Any, batch_shape: tuple[int, ...]
                              f"got shape {tuple(part.shape)}")
 
 
-def _check_lengths(where: str, lengths: Any, batch_shape: tuple[int, ...], steps: int) -> None:
-    check_integer(where, lengths, "lengths")
-    if tuple(lengths.shape) != tuple(batch_shape):
-        raise ValueError(f"{where}: expected lengths of shape {tuple(batch_shape)} (one per sequence), "
-                         f"got shape {tuple(lengths.shape)}")
-    if not isinstance(lengths, jax.core.Tracer):  # concrete: check the values too
-        values = np.asarray(lengths)
-        if values.size and (values.min() < 0 or values.max() > steps):
-            raise ValueError(f"{where}: expected lengths in [0, {steps}] (the time axis has {steps} steps), "
-                             f"got lengths from {values.min()} to {values.max()}")
-
-
 # ----------------------------------------------------------------------------------- layers
 
 
@@ -617,7 +606,7 @@ def _apply_directions(description, directions, params, x, lengths, initial_carry
     else:
         batch_shape, steps = tuple(x.shape[:-2]), x.shape[-2]
     if lengths is not None:
-        _check_lengths(description, lengths, batch_shape, steps)
+        check_lengths(description, lengths, batch_shape, steps)
     many = len(directions) > 1
     if many:
         check_keys(description, params, [name for name, _, _ in directions])
