@@ -60,7 +60,7 @@ class Settings:
     train_dates: int = 3000
     test_dates: int = 300
     batch: int = 128
-    transformer_steps: int = 3000
+    transformer_steps: int = 2400
     gru_steps: int = 3000
     chunk: int = 250  # train steps per jitted call
     learning_rate: float = 2e-3
