@@ -39,17 +39,23 @@ def monkeypatch_session():
 
 def test_small_budget_is_well_above_chance(small_run):
     _, results = small_run
-    assert set(results) == {"logistic", "mlp", "cnn", "gru"}
+    assert set(results) == {"logistic", "mlp", "cnn", "gru", "transformer"}
     # Chance is 10%; 400 steps already put every model far above it.
     assert results["logistic"]["test_accuracy"] > 0.2
     assert results["mlp"]["test_accuracy"] > 0.4
     assert results["cnn"]["test_accuracy"] > 0.6
     assert results["gru"]["test_accuracy"] > 0.2
+    assert results["transformer"]["test_accuracy"] > 0.6
     # Bidirectional GRU(6): 2 directions x (1*18 + 18 + 6*18 + 6) input/hidden weights and biases,
     # then 40*12 -> 10.
     assert results["gru"]["num_params"] == 2 * (1 * 18 + 18 + 6 * 18 + 6) + 40 * 12 * 10 + 10
     assert results["cnn"]["num_params"] == 5210  # 25*5+25 + 2*(25*25*3+25) + 125*10+10
     assert results["mlp"]["num_params"] == 40 * 100 + 100 + 100 * 100 + 100 + 100 * 10 + 10
+    # Patch embedding Conv1D(32, 8) on 1 channel, 10 learned positions, one encoder block (four
+    # 32 x 32 attention projections, feed-forward 32-64-32, two LayerNorms), the final LayerNorm, 32 -> 10.
+    assert results["transformer"]["num_params"] == (8 * 32 + 32 + 10 * 32 + 4 * (32 * 32 + 32)
+                                                    + 32 * 64 + 64 + 64 * 32 + 32 + 3 * 2 * 32 + 32 * 10 + 10)
+    assert results["transformer"]["published_test_accuracy"] is None  # the paper has no Transformer
 
 
 def test_writes_json_and_png(small_run):
