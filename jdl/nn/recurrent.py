@@ -29,7 +29,7 @@ biases zero; ``LSTMCell(forget_bias=1.0)`` starts the forget gate's bias at 1.
 (``[batch, time, features]`` usually; ``[time, features]`` is one sequence;
 ``time_major=True`` for ``[time, *batch, features]``). The input projection is hoisted
 out of the recurrence: one matmul over many steps at once (all of them on accelerators,
-chunks of about 16 on CPU: ``time_chunk``); only the recurrent matmul is inside the scan.
+chunks of about 8 on CPU: ``time_chunk``); only the recurrent matmul is inside the scan.
 
 **The backward pass** is hand-written (``implementation="fused"``, the default): each cell
 has a backward step (its gate derivatives, written out in its docstring and tested
@@ -282,12 +282,12 @@ def LSTMCell(hidden_size: int, *, forget_bias: float = 0.0, kernel_init=initiali
         i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
         new_c = f * c + i * g
         h = o * jnp.tanh(new_c)
-        return (new_c, h), h, (jnp.concatenate([i, f, g, o], axis=-1), c)
+        # Saved as separate arrays: concatenating them would make XLA recompute the gates.
+        return (new_c, h), h, (i, f, g, o, c)
 
     def backward(saved, h_prev, d_carry, d_y):
         del h_prev  # h enters only through rec, whose gradient the layer handles
-        activations, c = saved
-        i, f, g, o = _split(activations, 4)
+        i, f, g, o, c = saved
         d_c, d_h = d_carry
         d_h = d_h + d_y
         t = jnp.tanh(f * c + i * g)  # recomputed: cheaper than saving c' as well
@@ -321,11 +321,10 @@ def GRUCell(hidden_size: int, *, kernel_init=initializers.lecun_normal(), recurr
         z = jax.nn.sigmoid(x_z + h_z)
         n = jnp.tanh(x_n + r * h_n)
         new_h = (1.0 - z) * n + z * h
-        return new_h, new_h, (jnp.concatenate([r, z, n], axis=-1), h_n)
+        return new_h, new_h, (r, z, n, h_n)
 
     def backward(saved, h, d_h, d_y):
-        activations, h_n = saved
-        r, z, n = _split(activations, 3)
+        r, z, n, h_n = saved
         d_h = d_h + d_y
         d_n = d_h * (1.0 - z) * _tanh_grad(n)
         d_r = d_n * h_n * _sigmoid_grad(r)
@@ -356,10 +355,10 @@ def SimplifiedGRUCell(hidden_size: int, *, kernel_init=initializers.lecun_normal
         u, m = _split(pre + rec, 2)
         u, m = jax.nn.sigmoid(u), jnp.tanh(m)
         new_h = u * m + (1.0 - u) * h
-        return new_h, new_h, jnp.concatenate([u, m], axis=-1)
+        return new_h, new_h, (u, m)
 
-    def backward(activations, h, d_h, d_y):
-        u, m = _split(activations, 2)
+    def backward(saved, h, d_h, d_y):
+        u, m = saved
         d_h = d_h + d_y
         d_z = jnp.concatenate([d_h * (m - h) * _sigmoid_grad(u), d_h * u * _tanh_grad(m)], axis=-1)
         return d_h * (1.0 - u), d_z, None
@@ -444,7 +443,7 @@ def _scan_autodiff(cell: Cell, params, projected, carry, valid):
     return jax.lax.scan(body, carry, (projected, valid))
 
 
-def time_chunk_size(steps: int, preferred: int = 16) -> int:
+def time_chunk_size(steps: int, preferred: int = 8) -> int:
     """Steps per chunk of the fused layers: a divisor of ``steps`` near ``preferred`` when there is
     one in ``[preferred / 2, 2 * preferred]``, else the size that pads the sequence least."""
     if steps <= preferred:
@@ -477,7 +476,8 @@ def _fused_step(cell, w, hidden_bias, carry, pre_t):
 
 
 def _scan_fused_forward(cell, w_in, bias, w, hidden_bias, x, carry0, valid):
-    # Saved for the backward pass: the cell's `saved` and h_prev, the hidden state before
+    # Saved for the backward pass: the cell's `saved` per step, and per chunk the hidden
+    # state it starts from; with the outputs they give h_prev, the hidden state before
     # each step (for the cell's backward and for dW_hidden = H_prev^T d_rec).
     def step(carry, inputs):
         pre_t, keep = inputs
@@ -485,15 +485,16 @@ def _scan_fused_forward(cell, w_in, bias, w, hidden_bias, x, carry0, valid):
         if keep is not None:
             y = jnp.where(keep[..., None], y, jnp.zeros_like(y))
             new_carry = _keep(keep, new_carry, carry)
-        return new_carry, (y, saved, cell.hidden(carry))
+        return new_carry, (y, saved)
 
     def chunk(carry, inputs):
         x_c, valid_c = inputs
         pre = jnp.dot(x_c, w_in) + bias  # every step of the chunk in one matmul
-        return jax.lax.scan(step, carry, (pre, valid_c))
+        new_carry, (y, saved) = jax.lax.scan(step, carry, (pre, valid_c))
+        return new_carry, (y, saved, cell.hidden(carry))
 
-    carry, (outputs, saved, h_prev) = jax.lax.scan(chunk, carry0, (x, valid))
-    return (carry, outputs), (w_in, w, hidden_bias is not None, saved, h_prev, x, valid)
+    carry, (outputs, saved, h_first) = jax.lax.scan(chunk, carry0, (x, valid))
+    return (carry, outputs), (w_in, w, hidden_bias is not None, saved, outputs, h_first, x, valid)
 
 
 def _rows(a):
@@ -501,7 +502,7 @@ def _rows(a):
 
 
 def _scan_fused_backward(cell, residuals, cotangents):
-    w_in, w, has_hidden_bias, saved, h_prev, x, valid = residuals
+    w_in, w, has_hidden_bias, saved, outputs, h_first, x, valid = residuals
     d_carry, d_outputs = cotangents
     w_t, w_in_t = w.T, w_in.T
     # Weight gradients are summed over the chunks in at least float32.
@@ -523,7 +524,11 @@ def _scan_fused_backward(cell, residuals, cotangents):
 
     def chunk(accumulated, inputs):
         d_carry, d_w_in, d_bias, d_w, d_hidden_bias = accumulated
-        saved_c, h_prev_c, x_c, d_y_c, valid_c = inputs
+        saved_c, outputs_c, h_first_c, x_c, d_y_c, valid_c = inputs
+        # The hidden state before each step is the previous step's output (the chunk's first
+        # state for its first step). Past a sequence's end the outputs are zeros instead, but
+        # nothing flows there (d_pre = d_rec = 0), and the real steps of a sequence come first.
+        h_prev_c = jnp.concatenate([h_first_c[None], outputs_c[:-1]], axis=0)
         d_carry, (d_pre, d_rec) = jax.lax.scan(step, d_carry, (saved_c, h_prev_c, d_y_c, valid_c), reverse=True)
         d_rec = d_pre if d_rec is None else d_rec
         d_w = d_w + jnp.dot(_rows(h_prev_c).T, _rows(d_rec), preferred_element_type=acc_dtype)
@@ -539,7 +544,7 @@ def _scan_fused_backward(cell, residuals, cotangents):
     initial = (d_carry, zeros(w_in), jnp.zeros((width,), acc_dtype), zeros(w),
                jnp.zeros((width,), acc_dtype) if has_hidden_bias else None)
     (d_carry0, d_w_in, d_bias, d_w, d_hidden_bias), d_x = jax.lax.scan(
-        chunk, initial, (saved, h_prev, x, d_outputs, valid), reverse=True)
+        chunk, initial, (saved, outputs, h_first, x, d_outputs, valid), reverse=True)
     cast = lambda a, like: None if a is None else a.astype(like.dtype)  # noqa: E731
     return (cast(d_w_in, w_in), cast(d_bias, w_in), cast(d_w, w), cast(d_hidden_bias, w), d_x.astype(x.dtype),
             d_carry0, None)
@@ -661,7 +666,7 @@ def RNN(cell: Cell, *, reverse: bool = False, return_carry: bool = True, time_ma
     ``implementation="fused"`` (the default) differentiates with the cells' hand-written
     backward steps (reverse mode only); ``"autodiff"`` lets JAX differentiate the scan,
     which also supports forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``).
-    ``time_chunk`` is the fused path's steps per chunk (``None``: about 16 on CPU, see
+    ``time_chunk`` is the fused path's steps per chunk (``None``: about 8 on CPU, see
     :func:`time_chunk_size`, and the whole sequence in one chunk on accelerators).
     """
     _check_cell("RNN", cell)

@@ -512,9 +512,9 @@ def test_bad_options():
 
 def test_time_chunk_size():
     assert nn.recurrent.time_chunk_size(5) == 5
-    assert nn.recurrent.time_chunk_size(100) == 20  # a divisor near 16: no padding
-    assert nn.recurrent.time_chunk_size(400) == 16
-    for steps in range(1, 1000):  # chunks of 8 to 32 steps, at most 7 steps of padding
+    assert nn.recurrent.time_chunk_size(100) == 10  # a divisor near 8: no padding
+    assert nn.recurrent.time_chunk_size(400) == 8
+    for steps in range(1, 1000):  # chunks of 4 to 16 steps, at most 3 steps of padding
         size = nn.recurrent.time_chunk_size(steps)
         padding = -(-steps // size) * size - steps
-        assert (size == steps if steps <= 16 else 8 <= size <= 32) and padding <= 7, (steps, size)
+        assert (size == steps if steps <= 8 else 4 <= size <= 16) and padding <= 3, (steps, size)
