@@ -10,12 +10,15 @@ The flax side gets the jdl weights, sliced per gate into flax's layout, so both 
 the same function; :func:`check_same` asserts equal losses and input gradients before
 anything is timed. Shapes: batch 64, input 128, hidden 256, float32 (or ``--dtype``);
 cases ``lstm_t{T}`` and ``gru_t{T}`` for sequence lengths T = 50, 100, 200, 400, so the
-records show how time grows with T and that compile time does not.
+records show how time grows with T and that compile time does not (``*_compile_only_s``:
+tracing and compiling ahead of time, nothing run; ``*_compile_s`` is the first call,
+which also runs once).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 
 import flax.linen as fnn
 import jax
@@ -33,16 +36,24 @@ TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2}
 class GradCall:
     """A zero-argument callable: one jitted forward + backward on fixed params and input."""
 
-    def __init__(self, loss, params, x):
+    def __init__(self, loss, params, x, cotangent):
+        # The cotangent is an argument, not a closed-over constant: a constant the size of the
+        # outputs would be embedded in the program and make compile time grow with the length.
         self.run = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
-        self.params, self.x = params, x
+        self.params, self.x, self.cotangent = params, x, cotangent
         self.donated = None  # nothing is donated: params and input are reused every call
 
     def __call__(self):
-        return self.run(self.params, self.x)
+        return self.run(self.params, self.x, self.cotangent)
 
     def compilations(self) -> int:
         return self.run._cache_size()
+
+    def compile_seconds(self) -> float:
+        """Trace and compile only (ahead of time, nothing run): what must not grow with the length."""
+        start = time.perf_counter()
+        self.run.lower(self.params, self.x, self.cotangent).compile()
+        return time.perf_counter() - start
 
 
 def flax_cell_params(params: dict, gates: str, lstm: bool) -> dict:
@@ -100,8 +111,8 @@ class RecurrentCase:
         layer = nn.RNN(cell, return_carry=False)
         params, _ = layer.init(init_key, x)
 
-        def jdl_loss(p, v):
-            return jnp.sum((layer.apply(p, {}, v)[0] * r).astype(jnp.float32))
+        def jdl_loss(p, v, cotangent):
+            return jnp.sum((layer.apply(p, {}, v)[0] * cotangent).astype(jnp.float32))
 
         flax_cell = (fnn.OptimizedLSTMCell if lstm else fnn.GRUCell)(HIDDEN, dtype=dtype, param_dtype=dtype)
         module = fnn.RNN(flax_cell)
@@ -110,12 +121,13 @@ class RecurrentCase:
         if jax.tree.map(jnp.shape, expected) != jax.tree.map(jnp.shape, ref_params):
             raise AssertionError(f"{self.name}: flax's params differ in shape from the mapped jdl params")
 
-        def ref_loss(p, v):
-            return jnp.sum((module.apply({"params": p}, v) * r).astype(jnp.float32))
+        def ref_loss(p, v, cotangent):
+            return jnp.sum((module.apply({"params": p}, v) * cotangent).astype(jnp.float32))
 
+        jdl_call, ref_call = GradCall(jdl_loss, params, x, r), GradCall(ref_loss, ref_params, x, r)
         return {
-            "jdl_call": GradCall(jdl_loss, params, x),
-            "ref_call": GradCall(ref_loss, ref_params, x),
+            "jdl_call": jdl_call,
+            "ref_call": ref_call,
             "ref_name": "flax",
             "check": functools.partial(check_same, dtype=config.dtype),
             "check_key": "agreement",
@@ -123,7 +135,8 @@ class RecurrentCase:
             "rounds": config.rounds or (self.quick_rounds if config.quick else self.rounds),
             "num_params": int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params))),
             "record": {"batch": BATCH, "time": self.steps, "input_features": FEATURES, "hidden": HIDDEN,
-                       "cell": self.kind_of_cell},
+                       "cell": self.kind_of_cell, "jdl_compile_only_s": jdl_call.compile_seconds(),
+                       "ref_compile_only_s": ref_call.compile_seconds()},
         }
 
 
