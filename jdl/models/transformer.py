@@ -241,11 +241,8 @@ class EncoderDecoderTransformer(Layer):
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"{where}: expected label_smoothing in [0, 1), got {label_smoothing}")
         logits, _ = self.apply(params, {}, (source_ids, self.shift_right(target_ids)), key=key, train=train)
-        vocab = self.config.target_vocab_size
-        targets = jax.nn.one_hot(target_ids, vocab, dtype=logits.dtype)
-        if label_smoothing:
-            targets = targets * (1.0 - label_smoothing) + label_smoothing / vocab
-        per_token = losses.softmax_cross_entropy(logits, targets)
+        per_token = losses.softmax_cross_entropy_with_integer_labels(logits, target_ids,
+                                                                     label_smoothing=label_smoothing)
         real = (target_ids != self.config.pad_id).astype(per_token.dtype)
         return jnp.sum(per_token * real) / jnp.maximum(jnp.sum(real), 1.0)
 
