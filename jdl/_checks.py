@@ -1,6 +1,7 @@
-"""Input validation shared by every layer, loss and metric.
+"""Input validation shared by every layer, loss and metric: each check under one name.
 
-Each check runs at trace time (on shapes and dtypes, never on values), so a bad input
+The first argument, ``where``, is the context that errors start with: a layer (its repr,
+``Dense(features=10)``) or a function's name (``"padding_mask"``). Each check runs at trace time (on shapes and dtypes, never on values), so a bad input
 fails with a message that names the function that saw it, what it expected and what it
 got, instead of an XLA error deep inside `jit`. Checks of values (token ids in range)
 run only on concrete arrays; under `jit` they cannot.
@@ -65,6 +66,37 @@ def check_same_shape(where: str, a: Any, b: Any, a_name: str, b_name: str) -> No
             f"{where}: expected {a_name} and {b_name} of the same shape (nothing is "
             f"broadcast), got {a_name} {tuple(a.shape)} and {b_name} {tuple(b.shape)}"
         )
+
+
+def check_same_dtype(where: Any, arrays: Any, what: str) -> None:
+    """Arrays of one dtype: nothing is cast to make them agree."""
+    dtypes = [jnp.dtype(a.dtype).name for a in arrays]
+    if len(set(dtypes)) > 1:
+        raise TypeError(f"{where}: expected {what} (nothing is cast), got {' and '.join(dtypes)}")
+
+
+def check_positive_int(where: Any, name: str, value: Any) -> None:
+    """A configuration size: a positive int (``True`` is not a size)."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{where}: expected {name} to be a positive int, got {value!r}")
+
+
+def check_rate(where: Any, name: str, value: Any) -> None:
+    """A probability that may be zero but not one (dropout, label smoothing): ``[0, 1)``."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{where}: expected {name} in [0, 1), got {value!r}")
+
+
+def check_choice(where: Any, name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{where}: expected {name} in {choices}, got {value!r}")
+
+
+def check_last_axis(where: Any, x: Any, size: int, source: str, what: str = "input") -> None:
+    """``x.shape[-1] == size``: an input that does not fit good params is the input's fault."""
+    if x.shape[-1] != size:
+        raise ValueError(f"{where}: expected {what} with last axis {size} ({source}), got {what} of shape "
+                         f"{tuple(x.shape)}")
 
 
 def check_keys(where: str, tree: Any, expected: set[str] | list[str], what: str = "params") -> None:

@@ -73,7 +73,7 @@ from jdl._checks import (
 )
 from jdl.models.sequence import _check_positive_int, masked_cross_entropy, sequence_mask
 from jdl.nn.attention import AdditiveAttention, additive_attention_keys
-from jdl.nn.core import Layer, make_layer
+from jdl.nn.core import _LegacyLayerBase, Layer, make_layer
 from jdl.nn.dense import Dense
 from jdl.nn.embed import Embedding
 from jdl.nn.recurrent import Bidirectional, Cell, GRUCell
@@ -98,7 +98,7 @@ def _real_ids(ids: Any, lengths: Any) -> Any:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class RNNEncoderDecoder(Layer):
+class RNNEncoderDecoder(_LegacyLayerBase):
     """A Bahdanau encoder-decoder (a :class:`~jdl.nn.Layer`), built by :func:`AttentionSeq2Seq`.
 
     ``init(key, source_ids) -> (params, {})``; ``apply(params, state, source_ids, *,

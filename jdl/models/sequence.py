@@ -50,7 +50,7 @@ from jdl._checks import (
     check_array, check_floating, check_integer, check_keys, check_lengths, check_min_rank, check_rank,
     check_token_ids, is_concrete,
 )
-from jdl.nn.core import Layer, child_key, make_layer
+from jdl.nn.core import _LegacyLayerBase, Layer, child_key, make_layer
 from jdl.nn.dense import Dense
 from jdl.nn.dropout import Dropout
 from jdl.nn.embed import Embedding
@@ -435,7 +435,7 @@ def SequenceTagger(num_tags: int, cell: Cell | Sequence[Cell], *, vocab_size: in
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)  # repr: the Layer's, its description
-class LanguageModel(Layer):
+class LanguageModel(_LegacyLayerBase):
     """A recurrent language model (a :class:`~jdl.nn.Layer`), built by :func:`CharLM`.
 
     ``apply(params, state, ids, *, key=None, train=False, lengths=None, initial_carry=None)

@@ -55,7 +55,7 @@ import numpy as np
 from jdl import decoding, losses
 from jdl._checks import check_keys, check_rank, check_token_ids
 from jdl.nn.attention import causal_mask, init_kv_cache, padding_mask
-from jdl.nn.core import Layer, child_key, make_layer
+from jdl.nn.core import _LegacyLayerBase, Layer, child_key, make_layer
 from jdl.nn.dense import Dense
 from jdl.nn.dropout import Dropout
 from jdl.nn.embed import Embedding, attend
@@ -138,7 +138,7 @@ class DecodeState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class EncoderDecoderTransformer(Layer):
+class EncoderDecoderTransformer(_LegacyLayerBase):
     """The model :func:`Transformer` builds; see the module docstring."""
 
     config: TransformerConfig

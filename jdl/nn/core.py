@@ -1,6 +1,6 @@
-"""The layer protocol and the combinators that build networks from layers.
+"""The layer protocol, the one generic params check, and the combinators.
 
-**The one rule.** A layer is an immutable value holding two pure functions:
+**The one rule.** A layer is an immutable value with two pure methods:
 
 * ``init(key, x) -> (params, state)``: ``x`` is an example input, an array or a
   ``jax.ShapeDtypeStruct`` (only its shape and dtype are read). ``params`` (trained) and
@@ -8,10 +8,20 @@
   readable keys, ``{}`` where there is nothing.
 * ``apply(params, state, x, *, key=None, train=False) -> (y, state)``: ``key`` is a PRNG
   key for stochastic layers (dropout needs one when ``train=True``); ``train`` switches
-  batch statistics and dropout on.
+  batch statistics and dropout on. ``y`` has one type whatever the keywords.
 
-Nothing else: no global state, no mutation, no hidden RNG. Combinators (``Sequential``,
-``Residual``, ``Parallel``, ``Concat``) are layers made of layers; they give every child a
+Every layer, combinator and model is a subclass of :class:`Layer`: a frozen dataclass
+whose fields are its configuration and its sub-layers, whose ``repr`` (the required
+fields and those that differ from their defaults) is the description errors use. A model
+with more entry points (``encode``, ``decode_step``, ``loss``) is the same kind of value
+with more methods. Params stay outside, as plain dicts.
+
+**Checks stated once.** :func:`check_params` compares a layer's params and state with
+what its own ``init`` gives for the input at hand (``jax.eval_shape``, memoised per layer
+and input shape), and names the layer and the first path that differs. A layer states its
+input checks in a short block at the top of ``apply``, then the math.
+
+Combinators (``Sequential``, ``Residual``, ``Parallel``, ``Concat``) give every child a
 name, pass it its own slice of params and state, and derive its PRNG key with
 ``jax.random.fold_in`` so that adding a layer never changes the randomness of another.
 
@@ -29,56 +39,137 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
-from jdl._checks import as_shape_struct, check_keys
+from jdl._checks import as_shape_struct, check_same_dtype
 
 Params = Any  # a nested dict of arrays
 State = Any  # a nested dict of arrays
 
+KW_ONLY = dataclasses.KW_ONLY
 
-@dataclasses.dataclass(frozen=True, eq=False)
+
+def _is_struct(leaf) -> bool:
+    return isinstance(leaf, jax.ShapeDtypeStruct)
+
+
+def shape_structs(x: Any) -> Any:
+    """Any pytree of arrays, tracers or ``jax.ShapeDtypeStruct`` as ``jax.ShapeDtypeStruct``."""
+    return jax.tree.map(as_shape_struct, x, is_leaf=_is_struct)
+
+
 class Layer:
-    """A layer: a pair of pure functions and a name.
+    """The base of every layer, combinator and model: a frozen dataclass with ``init``/``apply``.
 
-    Attributes:
-      init: ``init(key, x) -> (params, state)``.
-      apply: ``apply(params, state, x, *, key=None, train=False) -> (y, state)``.
-      name: the short name a combinator files this layer's params under (``"dense"``).
-      description: how the layer introduces itself in errors (``"Dense(features=10)"``).
+    Subclasses declare their configuration as annotated fields (they become frozen dataclass
+    fields; do not decorate them again), validate it in ``__post_init__``, and implement
+    ``init`` and ``apply``. Each declares a keyword-only ``name: str = "..."``, the key a
+    combinator files its params under (``"dense"`` gives ``"dense_0"``).
     """
 
-    init: Callable[..., tuple[Params, State]]
-    apply: Callable[..., tuple[Any, State]]
-    name: str
-    description: str
+    name: str = "layer"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        dataclasses.dataclass(frozen=True, repr=False)(cls)
+
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
+        raise NotImplementedError
+
+    def apply(self, params: Params, state: State, x: Any, *, key: jax.Array | None = None,
+              train: bool = False) -> tuple[Any, State]:
+        raise NotImplementedError
 
     def __repr__(self) -> str:
-        return self.description
+        shown = []
+        for field in dataclasses.fields(self):
+            if not field.repr or field.name == "name":
+                continue
+            value = getattr(self, field.name)
+            required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+            if required or not _same(value, field.default):
+                shown.append(f"{field.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    @property
+    def description(self) -> str:
+        """How the layer introduces itself in errors: ``Dense(features=10)``."""
+        return repr(self)
 
 
-def make_layer(
-    name: str,
-    description: str,
-    init: Callable[[jax.Array, jax.ShapeDtypeStruct], tuple[Params, State]],
-    apply: Callable[..., tuple[Any, State]],
-) -> Layer:
-    """Wrap a layer's own ``init`` so that it sees only the example's shape and dtype.
+def _same(value, default) -> bool:
+    try:
+        return bool(value == default)
+    except Exception:  # arrays and other values without a plain truth value
+        return value is default
 
-    ``init`` is then free of real compute on the example, and ``jax.eval_shape(layer.init,
-    key, x)`` gives the parameter shapes of any model without allocating them.
+
+# ----------------------------------------------------------------------------- the generic check
+
+
+@functools.lru_cache(maxsize=2048)
+def _expected_cached(layer: Layer, treedef, leaves: tuple) -> tuple[Params, State]:
+    return _expected_uncached(layer, treedef.unflatten(leaves))
+
+
+def _expected_uncached(layer: Layer, example: Any) -> tuple[Params, State]:
+    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+    return jax.eval_shape(layer.init, key, example)
+
+
+def expected_shapes(layer: Layer, x: Any) -> tuple[Params, State]:
+    """The shapes and dtypes of ``layer.init(key, x)``, traced once per layer and input shape."""
+    leaves, treedef = jax.tree.flatten(shape_structs(x), is_leaf=_is_struct)
+    try:
+        return _expected_cached(layer, treedef, tuple(leaves))
+    except TypeError as error:  # a layer with an unhashable field: trace every time
+        if "unhashable" not in str(error):
+            raise
+        return _expected_uncached(layer, shape_structs(x))
+
+
+def _path_text(what: str, path: tuple) -> str:
+    return what + "".join(f"[{entry!r}]" for entry in path)
+
+
+def _compare(layer: Layer, what: str, got: Any, want: Any, path: tuple = ()) -> None:
+    here = _path_text(what, path)
+    origin = f"are these {what} from another model?" if what == "params" else f"is this {what} from another model?"
+    if isinstance(want, Mapping):
+        if not isinstance(got, Mapping):
+            raise TypeError(f"{layer}: expected {here} to be a dict with keys {sorted(want)}, got "
+                            f"{type(got).__name__}; {origin}")
+        if set(got) != set(want):
+            raise ValueError(f"{layer}: expected {here} with keys {sorted(want)}, got keys {sorted(got)}; {origin}")
+        for name in sorted(want):
+            _compare(layer, what, got[name], want[name], path + (name,))
+        return
+    if not hasattr(got, "shape") or not hasattr(got, "dtype"):
+        raise TypeError(f"{layer}: expected {here} to be an array of shape {tuple(want.shape)}, got "
+                        f"{type(got).__name__}; {origin}")
+    if tuple(got.shape) != tuple(want.shape):
+        raise ValueError(f"{layer}: expected {here} of shape {tuple(want.shape)}, got {tuple(got.shape)}; {origin}")
+
+
+def check_params(layer: Layer, params: Params, state: State, x: Any) -> None:
+    """``params`` and ``state`` have the keys and shapes ``layer.init`` gives for input ``x``.
+
+    The one params check every layer calls at the top of ``apply`` (after its input
+    checks, so that an input that does not fit good params is reported as the input's
+    fault). Dtypes are not compared: params cast to bfloat16 are still the model's params.
+    Raises naming the layer and the first path that differs, at trace time.
     """
+    expected_params, expected_state = expected_shapes(layer, x)
+    _compare(layer, "params", params, expected_params)
+    _compare(layer, "state", state, expected_state)
 
-    def init_from_example(key, x):
-        # Any pytree of arrays (a layer's output may be nested: (outputs, (carry_f, carry_b))).
-        example = jax.tree.map(as_shape_struct, x, is_leaf=lambda leaf: isinstance(leaf, jax.ShapeDtypeStruct))
-        return init(key, example)
 
-    return Layer(init=init_from_example, apply=apply, name=name, description=description)
+# ----------------------------------------------------------------------------- helpers
 
 
 def output_shape(layer: Layer, params: Params, state: State, x: Any) -> Any:
@@ -91,17 +182,239 @@ def child_key(key: jax.Array | None, index: int) -> jax.Array | None:
     return None if key is None else jax.random.fold_in(key, index)
 
 
-def stateless(name: str, description: str, fn: Callable[[Any], Any], check: Callable[[Any], None] | None = None) -> Layer:
-    """A layer with no params and no state that applies ``fn`` to its input."""
+class Lambda(Layer):
+    """Lift a pure function of one input into a layer with no params (``Lambda(jnp.abs)``)."""
+
+    fn: Callable[[Any], Any]
+    _: KW_ONLY
+    name: str = "lambda"
+
+    def __repr__(self) -> str:
+        return f"Lambda({getattr(self.fn, '__name__', 'fn')})"
+
+    def init(self, key, x):
+        return {}, {}
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        check_params(self, params, state, x)
+        return self.fn(x), state
+
+
+# ----------------------------------------------------------------------------- combinators
+
+
+def _named_children(owner: str, layers: Any) -> tuple[tuple[str, Layer], ...]:
+    """Children as ``(name, layer)`` pairs: a mapping keeps its keys; a list names each
+    child ``<layer name>_<index>``."""
+    if isinstance(layers, Layer):
+        raise TypeError(f"{owner}: expected a list or dict of layers, got a single layer {layers}")
+    if isinstance(layers, Mapping):
+        children = tuple(layers.items())
+    elif isinstance(layers, Sequence) and layers and all(isinstance(c, tuple) and len(c) == 2 for c in layers) \
+            and all(isinstance(c[1], Layer) for c in layers):
+        children = tuple(layers)  # already (name, layer) pairs
+    else:
+        children = tuple((f"{layer.name}_{i}" if isinstance(layer, Layer) else str(i), layer)
+                         for i, layer in enumerate(layers))
+    if not children:
+        raise ValueError(f"{owner}: expected at least one layer, got none")
+    for child_name, layer in children:
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{owner}: expected every child to be a jdl Layer, got {type(layer).__name__} "
+                            f"for {child_name!r}")
+        if not isinstance(child_name, str):
+            raise TypeError(f"{owner}: expected string names for the layers, got {child_name!r}")
+    return children
+
+
+class _Branches(Layer):
+    """Children with names, each with its own params, state and key (the combinators' base)."""
+
+    layers: Any
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", _named_children(type(self).__name__, self.layers))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}([" + ", ".join(f"{n}={layer}" for n, layer in self.layers) + "])"
+
+    def init_children(self, key, x):
+        params, state = {}, {}
+        for index, (child_name, layer) in enumerate(self.layers):
+            params[child_name], state[child_name] = layer.init(jax.random.fold_in(key, index), x)
+        return params, state
+
+
+class Sequential(_Branches):
+    """Apply layers one after another: ``y = f_n(... f_2(f_1(x)))``.
+
+    ``layers`` is a list (children are named ``"<name>_<index>"``: ``"dense_0"``,
+    ``"relu_1"``) or a dict from name to layer (``{"encoder": ..., "head": ...}``).
+    Each child's init sees the output shape of the one before it, found with
+    ``jax.eval_shape``, so no real compute is spent on shape inference.
+    """
+
+    _: KW_ONLY
+    name: str = "sequential"
+
+    def init(self, key, x):
+        params, state = {}, {}
+        for index, (child_name, layer) in enumerate(self.layers):
+            params[child_name], state[child_name] = layer.init(jax.random.fold_in(key, index), x)
+            x = output_shape(layer, params[child_name], state[child_name], x)
+        return params, state
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        check_params(self, params, state, x)
+        new_state = {}
+        for index, (child_name, layer) in enumerate(self.layers):
+            x, new_state[child_name] = layer.apply(params[child_name], state[child_name], x,
+                                                   key=child_key(key, index), train=train)
+        return x, new_state
+
+
+class Parallel(_Branches):
+    """Apply every layer to the same input; the output is the tuple of their outputs."""
+
+    _: KW_ONLY
+    name: str = "parallel"
+
+    def init(self, key, x):
+        return self.init_children(key, x)
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        check_params(self, params, state, x)
+        outputs, new_state = [], {}
+        for index, (child_name, layer) in enumerate(self.layers):
+            out, new_state[child_name] = layer.apply(params[child_name], state[child_name], x,
+                                                     key=child_key(key, index), train=train)
+            outputs.append(out)
+        return tuple(outputs), new_state
+
+
+class Concat(_Branches):
+    """Apply every layer to the same input and concatenate the outputs along ``axis``.
+
+    This is an Inception block's join: branches may differ in size along ``axis`` only.
+    """
+
+    axis: int = -1
+    _: KW_ONLY
+    name: str = "concat"
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", axis={self.axis})"
+
+    def _concatenate(self, outputs):
+        check_same_dtype(self, outputs, "branch outputs of one dtype")
+        reference = outputs[0]
+        axis = self.axis % reference.ndim
+        for out in outputs[1:]:
+            if out.ndim != reference.ndim or any(a != b for i, (a, b) in enumerate(zip(out.shape, reference.shape))
+                                                 if i != axis):
+                raise ValueError(f"{self}: expected branch outputs that differ only along axis {self.axis}, got "
+                                 f"shapes {[tuple(o.shape) for o in outputs]}")
+        return jnp.concatenate(outputs, axis=self.axis)
+
+    def init(self, key, x):
+        params, state = self.init_children(key, x)
+        outputs = Parallel(self.layers).apply  # fail at init, not at first use
+        jax.eval_shape(lambda p, s, v: self._concatenate(outputs(p, s, v)[0]), params, state, x)
+        return params, state
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        outputs, state = Parallel(self.layers).apply(params, state, x, key=key, train=train)
+        return self._concatenate(outputs), state
+
+
+class Residual(Layer):
+    """``y = layer(x) + shortcut(x)`` (He et al., 2016); the shortcut is the identity by default.
+
+    Params are ``{"main": ..., "shortcut": ...}`` (no ``"shortcut"`` entry for the identity).
+    The two branches must give the same shape and dtype: nothing is broadcast or cast.
+    """
+
+    layer: Layer
+    shortcut: Layer | None = None
+    _: KW_ONLY
+    name: str = "residual"
+
+    def __repr__(self) -> str:
+        return f"Residual({self.layer}" + (f", shortcut={self.shortcut})" if self.shortcut else ")")
+
+    @property
+    def _branches(self) -> dict[str, Layer]:
+        return {"main": self.layer} if self.shortcut is None else {"main": self.layer, "shortcut": self.shortcut}
+
+    def _check_sum(self, main_out, skip_out, x) -> None:
+        check_same_dtype(self, [main_out, skip_out], "the main branch and the shortcut to give the same dtype for the sum")
+        if main_out.shape != skip_out.shape:
+            raise ValueError(
+                f"{self}: expected the main branch to keep the shape of its input {tuple(x.shape)} for the sum, "
+                f"got {tuple(main_out.shape)} from the main branch and {tuple(skip_out.shape)} from the shortcut; "
+                f"give a shortcut layer that matches them")
+
+    def init(self, key, x):
+        params, state = {}, {}
+        for index, (branch, child) in enumerate(self._branches.items()):
+            params[branch], state[branch] = child.init(jax.random.fold_in(key, index), x)
+        main_out = output_shape(self.layer, params["main"], state["main"], x)
+        skip_out = output_shape(self.shortcut, params["shortcut"], state["shortcut"], x) if self.shortcut else x
+        self._check_sum(main_out, skip_out, x)
+        return params, state
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        check_params(self, params, state, x)
+        new_state = {}
+        main_out, new_state["main"] = self.layer.apply(params["main"], state["main"], x, key=child_key(key, 0),
+                                                       train=train)
+        skip_out = x
+        if self.shortcut is not None:
+            skip_out, new_state["shortcut"] = self.shortcut.apply(params["shortcut"], state["shortcut"], x,
+                                                                  key=child_key(key, 1), train=train)
+        self._check_sum(main_out, skip_out, x)
+        return main_out + skip_out, new_state
+
+
+# ----------------------------------------------------------------------------- TRANSITIONAL (removed once every
+# layer is a Layer subclass): the old closure factories, so that unconverted files still import.
+
+
+class _FunctionLayer(Layer):
+    init_fn: Callable
+    apply_fn: Callable
+    label: str
+    name: str
+
+    def __repr__(self) -> str:
+        return self.label
+
+    def __hash__(self):
+        return id(self)
+
+    def __eq__(self, other):
+        return self is other
+
+    def init(self, key, x):
+        return self.init_fn(key, shape_structs(x))
+
+    def apply(self, params, state, x, **kwargs):
+        return self.apply_fn(params, state, x, **kwargs)
+
+
+def make_layer(name, description, init, apply):
+    return _FunctionLayer(init, apply, description, name)
+
+
+def stateless(name, description, fn, check=None):
+    from jdl._checks import check_keys
 
     def init(key, x):
-        del key
         if check is not None:
             check(x)
         return {}, {}
 
     def apply(params, state, x, *, key=None, train=False):
-        del key, train
         check_keys(description, params, set(), "params")
         check_keys(description, state, set(), "state")
         if check is not None:
@@ -111,170 +424,12 @@ def stateless(name: str, description: str, fn: Callable[[Any], Any], check: Call
     return make_layer(name, description, init, apply)
 
 
-def Lambda(fn: Callable[[Any], Any], name: str = "lambda") -> Layer:
-    """Lift a pure function of one input into a layer with no params (``Lambda(jnp.abs)``)."""
-    return stateless(name, f"Lambda({getattr(fn, '__name__', 'fn')})", fn)
+@dataclasses.dataclass(frozen=True, eq=False)
+class _LegacyLayerBase:
+    init: Callable
+    apply: Callable
+    name: str
+    description: str
 
-
-def _named_children(layers: Sequence[Layer] | Mapping[str, Layer], owner: str):
-    """Children as ``(name, layer)`` pairs, their names, and the combinator's description.
-
-    A mapping keeps its keys; a list names each child ``<layer name>_<index>``.
-    """
-    if isinstance(layers, Layer):
-        raise TypeError(f"{owner}: expected a list or dict of layers, got a single layer {layers}")
-    if isinstance(layers, Mapping):
-        children = list(layers.items())
-    else:
-        children = [(f"{layer.name}_{i}" if isinstance(layer, Layer) else str(i), layer) for i, layer in enumerate(layers)]
-    if not children:
-        raise ValueError(f"{owner}: expected at least one layer, got none")
-    for child_name, layer in children:
-        if not isinstance(layer, Layer):
-            raise TypeError(f"{owner}: expected every child to be a jdl Layer, got {type(layer).__name__} for {child_name!r}")
-        if not isinstance(child_name, str):
-            raise TypeError(f"{owner}: expected string names for the layers, got {child_name!r}")
-    names = [child_name for child_name, _ in children]
-    description = f"{owner}([" + ", ".join(f"{n}={layer}" for n, layer in children) + "])"
-    return children, names, description
-
-
-def Sequential(layers: Sequence[Layer] | Mapping[str, Layer], name: str = "sequential") -> Layer:
-    """Apply layers one after another: ``y = f_n(... f_2(f_1(x)))``.
-
-    ``layers`` is a list (children are named ``"<name>_<index>"``: ``"dense_0"``,
-    ``"relu_1"``) or a dict from name to layer (``{"encoder": ..., "head": ...}``).
-    Each child's init sees the output shape of the one before it, found with
-    ``jax.eval_shape``, so no real compute is spent on shape inference.
-    """
-    children, names, description = _named_children(layers, "Sequential")
-
-    def init(key, x):
-        params, state = {}, {}
-        for index, (child_name, layer) in enumerate(children):
-            params[child_name], state[child_name] = layer.init(jax.random.fold_in(key, index), x)
-            x = output_shape(layer, params[child_name], state[child_name], x)
-        return params, state
-
-    def apply(params, state, x, *, key=None, train=False):
-        check_keys(description, params, names, "params")
-        check_keys(description, state, names, "state")
-        new_state = {}
-        for index, (child_name, layer) in enumerate(children):
-            x, new_state[child_name] = layer.apply(
-                params[child_name], state[child_name], x, key=child_key(key, index), train=train
-            )
-        return x, new_state
-
-    return make_layer(name, description, init, apply)
-
-
-def Residual(layer: Layer, shortcut: Layer | None = None, name: str = "residual") -> Layer:
-    """``y = layer(x) + shortcut(x)`` (He et al., 2016); the shortcut is the identity by default.
-
-    Params are ``{"main": ..., "shortcut": ...}`` (no ``"shortcut"`` entry for the identity).
-    The two branches must give the same shape: nothing is broadcast.
-    """
-    description = f"Residual({layer}" + (f", shortcut={shortcut})" if shortcut else ")")
-    branches = {"main": layer} if shortcut is None else {"main": layer, "shortcut": shortcut}
-
-    def check_shapes(main_out, skip_out, x):
-        if main_out.dtype != skip_out.dtype:
-            raise TypeError(
-                f"{description}: expected the main branch and the shortcut to give the same dtype for "
-                f"the sum (nothing is cast), got {main_out.dtype} and {skip_out.dtype}"
-            )
-        if main_out.shape != skip_out.shape:
-            raise ValueError(
-                f"{description}: expected the main branch to keep the shape of its input "
-                f"{tuple(x.shape)} for the sum, got {tuple(main_out.shape)} from the main branch and "
-                f"{tuple(skip_out.shape)} from the shortcut; give a shortcut layer that matches them"
-            )
-
-    def init(key, x):
-        params, state = {}, {}
-        for index, (branch, child) in enumerate(branches.items()):
-            params[branch], state[branch] = child.init(jax.random.fold_in(key, index), x)
-        main_out = output_shape(layer, params["main"], state["main"], x)
-        skip_out = output_shape(shortcut, params["shortcut"], state["shortcut"], x) if shortcut else x
-        check_shapes(main_out, skip_out, x)
-        return params, state
-
-    def apply(params, state, x, *, key=None, train=False):
-        check_keys(description, params, branches, "params")
-        check_keys(description, state, branches, "state")
-        new_state = {}
-        main_out, new_state["main"] = layer.apply(params["main"], state["main"], x, key=child_key(key, 0), train=train)
-        if shortcut is None:
-            skip_out = x
-        else:
-            skip_out, new_state["shortcut"] = shortcut.apply(
-                params["shortcut"], state["shortcut"], x, key=child_key(key, 1), train=train
-            )
-        check_shapes(main_out, skip_out, x)
-        return main_out + skip_out, new_state
-
-    return make_layer(name, description, init, apply)
-
-
-def Parallel(layers: Sequence[Layer] | Mapping[str, Layer], name: str = "parallel") -> Layer:
-    """Apply every layer to the same input; the output is the tuple of their outputs."""
-    children, names, description = _named_children(layers, "Parallel")
-
-    def init(key, x):
-        params, state = {}, {}
-        for index, (child_name, layer) in enumerate(children):
-            params[child_name], state[child_name] = layer.init(jax.random.fold_in(key, index), x)
-        return params, state
-
-    def apply(params, state, x, *, key=None, train=False):
-        check_keys(description, params, names, "params")
-        check_keys(description, state, names, "state")
-        outputs, new_state = [], {}
-        for index, (child_name, layer) in enumerate(children):
-            out, new_state[child_name] = layer.apply(
-                params[child_name], state[child_name], x, key=child_key(key, index), train=train
-            )
-            outputs.append(out)
-        return tuple(outputs), new_state
-
-    return make_layer(name, description, init, apply)
-
-
-def Concat(layers: Sequence[Layer] | Mapping[str, Layer], axis: int = -1, name: str = "concat") -> Layer:
-    """Apply every layer to the same input and concatenate the outputs along ``axis``.
-
-    This is an Inception block's join: branches may differ in size along ``axis`` only.
-    """
-    branches = Parallel(layers, name=name)
-    description = branches.description.replace("Parallel(", "Concat(", 1)[:-1] + f", axis={axis})"
-
-    def concatenate(outputs):
-        reference = outputs[0]
-        if len({out.dtype for out in outputs}) > 1:
-            raise TypeError(
-                f"{description}: expected branch outputs of one dtype (nothing is cast), got "
-                f"{[str(out.dtype) for out in outputs]}"
-            )
-        for out in outputs[1:]:
-            same_rank = out.ndim == reference.ndim
-            other_axes_match = same_rank and all(
-                a == b for i, (a, b) in enumerate(zip(out.shape, reference.shape)) if i != axis % reference.ndim
-            )
-            if not other_axes_match:
-                raise ValueError(
-                    f"{description}: expected branch outputs that differ only along axis {axis}, got shapes "
-                    f"{[tuple(o.shape) for o in outputs]}"
-                )
-        return jnp.concatenate(outputs, axis=axis)
-
-    def init(key, x):
-        params, state = branches.init(key, x)
-        jax.eval_shape(concatenate, output_shape(branches, params, state, x))  # fail at init, not at first use
-        return params, state
-
-    def apply(params, state, x, *, key=None, train=False):
-        outputs, state = branches.apply(params, state, x, key=key, train=train)
-        return concatenate(outputs), state
-
-    return make_layer(name, description, init, apply)
+    def __repr__(self) -> str:
+        return self.description

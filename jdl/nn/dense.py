@@ -15,12 +15,14 @@ Example:
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import jax
 import jax.numpy as jnp
 
 from jdl import init as initializers
-from jdl._checks import check_floating, check_kernel_matches_input, check_keys, check_min_rank, check_param_shape
-from jdl.nn.core import Layer, make_layer
+from jdl._checks import check_floating, check_last_axis, check_min_rank, check_positive_int
+from jdl.nn.core import KW_ONLY, Layer, check_params
 
 
 def init_kernel_and_bias(key, kernel_shape, use_bias, kernel_init, bias_init, param_dtype) -> dict:
@@ -32,16 +34,21 @@ def init_kernel_and_bias(key, kernel_shape, use_bias, kernel_init, bias_init, pa
     return params
 
 
-def Dense(
-    features: int,
-    *,
-    use_bias: bool = True,
-    kernel_init=initializers.lecun_normal(),
-    bias_init=initializers.zeros,
-    param_dtype=jnp.float32,
-    dtype=None,
-    name: str = "dense",
-) -> Layer:
+def check_features(where, x, layout: str = "..., in_features") -> None:
+    """A floating input with at least one axis and at least one feature on the last."""
+    check_floating(where, x)
+    check_min_rank(where, x, 1, layout)
+    if x.shape[-1] == 0:
+        raise ValueError(f"{where}: expected input with at least one feature, got shape {tuple(x.shape)}")
+
+
+def in_features_of(params, name: str = "w") -> int | None:
+    """The input size a kernel ``params[name]`` of shape ``(in_features, ...)`` was made for."""
+    w = params.get(name) if isinstance(params, dict) else None
+    return w.shape[0] if getattr(w, "ndim", 0) >= 1 else None
+
+
+class Dense(Layer):
     """A fully connected layer, ``y = x W + b``, with params ``{"w": (in, features), "b": (features,)}``.
 
     Args:
@@ -52,33 +59,35 @@ def Dense(
       param_dtype: dtype of the params.
       dtype: dtype of the computation; ``None`` promotes the input's and the params'.
     """
-    if not isinstance(features, int) or features <= 0:
-        raise ValueError(f"Dense: expected features to be a positive int, got {features!r}")
-    description = f"Dense(features={features})"
-    keys = ["w", "b"] if use_bias else ["w"]
 
-    def check_input(x):
-        check_floating(description, x)
-        check_min_rank(description, x, 1, "..., in_features")
-        if x.shape[-1] == 0:
-            raise ValueError(f"{description}: expected input with at least one feature, got shape {tuple(x.shape)}")
+    features: int
+    _: KW_ONLY
+    use_bias: bool = True
+    kernel_init: Callable = initializers.lecun_normal()
+    bias_init: Callable = initializers.zeros
+    param_dtype: Any = jnp.float32
+    dtype: Any = None
+    name: str = "dense"
 
-    def init(key, x):
-        check_input(x)
-        return init_kernel_and_bias(key, (x.shape[-1], features), use_bias, kernel_init, bias_init, param_dtype), {}
+    def __post_init__(self):
+        check_positive_int("Dense", "features", self.features)
 
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        check_input(x)
-        check_keys(description, params, keys)
-        check_keys(description, state, [], "state")
+    def init(self, key, x):
+        check_features(self, x)
+        params = init_kernel_and_bias(key, (x.shape[-1], self.features), self.use_bias, self.kernel_init,
+                                      self.bias_init, self.param_dtype)
+        return params, {}
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        check_features(self, x)
+        in_features = in_features_of(params)
+        if in_features is not None and params["w"].shape[-1] == self.features:
+            check_last_axis(self, x, in_features, "the params' in_features")
+        check_params(self, params, state, x)
+
         w = params["w"]
-        check_kernel_matches_input(description, w, x, features)
-        compute_dtype = dtype or jnp.result_type(x.dtype, w.dtype)
+        compute_dtype = self.dtype or jnp.result_type(x.dtype, w.dtype)
         y = jnp.dot(x.astype(compute_dtype), w.astype(compute_dtype))
-        if use_bias:
-            check_param_shape(description, params["b"], (features,), "b")
+        if self.use_bias:
             y = y + params["b"].astype(compute_dtype)
         return y, state
-
-    return make_layer(name, description, init, apply)
