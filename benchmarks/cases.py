@@ -4,10 +4,11 @@ A train step is forward, softmax cross-entropy, backward and an Adam(1e-3) updat
 jitted with the train state donated. Both sides run the very same step function
 (:func:`make_train_steps`); the model, loss and optimizer differ:
 
-* jdl: ``jdl.nn`` layers, ``jdl.losses.softmax_cross_entropy_with_integer_labels`` and
-  ``jdl.optim.adam``;
-* reference: ``flax.linen`` modules, ``optax.losses.softmax_cross_entropy_with_integer_labels``
-  and ``optax.adam``.
+* jdl: the model as ``jdl.nn`` layers (the MNIST-1D models are the experiment's own,
+  imported from ``experiments/mnist1d.py``), ``jdl.losses.softmax_cross_entropy_with_integer_labels``
+  and ``jdl.optim.adam``;
+* reference: its twin written with ``flax.linen`` modules (the anchor: written here, from
+  flax's pieces), ``optax.losses.softmax_cross_entropy_with_integer_labels`` and ``optax.adam``.
 
 The reference starts from the jdl weights, copied in (``kernel = w``, ``bias = b``), so
 that both sides train the same network on the same batches; :func:`check_losses` asserts
@@ -15,9 +16,9 @@ that their losses agree before anything is timed.
 
 Cases (batch 256):
 
-* ``mlp_train_step``: the MNIST-1D MLP of ``experiments/mnist1d.py``, 40-100-100-10.
-* ``cnn_train_step``: the MNIST-1D CNN of ``experiments/mnist1d.py``: three ``Conv1D``
-  (25 channels, kernels 5/3/3, stride 2, padding 1) with ReLU, flatten, ``Dense(10)``.
+* ``mlp_train_step``: the MNIST-1D MLP, 40-100-100-10;
+* ``cnn_train_step``: the MNIST-1D CNN: three ``Conv1D`` (25 channels, kernels 5/3/3,
+  stride 2, padding 1) with ReLU, flatten, ``Dense(10)``;
 * ``cnn2d_train_step``: a LeNet-style CNN on 28x28x1 images: ``Conv2D(32, 3x3, SAME)``,
   ReLU, 2x2 max pool, ``Conv2D(64, 3x3, SAME)``, ReLU, 2x2 max pool, ``Dense(128)``,
   ReLU, ``Dense(10)``.
@@ -36,7 +37,9 @@ import numpy as np
 import optax
 
 import jdl
+from experiments.mnist1d import make_model
 from jdl import nn
+from jdl.models import count_params
 
 NUM_CLASSES = 10
 LEARNING_RATE = 1e-3
@@ -56,68 +59,12 @@ class Config:
 
 
 # --------------------------------------------------------------------------- the models
-# The jdl models are those of experiments/mnist1d.py (make_model), with a param dtype and
-# a conv implementation to choose; the flax twins name their layers like the jdl dict keys.
+# The jdl side of the MNIST-1D cases is experiments/mnist1d.py's make_model, so the benchmark
+# times the experiment's models; the flax twins name their layers like the jdl dict keys.
 
 
-def jdl_mlp(param_dtype, conv_implementation) -> nn.Layer:
-    del conv_implementation
-    he = jdl.init.he_normal()
-    return nn.Sequential({
-        "hidden_1": nn.Dense(100, kernel_init=he, param_dtype=param_dtype),
-        "relu_1": nn.ReLU(),
-        "hidden_2": nn.Dense(100, kernel_init=he, param_dtype=param_dtype),
-        "relu_2": nn.ReLU(),
-        "output": nn.Dense(NUM_CLASSES, param_dtype=param_dtype),
-    })
-
-
-class FlaxMLP(fnn.Module):
-    dtype: Any
-    param_dtype: Any
-
-    @fnn.compact
-    def __call__(self, x):
-        dense = functools.partial(fnn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
-        x = fnn.relu(dense(100, name="hidden_1")(x))
-        x = fnn.relu(dense(100, name="hidden_2")(x))
-        return dense(NUM_CLASSES, name="output")(x)
-
-
-def jdl_cnn(param_dtype, conv_implementation) -> nn.Layer:
-    he = jdl.init.he_normal()
-    conv = functools.partial(nn.Conv1D, strides=2, padding=1, kernel_init=he, param_dtype=param_dtype,
-                             implementation=conv_implementation)
-    return nn.Sequential({
-        "channels": nn.Reshape((40, 1)),
-        "conv_1": conv(25, 5),
-        "relu_1": nn.ReLU(),
-        "conv_2": conv(25, 3),
-        "relu_2": nn.ReLU(),
-        "conv_3": conv(25, 3),
-        "relu_3": nn.ReLU(),
-        "flatten": nn.Flatten(),
-        "output": nn.Dense(NUM_CLASSES, param_dtype=param_dtype),
-    })
-
-
-class FlaxCNN(fnn.Module):
-    dtype: Any
-    param_dtype: Any
-
-    @fnn.compact
-    def __call__(self, x):
-        conv = functools.partial(fnn.Conv, strides=(2,), padding=((1, 1),), dtype=self.dtype,
-                                 param_dtype=self.param_dtype)
-        x = x.reshape(x.shape[0], 40, 1)
-        x = fnn.relu(conv(25, (5,), name="conv_1")(x))
-        x = fnn.relu(conv(25, (3,), name="conv_2")(x))
-        x = fnn.relu(conv(25, (3,), name="conv_3")(x))
-        x = x.reshape(x.shape[0], -1)
-        return fnn.Dense(NUM_CLASSES, dtype=self.dtype, param_dtype=self.param_dtype, name="output")(x)
-
-
-def jdl_cnn2d(param_dtype, conv_implementation) -> nn.Layer:
+def lenet(*, param_dtype, conv_implementation) -> nn.Layer:
+    """The 28x28x1 CNN of ``cnn2d_train_step`` (no experiment trains it)."""
     conv = functools.partial(nn.Conv2D, kernel_size=3, padding="SAME", param_dtype=param_dtype,
                              implementation=conv_implementation)
     return nn.Sequential({
@@ -134,20 +81,44 @@ def jdl_cnn2d(param_dtype, conv_implementation) -> nn.Layer:
     })
 
 
-class FlaxCNN2D(fnn.Module):
-    dtype: Any
-    param_dtype: Any
+class FlaxTwin(fnn.Module):
+    """A flax.linen twin of a jdl model, computing in ``dtype`` with params in ``param_dtype``."""
 
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def dense(self, features: int, name: str) -> fnn.Dense:
+        return fnn.Dense(features, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+
+
+class FlaxMLP(FlaxTwin):
+    @fnn.compact
+    def __call__(self, x):
+        x = fnn.relu(self.dense(100, "hidden_1")(x))
+        x = fnn.relu(self.dense(100, "hidden_2")(x))
+        return self.dense(NUM_CLASSES, "output")(x)
+
+
+class FlaxCNN(FlaxTwin):
+    @fnn.compact
+    def __call__(self, x):
+        conv = functools.partial(fnn.Conv, strides=(2,), padding=((1, 1),), dtype=self.dtype,
+                                 param_dtype=self.param_dtype)
+        x = x.reshape(x.shape[0], 40, 1)
+        for index, width in enumerate((5, 3, 3), start=1):
+            x = fnn.relu(conv(25, (width,), name=f"conv_{index}")(x))
+        return self.dense(NUM_CLASSES, "output")(x.reshape(x.shape[0], -1))
+
+
+class FlaxLeNet(FlaxTwin):
     @fnn.compact
     def __call__(self, x):
         conv = functools.partial(fnn.Conv, kernel_size=(3, 3), padding="SAME", dtype=self.dtype,
                                  param_dtype=self.param_dtype)
-        dense = functools.partial(fnn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
         x = fnn.max_pool(fnn.relu(conv(32, name="conv_1")(x)), (2, 2), strides=(2, 2))
         x = fnn.max_pool(fnn.relu(conv(64, name="conv_2")(x)), (2, 2), strides=(2, 2))
-        x = x.reshape(x.shape[0], -1)
-        x = fnn.relu(dense(128, name="hidden")(x))
-        return dense(NUM_CLASSES, name="output")(x)
+        x = fnn.relu(self.dense(128, "hidden")(x.reshape(x.shape[0], -1)))
+        return self.dense(NUM_CLASSES, "output")(x)
 
 
 # --------------------------------------------------------------------------- the train step
@@ -213,21 +184,21 @@ def flax_loss_of(module: fnn.Module) -> Callable:
     return loss_of
 
 
-def flax_params_from_jdl(jdl_params: dict) -> dict:
-    """The jdl weights as flax params: ``{layer: {"kernel": w, "bias": b}}``, copied.
+# jdl's param names -> flax's: Dense/Conv kernel and bias, LayerNorm scale and bias.
+FLAX_NAMES = {"w": "kernel", "b": "bias", "gamma": "scale", "beta": "bias"}
 
+
+def flax_params_from_jdl(tree):
+    """The jdl params with flax's names, e.g. ``{layer: {"kernel": w, "bias": b}}``, copied.
+
+    Layers without params (ReLU, Flatten: ``{}``) have no entry in flax, so none here.
     Copies, not views: each side donates its own train state, which would delete buffers
     the other side still holds.
     """
-    converted = {}
-    for layer_name, layer_params in jdl_params.items():
-        if not layer_params:
-            continue  # ReLU, Flatten, ...: no params
-        if set(layer_params) != {"w", "b"}:
-            raise ValueError(f"flax_params_from_jdl: expected {{'w', 'b'}} in {layer_name!r}, got {sorted(layer_params)}")
-        converted[layer_name] = {"kernel": jnp.array(layer_params["w"], copy=True),
-                                 "bias": jnp.array(layer_params["b"], copy=True)}
-    return converted
+    if isinstance(tree, dict):
+        return {FLAX_NAMES.get(name, name): flax_params_from_jdl(value) for name, value in tree.items()
+                if jax.tree.leaves(value)}
+    return jnp.array(tree, copy=True)
 
 
 def _shapes(tree) -> Any:
@@ -266,12 +237,44 @@ def check_losses(jdl_out, ref_out, dtype: str) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """How much to time: ``steps_per_call`` train steps per call (a ``lax.scan``), ``rounds`` calls per side."""
+    """How much to time: train steps per call (one ``lax.scan``) and timed rounds (calls) per side."""
 
     steps_per_call: int = 50
     rounds: int = 31
-    quick_steps_per_call: int = 20
-    quick_rounds: int = 11
+    quick_steps_per_call: int = 20  # under --quick
+    quick_rounds: int = 11  # under --quick
+
+    def choose(self, config: Config) -> tuple[int, int]:
+        """``(steps_per_call, rounds)`` of this run: the command line's where given, else the budget's."""
+        steps = config.steps_per_call or (self.quick_steps_per_call if config.quick else self.steps_per_call)
+        rounds = config.rounds or (self.quick_rounds if config.quick else self.rounds)
+        return steps, rounds
+
+
+def train_step_case(jdl_loss: Callable, params, state, ref_loss: Callable, ref_params, xs, ys, *, steps: int,
+                    rounds: int, dtype: str, record: dict) -> dict:
+    """What the runner needs of a train-step case: each side's :class:`TrainLoop` (``jdl.optim.adam``
+    and ``optax.adam``) on the same batches, the loss check, the budget and the record's extra keys."""
+    jdl_optimizer, ref_optimizer = jdl.optim.adam(LEARNING_RATE), optax.adam(LEARNING_RATE)
+    return {
+        "jdl_call": TrainLoop(jdl_loss, jdl_optimizer, jdl.optim.apply_updates,
+                              (params, state, jdl_optimizer.init(params)), xs, ys),
+        "ref_call": TrainLoop(ref_loss, ref_optimizer, optax.apply_updates,
+                              (ref_params, {}, ref_optimizer.init(ref_params)), xs, ys),
+        "check": functools.partial(check_losses, dtype=dtype),
+        "steps_per_call": steps,
+        "rounds": rounds,
+        "num_params": count_params(params),
+        "record": record,
+    }
+
+
+def check_twin(name: str, module: fnn.Module, example_args: tuple, ref_params) -> None:
+    """Raise unless the flax twin's own params (shapes and dtypes) are those copied in from jdl."""
+    expected = jax.eval_shape(module.init, jax.random.key(0), *example_args)["params"]
+    if _shapes(expected) != _shapes(ref_params):
+        raise AssertionError(f"{name}: the flax twin's params {_shapes(expected)} differ from the jdl model's "
+                             f"{_shapes(ref_params)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,7 +284,7 @@ class Case:
     name: str
     description: str
     input_shape: tuple[int, ...]  # one example
-    jdl_model: Callable[[Any, str], nn.Layer]  # (param_dtype, conv_implementation) -> layer
+    jdl_model: Callable[..., nn.Layer]  # (*, param_dtype, conv_implementation) -> layer
     flax_module: type
     batch: int = 256
     budget: Budget = Budget()
@@ -290,9 +293,7 @@ class Case:
     kind: str = "train_step"  # the records' "kind"; benchmarks/optim_cases.py has "optimizer_update"
 
     def settings(self, config: Config) -> tuple[int, int]:
-        budget = self.backend_budgets.get(jax.default_backend(), self.budget)
-        steps = config.steps_per_call or (budget.quick_steps_per_call if config.quick else budget.steps_per_call)
-        rounds = config.rounds or (budget.quick_rounds if config.quick else budget.rounds)
+        steps, rounds = self.backend_budgets.get(jax.default_backend(), self.budget).choose(config)
         return max(steps, 2), rounds  # two steps at least: the loss check compares two
 
     def build(self, config: Config) -> dict:
@@ -304,41 +305,24 @@ class Case:
         xs = jax.random.normal(x_key, (steps, self.batch) + self.input_shape, jnp.float32).astype(dtype)
         ys = jax.random.randint(y_key, (steps, self.batch), 0, NUM_CLASSES, jnp.int32)
         example = jax.ShapeDtypeStruct((self.batch,) + self.input_shape, dtype)
-        model = self.jdl_model(dtype, config.conv_implementation)
+        model = self.jdl_model(param_dtype=dtype, conv_implementation=config.conv_implementation)
         params, state = model.init(init_key, example)
-        jdl_optimizer = jdl.optim.adam(LEARNING_RATE)
-        jdl_loop = TrainLoop(jdl_loss_of(model), jdl_optimizer, jdl.optim.apply_updates,
-                             (params, state, jdl_optimizer.init(params)), xs, ys)
-
         module = self.flax_module(dtype=dtype, param_dtype=dtype)
         ref_params = flax_params_from_jdl(params)
-        expected = jax.eval_shape(module.init, init_key, example)["params"]
-        if _shapes(expected) != _shapes(ref_params):
-            raise AssertionError(f"{self.name}: the flax twin's params {_shapes(expected)} differ from the jdl "
-                                 f"model's {_shapes(ref_params)}")
-        optimizer = optax.adam(LEARNING_RATE)
-        ref_loop = TrainLoop(flax_loss_of(module), optimizer, optax.apply_updates,
-                             (ref_params, {}, optimizer.init(ref_params)), xs, ys)
-
-        return {
-            "jdl_call": jdl_loop,
-            "ref_call": ref_loop,
-            "check": functools.partial(check_losses, dtype=config.dtype),
-            "steps_per_call": steps,
-            "rounds": rounds,
-            "num_params": int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params))),
-            "record": {"batch": self.batch, "jdl_conv_implementation": config.conv_implementation},
-        }
+        check_twin(self.name, module, (example,), ref_params)
+        return train_step_case(jdl_loss_of(model), params, state, flax_loss_of(module), ref_params, xs, ys,
+                               steps=steps, rounds=rounds, dtype=config.dtype,
+                               record={"batch": self.batch, "jdl_conv_implementation": config.conv_implementation})
 
 
 CASES = {
     case.name: case
     for case in (
-        Case("mlp_train_step", "MNIST-1D MLP 40-100-100-10", (40,), jdl_mlp, FlaxMLP),
+        Case("mlp_train_step", "MNIST-1D MLP 40-100-100-10", (40,), functools.partial(make_model, "mlp"), FlaxMLP),
         Case("cnn_train_step", "MNIST-1D CNN: 3x Conv1D(25; k 5/3/3, stride 2, pad 1), Dense(10)", (40,),
-             jdl_cnn, FlaxCNN),
+             functools.partial(make_model, "cnn"), FlaxCNN),
         Case("cnn2d_train_step", "28x28x1 CNN: Conv2D 32, pool, Conv2D 64, pool, Dense 128, Dense 10",
-             (28, 28, 1), jdl_cnn2d, FlaxCNN2D,
+             (28, 28, 1), lenet, FlaxLeNet,
              # flax's step takes seconds on CPU (XLA's CPU convolutions; jdl uses im2col there).
              backend_budgets={"cpu": Budget(steps_per_call=2, rounds=11, quick_steps_per_call=2, quick_rounds=3)}),
     )

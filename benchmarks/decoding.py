@@ -27,12 +27,13 @@ never emits for this source and these weights at the longest length (chosen by a
 untimed run with ``eos`` out of reach); the run checks that no sequence ended.
 
 Throughput is ``batch * max_length / t`` generated tokens per second, ``t`` the median of
-the timed calls (each followed by ``jax.block_until_ready``; the two decoders alternate,
-as in :mod:`benchmarks.harness`). Compile time is the first call: trace, compile and one
-run. Beam search (beam 4, GNMT length penalty 0.6, with the cache: ``model.beam_decode``'s
-search, :func:`cached_beam`) is timed the same way, with ``eos`` masked so that it runs
-all ``max_length`` steps; its tokens per second count ``batch * max_length`` (the best
-hypotheses), ``beam_hypothesis_tokens_per_s`` all ``batch * beam * max_length``.
+the timed calls (timed by :func:`benchmarks.harness.time_alternating`, as every benchmark:
+each call followed by ``jax.block_until_ready``, the two decoders alternating). Compile
+time is the first call: trace, compile and one run. Beam search (beam 4, GNMT length
+penalty 0.6, with the cache: ``model.beam_decode``'s search, :func:`cached_beam`) is
+timed the same way, with ``eos`` masked so that it runs all ``max_length`` steps; its
+tokens per second count ``batch * max_length`` (the best hypotheses),
+``beam_hypothesis_tokens_per_s`` all ``batch * beam * max_length``.
 
 A random model's greedy output is repetitive (one or two distinct tokens per sequence
 here), so the token check is only a check that the two loops agree on these inputs; the
@@ -42,12 +43,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import functools
-import gc
-import os
-import platform
-import statistics
 import sys
 import time
 from typing import Any, Callable
@@ -56,17 +52,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import jdl
+from benchmarks.harness import CallTimes, time_alternating
+from benchmarks.report import cell, markdown_table, provenance
+from benchmarks.transformer_cases import MODEL, token_batches
 from jdl import decoding, models
 from jdl.io import atomic_write_json, atomic_write_text
-from benchmarks.harness import _iqr, _timed
-from benchmarks.transformer_cases import TransformerTrainCase
 
 
 @dataclasses.dataclass(frozen=True)
 class DecodingCase:
     """The sizes of one run (defaults: the full run)."""
 
+    model: models.TransformerConfig = MODEL  # its max_length is set by the lengths below
     batch: int = 32
     source_length: int = 64
     lengths: tuple[int, ...] = (64, 128)  # decode max_length, each timed
@@ -76,11 +73,6 @@ class DecodingCase:
     warmup: int = 1  # their untimed calls after the compiling one
     uncached_repeats: int = 3  # the same for the uncached greedy, whose calls are long
     uncached_warmup: int = 0
-    vocab_size: int = 1000
-    d_model: int = 256
-    num_heads: int = 8
-    num_layers: int = 4
-    mlp_features: int = 1024
 
 
 FULL = DecodingCase()
@@ -88,18 +80,14 @@ QUICK = DecodingCase(batch=4, lengths=(8, 16), repeats=3, warmup=0, uncached_rep
 
 
 def model_config(case: DecodingCase, dtype: Any = jnp.float32, eos_id: int = 2) -> models.TransformerConfig:
-    """The ``transformer_train_step`` model, with positions for the longest decode and ``eos_id``."""
-    train_case = TransformerTrainCase(batch=case.batch, length=case.source_length, vocab_size=case.vocab_size,
-                                      d_model=case.d_model, num_heads=case.num_heads, num_layers=case.num_layers,
-                                      mlp_features=case.mlp_features)
-    return dataclasses.replace(train_case.config(jnp.dtype(dtype)),
-                               max_length=max(case.source_length, *case.lengths), eos_id=eos_id)
+    """The case's model, with positions for the longest source or decode and ``eos_id``."""
+    longest = max(case.source_length, *case.lengths)
+    return dataclasses.replace(case.model, param_dtype=jnp.dtype(dtype), max_length=longest, eos_id=eos_id)
 
 
 def make_source(case: DecodingCase) -> jax.Array:
     """``[batch, source_length]`` random tokens (ids 3 and up), padded at the end to random lengths."""
-    train_case = TransformerTrainCase(batch=case.batch, length=case.source_length, vocab_size=case.vocab_size)
-    sources, _ = train_case.batches(1)
+    sources, _ = token_batches(1, case.batch, case.source_length, case.model.source_vocab_size)
     return sources[0]
 
 
@@ -220,40 +208,26 @@ def check_same_tokens(cached: jax.Array, uncached: jax.Array, eos_id: int) -> di
 # ----------------------------------------------------------------------------- timing
 
 
-def time_calls(calls: dict[str, Callable[[], Any]], *, repeats: dict[str, int],
-               warmup: dict[str, int]) -> tuple[dict, dict]:
-    """Compile each call (its first call, timed), warm up, then time ``repeats[name]`` calls of each.
+def as_record(side: str, times: CallTimes) -> dict:
+    """One decoder's times as record keys: ``{side}_compile_s``, ``{side}_s`` (the median), ``_min_s``, ...."""
+    return {f"{side}_compile_s": times.compile_s, f"{side}_s": times.median_s, f"{side}_min_s": times.min_s,
+            f"{side}_iqr_s": times.iqr_s, f"{side}_repeats": times.rounds}
 
-    The timed calls alternate, round by round (a call drops out of the rounds once it has
-    its count), so that all see the same machine load in turn. Returns ``(timings,
-    first_outputs)``: per name the compile seconds and the median, min and interquartile
-    range of its timed calls, and the outputs of its first call.
-    """
-    compile_s, first = {}, {}
-    for name, call in calls.items():
-        compile_s[name], first[name] = _timed(call)
-    for name, call in calls.items():
-        for _ in range(warmup[name]):
-            _timed(call)
-    times = {name: [] for name in calls}
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # as timeit does
-    try:
-        for round_index in range(max(repeats[name] for name in calls)):
-            for name, call in calls.items():
-                if round_index < repeats[name]:
-                    times[name].append(_timed(call)[0])
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return ({name: {"compile_s": compile_s[name], "s": statistics.median(values), "min_s": min(values),
-                    "iqr_s": _iqr(values), "repeats": len(values)} for name, values in times.items()}, first)
+
+def check_full_length(beams, length: int) -> None:
+    """Raise unless every beam hypothesis ran ``length`` steps (``eos`` is masked, so none may end early)."""
+    lengths = np.asarray(beams[1])
+    if not np.all(lengths == length):
+        raise AssertionError(f"decoding benchmark: beam hypotheses shorter than max_length={length}: the beam loop "
+                             f"stopped early (lengths {np.unique(lengths).tolist()})")
 
 
 def run(case: DecodingCase, dtype: str = "float32", log: Callable[[str], None] | None = None) -> list[dict]:
     """Build the model, check the two greedy decoders agree, time them and beam search at each length.
 
-    Returns one record per ``max_length`` (see benchmarks/README.md for the keys).
+    Every call is timed by :func:`benchmarks.harness.time_alternating`, the two greedy
+    decoders alternating. Returns one record per ``max_length`` (see benchmarks/README.md
+    for the keys).
     """
     log = log or (lambda message: None)
     source = make_source(case)
@@ -268,29 +242,25 @@ def run(case: DecodingCase, dtype: str = "float32", log: Callable[[str], None] |
         start = time.perf_counter()
         greedy = {"cached": jitted(cached_greedy, model, params, source, length),
                   "uncached": jitted(uncached_greedy, model, params, source, length)}
-        timings, first = time_calls(greedy, repeats={"cached": case.repeats, "uncached": case.uncached_repeats},
-                                    warmup={"cached": case.warmup, "uncached": case.uncached_warmup})
-        check = check_same_tokens(first["cached"], first["uncached"], eos_id)
+        times, check = time_alternating(
+            greedy, rounds={"cached": case.repeats, "uncached": case.uncached_repeats},
+            warmup={"cached": case.warmup, "uncached": case.uncached_warmup},
+            check=lambda first: check_same_tokens(first["cached"], first["uncached"], eos_id))
         beam_call = jitted(cached_beam, model, params, source, length, beam_size=case.beam_size,
                            length_penalty=case.length_penalty)
-        beam_timings, beam_first = time_calls({"beam": beam_call}, repeats={"beam": case.repeats},
-                                              warmup={"beam": case.warmup})
-        beam_lengths = np.asarray(beam_first["beam"][1])
-        if not np.all(beam_lengths == length):
-            raise AssertionError(f"decoding benchmark: beam hypotheses shorter than max_length={length}: the beam "
-                                 f"loop stopped early (lengths {np.unique(beam_lengths).tolist()})")
+        beam_times, _ = time_alternating({"beam": beam_call}, rounds=case.repeats, warmup=case.warmup,
+                                         check=lambda first: check_full_length(first["beam"], length))
+        times.update(beam_times)
         tokens = case.batch * length
-        cached, uncached, beam = timings["cached"], timings["uncached"], beam_timings["beam"]
         records.append({
             "max_length": length,
             "generated_tokens": tokens,
-            "cached_tokens_per_s": tokens / cached["s"],
-            "uncached_tokens_per_s": tokens / uncached["s"],
-            "speedup": uncached["s"] / cached["s"],
-            "beam_tokens_per_s": tokens / beam["s"],
-            "beam_hypothesis_tokens_per_s": tokens * case.beam_size / beam["s"],
-            **{f"{side}_{key}": value for side, timing in (("cached", cached), ("uncached", uncached), ("beam", beam))
-               for key, value in timing.items()},
+            "cached_tokens_per_s": tokens / times["cached"].median_s,
+            "uncached_tokens_per_s": tokens / times["uncached"].median_s,
+            "speedup": times["uncached"].median_s / times["cached"].median_s,
+            "beam_tokens_per_s": tokens / times["beam"].median_s,
+            "beam_hypothesis_tokens_per_s": tokens * case.beam_size / times["beam"].median_s,
+            **{key: value for side, side_times in times.items() for key, value in as_record(side, side_times).items()},
             "beam_size": case.beam_size,
             "beam_length_penalty": case.length_penalty,
             "eos_id": eos_id,
@@ -304,18 +274,25 @@ def run(case: DecodingCase, dtype: str = "float32", log: Callable[[str], None] |
 
 
 def table(records: list[dict]) -> str:
-    lines = ["| max_length | cached tok/s | uncached tok/s | speed-up | cached compile s | uncached compile s | "
-             f"beam {records[0]['beam_size']} tok/s | beam compile s |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in records:
-        lines.append(f"| {r['max_length']} | {r['cached_tokens_per_s']:,.0f} | {r['uncached_tokens_per_s']:,.0f} | "
-                     f"{r['speedup']:.1f}x | {r['cached_compile_s']:.2f} | {r['uncached_compile_s']:.2f} | "
-                     f"{r['beam_tokens_per_s']:,.0f} | {r['beam_compile_s']:.2f} |")
-    return "\n".join(lines)
+    columns = {
+        "max_length": cell("max_length"), "cached tok/s": cell("cached_tokens_per_s", ",.0f"),
+        "uncached tok/s": cell("uncached_tokens_per_s", ",.0f"), "speed-up": lambda r: f"{r['speedup']:.1f}x",
+        "cached compile s": cell("cached_compile_s", ".2f"), "uncached compile s": cell("uncached_compile_s", ".2f"),
+        f"beam {records[0]['beam_size']} tok/s": cell("beam_tokens_per_s", ",.0f"),
+        "beam compile s": cell("beam_compile_s", ".2f"),
+    }
+    return markdown_table(columns, records)
+
+
+def describe(case: DecodingCase) -> dict:
+    """The case as JSON values (the model's ``param_dtype`` by name)."""
+    described = dataclasses.asdict(case)
+    described["model"]["param_dtype"] = jnp.dtype(case.model.param_dtype).name
+    return described
 
 
 def markdown_report(report: dict, command: str) -> str:
-    c = report["config"]
+    c, m = report["config"], report["config"]["model"]
     details = "\n".join(
         f"- max_length {r['max_length']}: medians of {r['cached_repeats']} / {r['uncached_repeats']} / "
         f"{r['beam_repeats']} calls: cached {1e3 * r['cached_s']:.1f} ms (min {1e3 * r['cached_min_s']:.1f}, IQR "
@@ -326,14 +303,14 @@ def markdown_report(report: dict, command: str) -> str:
         for r in report["records"])
     return (
         f"# Decoding throughput: jdl Transformer, greedy with and without the cache ({report['backend']})\n\n"
-        f"{c['num_layers']}+{c['num_layers']} layers, d_model {c['d_model']}, {c['num_heads']} heads, d_ff "
-        f"{c['mlp_features']}, vocab {c['vocab_size']}, random weights, {report['dtype']}; batch {c['batch']}, "
-        f"source length {c['source_length']}; {report['num_params']} params. Tokens per second: batch x max_length "
-        f"over the median call (one jitted call decodes the batch, encoder included). Speed-up: uncached time over "
-        f"cached time. Compile s: the first call (trace, compile, run once). Beam: `jdl.decoding.beam_search` over "
-        f"`decode_step` (the cache), beam {c['beam_size']}, length penalty {c['length_penalty']}, `eos` masked so that "
-        f"every call runs max_length steps; its tokens per second count the best hypothesis' tokens (x "
-        f"{c['beam_size']} for all hypotheses).\n\n"
+        f"{m['num_encoder_layers']}+{m['num_decoder_layers']} layers, d_model {m['d_model']}, {m['num_heads']} heads, "
+        f"d_ff {m['mlp_features']}, vocab {m['target_vocab_size']}, random weights, {report['dtype']}; batch "
+        f"{c['batch']}, source length {c['source_length']}; {report['num_params']} params. Tokens per second: batch "
+        f"x max_length over the median call (one jitted call decodes the batch, encoder included). Speed-up: "
+        f"uncached time over cached time. Compile s: the first call (trace, compile, run once). Beam: "
+        f"`jdl.decoding.beam_search` over `decode_step` (the cache), beam {c['beam_size']}, length penalty "
+        f"{c['length_penalty']}, `eos` masked so that every call runs max_length steps; its tokens per second count "
+        f"the best hypothesis' tokens (x {c['beam_size']} for all hypotheses).\n\n"
         f"{table(report['records'])}\n\n"
         f"Device: {report['device']}; jax {report['jax_version']}, jdl {report['jdl_version']}; commit "
         f"{report['git_commit']}; {report['timestamp']}; eos_id {report['eos_id']} (never emitted: no early "
@@ -355,8 +332,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
-    from benchmarks.run import device_description, git_commit
-
     args = parse_args(argv)
     case = QUICK if args.quick else FULL
     if args.repeats is not None:
@@ -365,24 +340,15 @@ def main(argv=None) -> dict:
     records = run(case, args.dtype, log=lambda message: print(message, file=sys.stderr, flush=True))
     source = make_source(case)
     model = models.Transformer(model_config(case, args.dtype))
-    num_params = models.transformer.num_params(jax.eval_shape(model.init, jax.random.key(0), (source, source))[0])
-    config = dataclasses.asdict(case)
     report = {
         "benchmark": "decoding",
-        "backend": jax.default_backend(),
-        "device": device_description(),
         "dtype": args.dtype,
-        "config": config,
-        "num_params": num_params,
+        "config": describe(case),
+        "num_params": models.count_params(jax.eval_shape(model.init, jax.random.key(0), (source, source))[0]),
         "eos_id": records[0]["eos_id"] if records else None,
         "records": records,
-        "jax_version": jax.__version__,
-        "jdl_version": jdl.__version__,
-        "python_version": platform.python_version(),
         "quick": args.quick,
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        **provenance(),
     }
     print(table(records))
     print(f"\n{report['device']}; jax {jax.__version__}; {time.perf_counter() - start:.1f} s in all", file=sys.stderr)

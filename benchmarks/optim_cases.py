@@ -46,6 +46,7 @@ import optax
 
 import jdl.optim
 from benchmarks.cases import Budget, Config
+from jdl.models import count_params
 
 # Params agree after the first call: |jdl - ref| <= rtol * (|ref| + rms(ref leaf)).
 PARAM_RTOL = {"float32": 1e-5, "bfloat16": 2e-2}
@@ -260,10 +261,7 @@ class OptimizerCase:
     kind: str = "optimizer_update"
 
     def settings(self, config: Config) -> tuple[int, int]:
-        budget = self.backend_budgets.get(jax.default_backend(), self.budget)
-        steps = config.steps_per_call or (budget.quick_steps_per_call if config.quick else budget.steps_per_call)
-        rounds = config.rounds or (budget.quick_rounds if config.quick else budget.rounds)
-        return steps, rounds
+        return self.backend_budgets.get(jax.default_backend(), self.budget).choose(config)
 
     def missing(self) -> list[str]:
         return [name for name in self.requires if not hasattr(jdl.optim, name)]
@@ -326,7 +324,7 @@ class OptimizerCase:
             "ref_name": "optax",
             "steps_per_call": steps,
             "rounds": rounds,
-            "num_params": int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params))),
+            "num_params": count_params(params),
             "record": {"num_leaves": len(jax.tree.leaves(params))},
             "finish": finish,
         }

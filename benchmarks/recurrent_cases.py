@@ -25,7 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.cases import Budget
 from jdl import nn
+from jdl.models import count_params
 
 BATCH, FEATURES, HIDDEN = 64, 128, 256
 LENGTHS = (50, 100, 200, 400)
@@ -91,8 +93,7 @@ class RecurrentCase:
     name: str
     kind_of_cell: str  # "lstm" or "gru"
     steps: int  # sequence length
-    rounds: int = 15
-    quick_rounds: int = 5
+    budget: Budget = Budget(steps_per_call=1, rounds=15, quick_steps_per_call=1, quick_rounds=5)
     kind: str = "recurrent_fwd_bwd"
 
     @property
@@ -132,8 +133,8 @@ class RecurrentCase:
             "check": functools.partial(check_same, dtype=config.dtype),
             "check_key": "agreement",
             "steps_per_call": 1,
-            "rounds": config.rounds or (self.quick_rounds if config.quick else self.rounds),
-            "num_params": int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params))),
+            "rounds": self.budget.choose(config)[1],  # one forward + backward per call, whatever --steps-per-call
+            "num_params": count_params(params),
             "record": {"batch": BATCH, "time": self.steps, "input_features": FEATURES, "hidden": HIDDEN,
                        "cell": self.kind_of_cell, "jdl_compile_only_s": jdl_call.compile_seconds(),
                        "ref_compile_only_s": ref_call.compile_seconds()},

@@ -13,11 +13,7 @@ memory-bandwidth baseline); the ratio is jdl / reference, so below 1 means jdl i
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 
@@ -25,42 +21,19 @@ import flax
 import jax
 import optax
 
-import jdl
-from jdl.io import atomic_write_text
 from benchmarks.cases import CASES as TRAIN_CASES, Config
 from benchmarks.harness import compare
 from benchmarks.optim_cases import OPTIMIZER_CASES, SkipCase
 from benchmarks.recurrent_cases import RECURRENT_CASES
+from benchmarks.report import cell, device_description, markdown_table, provenance
 from benchmarks.transformer_cases import TRANSFORMER_CASES
+from jdl.io import atomic_write_text
 
 CASES = {**TRAIN_CASES, **TRANSFORMER_CASES, **OPTIMIZER_CASES, **RECURRENT_CASES}
 # Names --only accepts for a whole group of cases.
 GROUPS = {"train_steps": list(TRAIN_CASES) + list(TRANSFORMER_CASES), "optimizer_updates": list(OPTIMIZER_CASES),
           "recurrent": list(RECURRENT_CASES), "lstm": [n for n in RECURRENT_CASES if n.startswith("lstm")],
           "gru": [n for n in RECURRENT_CASES if n.startswith("gru")]}
-
-
-def device_description() -> str:
-    device = jax.devices()[0]
-    if device.platform != "cpu":
-        return device.device_kind
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model} ({os.cpu_count()} cores)"
-
-
-def git_commit() -> str | None:
-    """The checked-out commit (read only; uncommitted changes are not reflected)."""
-    try:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        return result.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def run_case(name: str, config: Config) -> dict:
@@ -80,18 +53,14 @@ def run_case(name: str, config: Config) -> dict:
     return {
         "case": name,
         "kind": case.kind,
-        "backend": jax.default_backend(),
-        "device": device_description(),
         "dtype": config.dtype,
         "jdl_s": timing.jdl_s,
         "ref_s": timing.ref_s,
         "ratio": timing.ratio,
         "repeats": timing.rounds,
         "steps_per_call": timing.steps_per_call,
-        "jax_version": jax.__version__,
         "flax_version": flax.__version__,
         "optax_version": optax.__version__,
-        "jdl_version": jdl.__version__,
         "description": case.description,
         "num_params": built["num_params"],
         "jdl_min_s": timing.jdl_min_s,
@@ -108,33 +77,38 @@ def run_case(name: str, config: Config) -> dict:
         **built.get("record", {}),
         **(finish(timing) if finish is not None else {}),
         "quick": config.quick,
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "python_version": platform.python_version(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        **provenance(),
     }
 
 
+# The columns every table starts with, then each kind of case's own.
+WHERE = {"case": cell("case"), "backend": cell("backend"), "dtype": cell("dtype")}
+TRAIN_COLUMNS = {**WHERE, "jdl ms": cell("jdl_s", ".3f", 1e3), "flax+optax ms": cell("ref_s", ".3f", 1e3),
+                 "ratio": cell("ratio", ".2f")}
+OPTIMIZER_COLUMNS = {
+    **WHERE, "jdl ms": cell("jdl_s", ".3f", 1e3), "optax ms": cell("ref_s", ".3f", 1e3), "ratio": cell("ratio", ".2f"),
+    "MB/step": cell("bytes_per_step", ".0f", 1e-6), "jdl GB/s": cell("jdl_bytes_per_s", ".1f", 1e-9),
+    "optax GB/s": cell("ref_bytes_per_s", ".1f", 1e-9), "baseline GB/s": cell("baseline_bytes_per_s", ".1f", 1e-9),
+    "jdl fraction": cell("jdl_bandwidth_fraction", ".2f"), "optax fraction": cell("ref_bandwidth_fraction", ".2f"),
+    "same program": lambda r: "yes" if r["same_compiled_program"] else "no",
+}
+RECURRENT_COLUMNS = {
+    **WHERE, "time steps": cell("time"), "jdl ms": cell("jdl_s", ".2f", 1e3), "flax ms": cell("ref_s", ".2f", 1e3),
+    "ratio": cell("ratio", ".2f"), "jdl ms / step": lambda r: f"{1e3 * r['jdl_s'] / r['time']:.3f}",
+    "jdl compile s": cell("jdl_compile_only_s", ".2f"), "flax compile s": cell("ref_compile_only_s", ".2f"),
+}
+
+
 def train_table(records: list[dict]) -> str:
-    lines = ["| case | backend | dtype | jdl ms | flax+optax ms | ratio |",
-             "| --- | --- | --- | ---: | ---: | ---: |"]
-    for r in records:
-        lines.append(f"| {r['case']} | {r['backend']} | {r['dtype']} | {1e3 * r['jdl_s']:.3f} | "
-                     f"{1e3 * r['ref_s']:.3f} | {r['ratio']:.2f} |")
-    return "\n".join(lines)
+    return markdown_table(TRAIN_COLUMNS, records, text_columns=len(WHERE))
 
 
 def optimizer_table(records: list[dict]) -> str:
-    lines = ["| case | backend | dtype | jdl ms | optax ms | ratio | MB/step | jdl GB/s | optax GB/s | "
-             "baseline GB/s | jdl fraction | optax fraction | same program |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for r in records:
-        lines.append(f"| {r['case']} | {r['backend']} | {r['dtype']} | {1e3 * r['jdl_s']:.3f} | "
-                     f"{1e3 * r['ref_s']:.3f} | {r['ratio']:.2f} | {r['bytes_per_step'] / 1e6:.0f} | "
-                     f"{r['jdl_bytes_per_s'] / 1e9:.1f} | {r['ref_bytes_per_s'] / 1e9:.1f} | "
-                     f"{r['baseline_bytes_per_s'] / 1e9:.1f} | {r['jdl_bandwidth_fraction']:.2f} | "
-                     f"{r['ref_bandwidth_fraction']:.2f} | {'yes' if r['same_compiled_program'] else 'no'} |")
-    return "\n".join(lines)
+    return markdown_table(OPTIMIZER_COLUMNS, records, text_columns=len(WHERE))
+
+
+def recurrent_table(records: list[dict]) -> str:
+    return markdown_table(RECURRENT_COLUMNS, records, text_columns=len(WHERE))
 
 
 def _is_optimizer(record: dict) -> bool:
@@ -143,17 +117,6 @@ def _is_optimizer(record: dict) -> bool:
 
 def _is_recurrent(record: dict) -> bool:
     return record.get("kind") == "recurrent_fwd_bwd"
-
-
-def recurrent_table(records: list[dict]) -> str:
-    lines = ["| case | backend | dtype | time steps | jdl ms | flax ms | ratio | jdl ms / step | "
-             "jdl compile s | flax compile s |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in records:
-        lines.append(f"| {r['case']} | {r['backend']} | {r['dtype']} | {r['time']} | {1e3 * r['jdl_s']:.2f} | "
-                     f"{1e3 * r['ref_s']:.2f} | {r['ratio']:.2f} | {1e3 * r['jdl_s'] / r['time']:.3f} | "
-                     f"{r['jdl_compile_only_s']:.2f} | {r['ref_compile_only_s']:.2f} |")
-    return "\n".join(lines)
 
 
 def _optimizer_details(r: dict) -> str:

@@ -6,8 +6,10 @@ with the sinusoidal table transcribed from the paper, and its submodules named l
 jdl params, so the jdl weights copy in by renaming leaves (``w``/``b`` -> ``kernel``/
 ``bias``, ``gamma``/``beta`` -> ``scale``/``bias``). Both sides then compute the same
 function; the shared train-step harness (:mod:`benchmarks.cases`) asserts that their
-losses agree before timing. Dropout is off on both sides (the same random masks cannot be
-drawn by both), so the step is forward, cross-entropy, backward and Adam.
+losses agree before timing. The twin reads its sizes from the jdl model's
+``TransformerConfig`` (:data:`MODEL`): the model is configured once, for both sides.
+Dropout is off on both sides (the same random masks cannot be drawn by both), so the
+step is forward, cross-entropy, backward and Adam.
 
 ``transformer_train_step``: 4 + 4 layers, ``d_model`` 256, 8 heads, feed-forward 1024,
 source and target length 64, batch 32, a shared vocabulary of 1000 tokens (post-LN,
@@ -26,18 +28,26 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-import jdl
+from benchmarks.cases import Budget, check_twin, flax_params_from_jdl, train_step_case
 from jdl import models
 
-LEARNING_RATE = 1e-3
-RENAME = {"w": "kernel", "b": "bias", "gamma": "scale", "beta": "bias"}
+# The model of transformer_train_step: the paper's base model (post-LN, sinusoidal positions, one
+# vocabulary shared by source, target and the tied output), scaled down, dropout off.
+MODEL = models.transformer_base(1000, d_model=256, num_encoder_layers=4, num_decoder_layers=4, mlp_features=1024,
+                                dropout_rate=0.0, max_length=64)
 
 
-def flax_params_from_jdl(tree):
-    """The jdl Transformer's params with flax's leaf names (copies: each side donates its own)."""
-    if isinstance(tree, dict):
-        return {RENAME.get(name, name): flax_params_from_jdl(value) for name, value in tree.items()}
-    return jnp.array(tree, copy=True)
+def token_batches(steps: int, batch: int, length: int, vocab_size: int) -> tuple[jax.Array, jax.Array]:
+    """``steps`` batches of (source, target) ``[batch, length]``: random tokens (ids 3 and up), padded at the end
+    to random lengths."""
+    rng = np.random.default_rng(0)
+    shape = (steps, batch, length)
+    tokens = rng.integers(3, vocab_size, shape)
+    lengths = rng.integers(length // 2, length + 1, shape[:2] + (2,))
+    position = np.arange(length)
+    source = np.where(position < lengths[..., :1], tokens, 0)
+    target = np.where(position < lengths[..., 1:], np.roll(tokens, 1, axis=-1), 0)
+    return jnp.asarray(source, jnp.int32), jnp.asarray(target, jnp.int32)
 
 
 def paper_sinusoids(length: int, features: int) -> np.ndarray:
@@ -50,151 +60,123 @@ def paper_sinusoids(length: int, features: int) -> np.ndarray:
     return table.astype(np.float32)
 
 
-class FlaxFeedForward(fnn.Module):
-    mlp_features: int
-    dtype: Any
+# --------------------------------------------------------------------------- the flax twin
 
+
+class FlaxPart(fnn.Module):
+    """A piece of the flax twin: the jdl model's config (its sizes) and one dtype for params and compute."""
+
+    config: models.TransformerConfig
+    dtype: Any = jnp.float32
+
+    def norm(self, name: str) -> fnn.LayerNorm:
+        return fnn.LayerNorm(epsilon=self.config.epsilon, dtype=self.dtype, param_dtype=self.dtype, name=name)
+
+    def attention(self, name: str) -> fnn.MultiHeadDotProductAttention:
+        return fnn.MultiHeadDotProductAttention(self.config.num_heads, dtype=self.dtype, param_dtype=self.dtype,
+                                               name=name)
+
+
+class FlaxFeedForward(FlaxPart):
     @fnn.compact
     def __call__(self, x):
         dense = functools.partial(fnn.Dense, dtype=self.dtype, param_dtype=self.dtype)
-        return dense(x.shape[-1], name="output")(fnn.relu(dense(self.mlp_features, name="hidden")(x)))
+        return dense(x.shape[-1], name="output")(fnn.relu(dense(self.config.mlp_features, name="hidden")(x)))
 
 
-class FlaxEncoderBlock(fnn.Module):
-    num_heads: int
-    mlp_features: int
-    dtype: Any
-
+class FlaxEncoderBlock(FlaxPart):
     @fnn.compact
     def __call__(self, x, mask):
-        norm = functools.partial(fnn.LayerNorm, epsilon=1e-6, dtype=self.dtype, param_dtype=self.dtype)
-        attention = fnn.MultiHeadDotProductAttention(self.num_heads, dtype=self.dtype, param_dtype=self.dtype,
-                                                     name="self_attention")
-        x = norm(name="norm_1")(x + attention(x, x, mask=mask))
-        return norm(name="norm_2")(x + FlaxFeedForward(self.mlp_features, self.dtype, name="feed_forward")(x))
+        x = self.norm("norm_1")(x + self.attention("self_attention")(x, x, mask=mask))
+        return self.norm("norm_2")(x + FlaxFeedForward(self.config, self.dtype, name="feed_forward")(x))
 
 
-class FlaxDecoderBlock(fnn.Module):
-    num_heads: int
-    mlp_features: int
-    dtype: Any
-
+class FlaxDecoderBlock(FlaxPart):
     @fnn.compact
     def __call__(self, x, memory, self_mask, cross_mask):
-        norm = functools.partial(fnn.LayerNorm, epsilon=1e-6, dtype=self.dtype, param_dtype=self.dtype)
-        attention = functools.partial(fnn.MultiHeadDotProductAttention, self.num_heads, dtype=self.dtype,
-                                      param_dtype=self.dtype)
-        x = norm(name="norm_1")(x + attention(name="self_attention")(x, x, mask=self_mask))
-        x = norm(name="norm_2")(x + attention(name="cross_attention")(x, memory, mask=cross_mask))
-        return norm(name="norm_3")(x + FlaxFeedForward(self.mlp_features, self.dtype, name="feed_forward")(x))
+        x = self.norm("norm_1")(x + self.attention("self_attention")(x, x, mask=self_mask))
+        x = self.norm("norm_2")(x + self.attention("cross_attention")(x, memory, mask=cross_mask))
+        return self.norm("norm_3")(x + FlaxFeedForward(self.config, self.dtype, name="feed_forward")(x))
 
 
-class FlaxStack(fnn.Module):
-    block: Any
-    num_layers: int
-    num_heads: int
-    mlp_features: int
-    dtype: Any
+class FlaxStack(FlaxPart):
+    block: Any = FlaxEncoderBlock
+    num_layers: int = 1
 
     @fnn.compact
     def __call__(self, x, *args):
         for index in range(self.num_layers):
-            x = self.block(self.num_heads, self.mlp_features, self.dtype, name=f"block_{index}")(x, *args)
+            x = self.block(self.config, self.dtype, name=f"block_{index}")(x, *args)
         return x
 
 
-class FlaxTransformer(fnn.Module):
-    """Post-LN encoder-decoder, shared embedding tied to the output, sinusoidal positions."""
-
-    vocab_size: int
-    d_model: int
-    num_heads: int
-    num_layers: int
-    mlp_features: int
-    max_length: int
-    dtype: Any = jnp.float32
+class FlaxTransformer(FlaxPart):
+    """Post-LN encoder-decoder, one embedding shared by source, target and the tied output, sinusoidal positions."""
 
     @fnn.compact
     def __call__(self, source, decoder_inputs):
-        embed = fnn.Embed(self.vocab_size, self.d_model, dtype=self.dtype, param_dtype=self.dtype, name="embedding")
-        table = jnp.asarray(paper_sinusoids(self.max_length, self.d_model), self.dtype)
+        config = self.config
+        embed = fnn.Embed(config.target_vocab_size, config.d_model, dtype=self.dtype, param_dtype=self.dtype,
+                          name="embedding")
+        table = jnp.asarray(paper_sinusoids(config.max_length, config.d_model), self.dtype)
 
         def embed_tokens(ids):
-            return embed(ids) * math.sqrt(self.d_model) + table[: ids.shape[1]]
+            return embed(ids) * math.sqrt(config.d_model) + table[: ids.shape[1]]
 
         source_valid = source != 0
         encoder_mask = fnn.make_attention_mask(jnp.ones_like(source_valid), source_valid, dtype=bool)
-        memory = FlaxStack(FlaxEncoderBlock, self.num_layers, self.num_heads, self.mlp_features, self.dtype,
+        memory = FlaxStack(config, self.dtype, FlaxEncoderBlock, config.num_encoder_layers,
                            name="encoder")(embed_tokens(source), encoder_mask)
         causal = fnn.make_causal_mask(decoder_inputs, dtype=bool)
         cross = fnn.make_attention_mask(jnp.ones_like(decoder_inputs, bool), source_valid, dtype=bool)
-        h = FlaxStack(FlaxDecoderBlock, self.num_layers, self.num_heads, self.mlp_features, self.dtype,
+        h = FlaxStack(config, self.dtype, FlaxDecoderBlock, config.num_decoder_layers,
                       name="decoder")(embed_tokens(decoder_inputs), memory, causal, cross)
         return embed.attend(h)
+
+
+def check_twin_covers(config: models.TransformerConfig) -> None:
+    """Raise unless ``config`` is a model the flax twin implements (it is written for that one layout)."""
+    layout = (config.pre_ln, config.share_embeddings, config.tie_output, config.positional, config.activation,
+              config.pad_id, config.bos_id)
+    if layout != (False, True, True, "sinusoidal", "relu", 0, 1):
+        raise ValueError(f"FlaxTransformer implements post-LN, shared tied embeddings, sinusoidal positions, ReLU, "
+                         f"pad id 0 and bos id 1; got (pre_ln, share_embeddings, tie_output, positional, activation, "
+                         f"pad_id, bos_id) = {layout}")
+
+
+# --------------------------------------------------------------------------- the case
 
 
 @dataclasses.dataclass(frozen=True)
 class TransformerTrainCase:
     name: str = "transformer_train_step"
+    model: models.TransformerConfig = MODEL  # source and target length: its max_length
     batch: int = 32
-    length: int = 64
-    vocab_size: int = 1000
-    d_model: int = 256
-    num_heads: int = 8
-    num_layers: int = 4
-    mlp_features: int = 1024
-    steps_per_call: int = 5
-    rounds: int = 11
-    quick_rounds: int = 3
+    budget: Budget = Budget(steps_per_call=5, rounds=11, quick_steps_per_call=5, quick_rounds=3)
     kind: str = "train_step"
 
     @property
     def description(self) -> str:
-        return (f"Transformer encoder-decoder train step (Adam): {self.num_layers}+{self.num_layers} layers, d_model "
-                f"{self.d_model}, {self.num_heads} heads, d_ff {self.mlp_features}, length {self.length}, vocab "
-                f"{self.vocab_size}, dropout off")
-
-    def config(self, dtype) -> models.TransformerConfig:
-        return models.TransformerConfig(self.vocab_size, self.vocab_size, d_model=self.d_model, num_heads=self.num_heads,
-                                        num_encoder_layers=self.num_layers, num_decoder_layers=self.num_layers,
-                                        mlp_features=self.mlp_features, dropout_rate=0.0, max_length=self.length,
-                                        share_embeddings=True, tie_output=True, param_dtype=dtype)
-
-    def batches(self, steps: int):
-        """``steps`` batches of (source, target): random tokens, padded at the end to random lengths."""
-        rng = np.random.default_rng(0)
-        shape = (steps, self.batch, self.length)
-        tokens = rng.integers(3, self.vocab_size, shape)
-        lengths = rng.integers(self.length // 2, self.length + 1, shape[:2] + (2,))
-        position = np.arange(self.length)
-        source = np.where(position < lengths[..., :1], tokens, 0)
-        target = np.where(position < lengths[..., 1:], np.roll(tokens, 1, axis=-1), 0)
-        return jnp.asarray(source, jnp.int32), jnp.asarray(target, jnp.int32)
+        m = self.model
+        return (f"Transformer encoder-decoder train step (Adam): {m.num_encoder_layers}+{m.num_decoder_layers} layers, "
+                f"d_model {m.d_model}, {m.num_heads} heads, d_ff {m.mlp_features}, length {m.max_length}, vocab "
+                f"{m.target_vocab_size}, dropout off")
 
     def build(self, config) -> dict:
-        from benchmarks.cases import TrainLoop, check_losses
-
         dtype = jnp.dtype(config.dtype)
-        steps = config.steps_per_call or self.steps_per_call
-        steps = max(steps, 2)
-        sources, targets = self.batches(steps)
-        model = models.Transformer(self.config(dtype))
+        steps, rounds = self.budget.choose(config)
+        steps = max(steps, 2)  # two steps at least: the loss check compares two
+        model_config = dataclasses.replace(self.model, param_dtype=dtype)
+        check_twin_covers(model_config)
+        sources, targets = token_batches(steps, self.batch, model_config.max_length, model_config.source_vocab_size)
+        model = models.Transformer(model_config)
         params, state = model.init(jax.random.key(0), (sources[0], targets[0]))
+        module = FlaxTransformer(model_config, dtype)
+        ref_params = flax_params_from_jdl(params)
+        check_twin(self.name, module, (sources[0], targets[0]), ref_params)
 
         def jdl_loss_of(p, s, x, y):
             return model.loss(p, x, y), s
-
-        jdl_optimizer = jdl.optim.adam(LEARNING_RATE)
-        jdl_loop = TrainLoop(jdl_loss_of, jdl_optimizer, jdl.optim.apply_updates,
-                             (params, state, jdl_optimizer.init(params)), sources, targets)
-
-        module = FlaxTransformer(self.vocab_size, self.d_model, self.num_heads, self.num_layers, self.mlp_features,
-                                 self.length, dtype)
-        ref_params = flax_params_from_jdl(params)
-        expected = jax.eval_shape(module.init, jax.random.key(0), sources[0], targets[0])["params"]
-        shapes = lambda tree: jax.tree.map(lambda a: tuple(a.shape), tree)  # noqa: E731
-        if shapes(expected) != shapes(ref_params):
-            raise AssertionError(f"{self.name}: the flax twin's params differ from the jdl model's")
 
         def ref_loss_of(p, s, x, y):
             bos = jnp.ones_like(y[:, :1])
@@ -203,18 +185,10 @@ class TransformerTrainCase:
             real = (y != 0).astype(per_token.dtype)
             return jnp.sum(per_token * real) / jnp.maximum(jnp.sum(real), 1.0), s
 
-        optimizer = optax.adam(LEARNING_RATE)
-        ref_loop = TrainLoop(ref_loss_of, optimizer, optax.apply_updates, (ref_params, {}, optimizer.init(ref_params)),
-                             sources, targets)
-        return {
-            "jdl_call": jdl_loop,
-            "ref_call": ref_loop,
-            "check": functools.partial(check_losses, dtype=config.dtype),
-            "steps_per_call": steps,
-            "rounds": config.rounds or (self.quick_rounds if config.quick else self.rounds),
-            "num_params": models.transformer.num_params(params),
-            "record": {"batch": self.batch, "length": self.length, "d_model": self.d_model},
-        }
+        return train_step_case(jdl_loss_of, params, state, ref_loss_of, ref_params, sources, targets, steps=steps,
+                               rounds=rounds, dtype=config.dtype,
+                               record={"batch": self.batch, "length": model_config.max_length,
+                                       "d_model": model_config.d_model})
 
 
 TRANSFORMER_CASES = {case.name: case for case in (TransformerTrainCase(),)}

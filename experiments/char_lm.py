@@ -31,7 +31,6 @@ import dataclasses
 import math
 import os
 import platform
-import sys
 import sysconfig
 import time
 import tokenize
@@ -41,14 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-if __package__ in (None, ""):
-    # Run as a file: import `experiments` from the repository root (see mnist1d.py).
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-    sys.path.insert(0, os.path.dirname(_here))
-
-from experiments.common import count_params  # noqa: E402
-from jdl import io, models, nn, optim  # noqa: E402
+from jdl import io, models, nn, optim
 
 MIN_COUNT = 20  # rarer training characters map to the unknown id
 UNKNOWN = "\ufffd"  # how the unknown id prints in samples
@@ -253,7 +245,7 @@ def train(config: Config, seed: int, corpus: dict, progress: bool = True) -> dic
         "vocab_size": len(vocabulary),
         "vocabulary": "".join(vocabulary),
         "unknown_fraction_valid": float(np.mean(valid_ids == 0)),
-        "num_params": count_params(params),
+        "num_params": models.count_params(params),
         "curve": curve,
         "samples": samples,
         "seconds": {"train": train_seconds, "evaluate": eval_seconds, "sample": sample_seconds},

@@ -4,8 +4,12 @@ Nothing here is part of the library: `jdl/` is the toolkit, `experiments/` uses 
 """
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import io
+import sys
 import time
+import types
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -18,17 +22,34 @@ import jdl
 # Data
 
 
+def mnist1d_package() -> types.ModuleType:
+    """The installed ``mnist1d`` package (Greydanus's generator), imported.
+
+    Run as a file (``python experiments/mnist1d.py``), a script has its own folder first on
+    ``sys.path``, where the experiment ``mnist1d.py`` would be found in place of the package
+    of that name; so the package is loaded from the files its distribution installed, and
+    registered under its name (its own modules import ``mnist1d.utils`` and the like).
+    """
+    package = sys.modules.get("mnist1d")
+    if package is None:
+        init_file = importlib.metadata.distribution("mnist1d").locate_file("mnist1d/__init__.py")
+        spec = importlib.util.spec_from_file_location("mnist1d", init_file)
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["mnist1d"] = package
+        spec.loader.exec_module(package)
+    return package
+
+
 def mnist1d_dataset(seed: int = 42) -> dict[str, np.ndarray]:
     """MNIST-1D (Greydanus, 2020) generated on this machine: 4000 train and 1000 test signals.
 
     Built with ``mnist1d.data.make_dataset`` from the default arguments (the published
     dataset's), never downloaded: no network and no pickle from the web.
     """
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    args = get_dataset_args()
+    data_module = mnist1d_package().data
+    args = data_module.get_dataset_args()
     args.seed = seed
-    data = make_dataset(args)
+    data = data_module.make_dataset(args)
     return {
         "x_train": np.asarray(data["x"], np.float32),
         "y_train": np.asarray(data["y"], np.int32),
@@ -161,10 +182,6 @@ def train_ensemble(model: jdl.nn.Layer, optimizer, data: dict, seeds: list[int],
 def epochs_for(steps: int, num_train: int, batch_size: int) -> int:
     """Whole epochs closest to ``steps`` training steps (at least one)."""
     return max(1, round(steps / (num_train // batch_size)))
-
-
-def count_params(params: Any) -> int:
-    return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params)))
 
 
 def random_shift(max_shift: int) -> Callable:

@@ -19,50 +19,51 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-if __package__ in (None, ""):
-    # Run as a file (python experiments/mnist1d.py): this file's folder would shadow the
-    # `mnist1d` package it needs, so import from the repository root instead.
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-    sys.path.insert(0, os.path.dirname(_here))
-
-from experiments.common import (  # noqa: E402
+from experiments.common import (
     atomic_save_figure,
-    count_params,
     epochs_for,
     mnist1d_dataset,
     random_shift,
     train_ensemble,
 )
-from jdl import init, io, nn, optim  # noqa: E402
+from jdl import init, io, nn, optim
+from jdl.models import count_params
 
 # Test accuracies reported in the MNIST-1D paper (Greydanus, 2020, Table 1 / README); the paper
 # has no Transformer.
 PUBLISHED = {"logistic": 0.32, "mlp": 0.68, "cnn": 0.94, "gru": 0.91}
 
 
-def make_model(name: str, weight_init: str = "he") -> nn.Layer:
-    """The paper's baselines and a small Transformer, as jdl layers (``weight_init``: the hidden layers' weights;
-    He initialisation, as the course advises for ReLU)."""
+def make_model(name: str, weight_init: str = "he", *, param_dtype=jnp.float32,
+               conv_implementation: str = "auto") -> nn.Layer:
+    """The paper's baselines and a small Transformer, as jdl layers.
+
+    ``weight_init``: the hidden layers' weights (He initialisation, as the course advises for
+    ReLU). The experiment keeps the other defaults; the benchmarks (``benchmarks/cases.py``)
+    time these very models with params in ``param_dtype`` and the convolutions computed by
+    ``conv_implementation`` (:class:`jdl.nn.Conv`'s ``implementation``).
+    """
     hidden_init = {"he": init.he_normal(), "uniform_fan_in": init.uniform_fan_in()}[weight_init]
+    dense = functools.partial(nn.Dense, param_dtype=param_dtype)
+    conv = functools.partial(nn.Conv1D, param_dtype=param_dtype, implementation=conv_implementation)
     if name == "logistic":
-        return nn.Sequential({"linear": nn.Dense(10)})
+        return nn.Sequential({"linear": dense(10)})
     if name == "mlp":
         return nn.Sequential(
             {
-                "hidden_1": nn.Dense(100, kernel_init=hidden_init),
+                "hidden_1": dense(100, kernel_init=hidden_init),
                 "relu_1": nn.ReLU(),
-                "hidden_2": nn.Dense(100, kernel_init=hidden_init),
+                "hidden_2": dense(100, kernel_init=hidden_init),
                 "relu_2": nn.ReLU(),
-                "output": nn.Dense(10),
+                "output": dense(10),
             }
         )
     if name == "cnn":
@@ -70,14 +71,14 @@ def make_model(name: str, weight_init: str = "he") -> nn.Layer:
         return nn.Sequential(
             {
                 "channels": nn.Reshape((40, 1)),
-                "conv_1": nn.Conv1D(25, 5, strides=2, padding=1, kernel_init=hidden_init),
+                "conv_1": conv(25, 5, strides=2, padding=1, kernel_init=hidden_init),
                 "relu_1": nn.ReLU(),
-                "conv_2": nn.Conv1D(25, 3, strides=2, padding=1, kernel_init=hidden_init),
+                "conv_2": conv(25, 3, strides=2, padding=1, kernel_init=hidden_init),
                 "relu_2": nn.ReLU(),
-                "conv_3": nn.Conv1D(25, 3, strides=2, padding=1, kernel_init=hidden_init),
+                "conv_3": conv(25, 3, strides=2, padding=1, kernel_init=hidden_init),
                 "relu_3": nn.ReLU(),
                 "flatten": nn.Flatten(),
-                "output": nn.Dense(10),
+                "output": dense(10),
             }
         )
     if name == "gru":
@@ -86,9 +87,9 @@ def make_model(name: str, weight_init: str = "he") -> nn.Layer:
         return nn.Sequential(
             {
                 "sequence": nn.Reshape((40, 1)),
-                "gru": nn.Bidirectional(nn.GRUCell(6), return_carry=False),
+                "gru": nn.Bidirectional(nn.GRUCell(6, param_dtype=param_dtype), return_carry=False),
                 "flatten": nn.Flatten(),
-                "output": nn.Dense(10),
+                "output": dense(10),
             }
         )
     if name == "transformer":
@@ -104,12 +105,13 @@ def make_model(name: str, weight_init: str = "he") -> nn.Layer:
         return nn.Sequential(
             {
                 "sequence": nn.Reshape((40, 1)),
-                "patches": nn.Conv1D(32, 8, strides=4, padding=2),
-                "positions": nn.LearnedPositionalEmbedding(10),
-                "encoder": nn.TransformerEncoderBlock(num_heads=1, mlp_features=64, dropout_rate=0.0, pre_ln=True),
-                "norm": nn.LayerNorm(),
+                "patches": conv(32, 8, strides=4, padding=2),
+                "positions": nn.LearnedPositionalEmbedding(10, param_dtype=param_dtype),
+                "encoder": nn.TransformerEncoderBlock(num_heads=1, mlp_features=64, dropout_rate=0.0, pre_ln=True,
+                                                      param_dtype=param_dtype),
+                "norm": nn.LayerNorm(param_dtype=param_dtype),
                 "pool": nn.GlobalAvgPool(),
-                "output": nn.Dense(10),
+                "output": dense(10),
             }
         )
     raise ValueError(f"make_model: unknown model {name!r}; choose from {sorted(MODEL_NAMES)}")

@@ -21,22 +21,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-if __package__ in (None, ""):
-    # Run as a file: import `experiments` from the repository root (see mnist1d.py).
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-    sys.path.insert(0, os.path.dirname(_here))
-
-from experiments.common import atomic_save_figure, epochs_for, mnist1d_dataset, train_ensemble  # noqa: E402
-from experiments.mnist1d import make_model  # noqa: E402
-from jdl import io, optim  # noqa: E402
+from experiments.common import atomic_save_figure, epochs_for, mnist1d_dataset, train_ensemble
+from experiments.mnist1d import make_model
+from jdl import io, optim
 
 # Every optimizer, built from its learning rate.
 OPTIMIZERS = {

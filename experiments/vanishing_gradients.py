@@ -18,20 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-if __package__ in (None, ""):
-    # Run as a file: import `experiments` from the repository root (see mnist1d.py).
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-    sys.path.insert(0, os.path.dirname(_here))
-
-from experiments.common import atomic_save_figure  # noqa: E402
-from jdl import io, nn  # noqa: E402
+from experiments.common import atomic_save_figure
+from jdl import io, nn
 
 CELLS = {
     "elman_rnn": lambda hidden: nn.SimpleRNNCell(hidden),

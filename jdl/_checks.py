@@ -22,22 +22,27 @@ def check_array(where: str, x: Any, what: str = "input") -> None:
         raise TypeError(f"{where}: expected {what} to be an array, got {type(x).__name__}")
 
 
-def check_floating(where: str, x: Any, what: str = "input") -> None:
+def _check_dtype_kind(where: str, x: Any, what: str, kinds: tuple, expected: str, hint: str = "") -> None:
+    """An array whose dtype is a subtype of one of ``kinds``; ``expected`` says which in words."""
     check_array(where, x, what)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(
-            f"{where}: expected a floating-point {what}, got {jnp.dtype(x.dtype).name} "
-            f"{what} of shape {tuple(x.shape)}; cast it explicitly (x.astype(jnp.float32))"
-        )
+    if not any(jnp.issubdtype(x.dtype, kind) for kind in kinds):
+        raise TypeError(f"{where}: expected {expected}, got {jnp.dtype(x.dtype).name} {what} of shape "
+                        f"{tuple(x.shape)}{hint}")
+
+
+def check_floating(where: str, x: Any, what: str = "input") -> None:
+    _check_dtype_kind(where, x, what, (jnp.floating,), f"a floating-point {what}",
+                      "; cast it explicitly (x.astype(jnp.float32))")
 
 
 def check_integer(where: str, x: Any, what: str = "input") -> None:
-    check_array(where, x, what)
-    if not jnp.issubdtype(x.dtype, jnp.integer):
-        raise TypeError(
-            f"{where}: expected an integer {what}, got {jnp.dtype(x.dtype).name} "
-            f"{what} of shape {tuple(x.shape)}"
-        )
+    _check_dtype_kind(where, x, what, (jnp.integer,), f"an integer {what}")
+
+
+def check_real(where: str, x: Any, what: str = "input") -> None:
+    """Bool, integer or floating: values that are plain numbers (0/1 labels, -1/+1 targets)."""
+    _check_dtype_kind(where, x, what, (jnp.bool_, jnp.integer, jnp.floating),
+                      f"real-valued {what} (bool, integer or floating)")
 
 
 def check_min_rank(where: str, x: Any, min_ndim: int, layout: str, what: str = "input") -> None:
@@ -185,3 +190,147 @@ def check_lengths(where: str, lengths: Any, batch_shape: tuple[int, ...], steps:
         if values.size and (values.min() < 0 or values.max() > steps):
             raise ValueError(f"{where}: expected lengths in [0, {steps}] (the time axis has {steps} steps), "
                              f"got lengths from {values.min()} to {values.max()}")
+
+
+def check_int_at_least(where: Any, name: str, value: Any, low: int, *, none_ok: bool = False) -> None:
+    """A count: an int ``>= low`` (``True`` is not a count); with ``none_ok``, ``None`` as well."""
+    if not (none_ok and value is None) and (
+            not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low):
+        or_none = " or None" if none_ok else ""
+        raise ValueError(f"{where}: expected {name} to be an int >= {low}{or_none}, got {value!r}")
+
+
+def check_class_labels(where: str, scores: Any, labels: Any, scores_name: str = "logits", mask: Any = None) -> None:
+    """Floating ``scores [..., num_classes]``, integer class ``labels`` of shape ``scores.shape[:-1]``, and
+    optionally a bool ``mask`` of the labels' shape (which labels count: ``sequence_mask(lengths, time)``)."""
+    check_floating(where, scores, scores_name)
+    check_min_rank(where, scores, 1, "..., num_classes", scores_name)
+    check_array(where, labels, "labels")
+    expected = tuple(scores.shape[:-1])
+    if jnp.issubdtype(labels.dtype, jnp.floating) and tuple(labels.shape) == tuple(scores.shape):
+        raise TypeError(f"{where}: expected integer class labels of shape {expected}, got {jnp.dtype(labels.dtype).name}"
+                        f" labels of shape {tuple(labels.shape)} (one-hot or probabilities?); use softmax_cross_entropy "
+                        f"for those")
+    check_integer(where, labels, "labels")
+    if tuple(labels.shape) != expected:
+        raise ValueError(f"{where}: expected labels of shape {expected} ({scores_name}.shape[:-1], one class index per "
+                         f"example; nothing is broadcast), got labels of shape {tuple(labels.shape)} for {scores_name} "
+                         f"of shape {tuple(scores.shape)}")
+    if mask is not None:
+        check_bool_mask(where, mask, expected, "the labels'")
+
+
+def check_bool_mask(where: str, mask: Any, shape: tuple[int, ...], source: str, what: str = "mask") -> None:
+    """A bool ``mask`` of exactly ``shape`` (``source`` says whose shape that is); nothing is cast or broadcast."""
+    check_array(where, mask, what)
+    if mask.dtype != jnp.bool_:
+        raise TypeError(f"{where}: expected a bool {what}, got {jnp.dtype(mask.dtype).name}")
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{where}: expected {what} of shape {tuple(shape)} ({source}), got {tuple(mask.shape)}")
+
+
+def check_temperature(where: str, temperature: Any) -> None:
+    """A sampling temperature: a number or a scalar array; when concrete, finite and ``>= 0``."""
+    if isinstance(temperature, bool) or not (isinstance(temperature, numbers.Real) or hasattr(temperature, "shape")):
+        raise TypeError(f"{where}: expected temperature to be a number >= 0, got {type(temperature).__name__}")
+    if hasattr(temperature, "shape") and np.ndim(temperature) != 0:
+        raise ValueError(f"{where}: expected a scalar temperature, got shape {tuple(np.shape(temperature))}")
+    if is_concrete(temperature) and not (float(temperature) >= 0.0 and np.isfinite(float(temperature))):
+        raise ValueError(f"{where}: expected a finite temperature >= 0 (0 is greedy decoding), "
+                         f"got {float(temperature)}")
+
+
+def check_positive(where: Any, name: str, value: Any) -> None:
+    """A positive real number (an epsilon, a scale): ``value > 0``."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{where}: expected {name} > 0, got {value!r}")
+
+
+def check_unit_interval(where: Any, name: str, value: Any) -> None:
+    """A weight in ``[0, 1]``, both ends included (a momentum, a mixing coefficient)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{where}: expected {name} in [0, 1], got {value!r}")
+
+
+def check_training_key(where: Any, key: Any) -> None:
+    """A PRNG key for a stochastic layer in training (dropout): ``None`` is refused, at trace time."""
+    if key is None:
+        raise ValueError(f"{where}: train=True needs a PRNG key, got key=None; call "
+                         f"apply(params, state, x, key=jax.random.key(...), train=True)")
+
+
+def check_batch_axes(where: Any, x: Any, batch_shape: tuple[int, ...], trailing: int, what: str, source: str) -> None:
+    """``x`` is ``[*batch_shape, <trailing axes>]``, the batch axes of another input (``source``): nothing is
+    broadcast (an attention's context and its queries, ``"the input's"``)."""
+    batch_shape = tuple(batch_shape)
+    if x.ndim != len(batch_shape) + trailing or tuple(x.shape[:len(batch_shape)]) != batch_shape:
+        raise ValueError(f"{where}: expected {what} with {source} batch axes {batch_shape} (nothing is broadcast), "
+                         f"got {what} of shape {tuple(x.shape)}")
+
+
+def check_shape(where: Any, x: Any, shape: tuple[int, ...], layout: str, what: str = "input") -> None:
+    """An array of exactly ``shape`` (``layout`` names its axes: ``"[*batch, hidden_size]"``)."""
+    check_array(where, x, what)
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{where}: expected {what} of shape {tuple(shape)} ({layout}), got shape {tuple(x.shape)}")
+
+
+def check_tuple(where: Any, value: Any, length: int, what: str, meaning: str) -> None:
+    """A tuple or list of ``length`` items; ``meaning`` says what they are (``"a pair (c, h)"``)."""
+    if not isinstance(value, (tuple, list)) or len(value) != length:
+        got = f"{type(value).__name__} of length {len(value)}" if isinstance(value, (tuple, list)) else type(value).__name__
+        raise ValueError(f"{where}: expected {what} to be {meaning}, got {got}")
+
+
+def check_divisible(where: Any, name: str, value: int, by_name: str, by: int, *, note: str = "",
+                    source: str = "") -> None:
+    """``value % by == 0`` (features split evenly into heads); ``note`` follows the divisor, ``source`` the value."""
+    if value % by:
+        raise ValueError(f"{where}: expected {name} divisible by {by_name}={by}{note}, got {value}{source}")
+
+
+def check_boolean_mask(where: Any, mask: Any, what: str = "a boolean mask",
+                       hint: str = "; pass mask.astype(bool)") -> None:
+    """A boolean mask (``True`` = attend / keep), of any shape: masks are never cast (flax's float 1/0 masks)."""
+    check_array(where, mask, "mask")
+    if mask.dtype != jnp.bool_:
+        raise TypeError(f"{where}: expected {what} (True = attend), got {jnp.dtype(mask.dtype).name} of shape "
+                        f"{tuple(mask.shape)}{hint}")
+
+
+def check_broadcasts_to(where: Any, x: Any, target: tuple[int, ...], what: str, layout: str, *, min_ndim: int = 0,
+                        hint: str = "") -> None:
+    """``x`` broadcasts to ``target`` by numpy's rule (from the right), with ``min_ndim`` to ``len(target)`` axes."""
+    fits = min_ndim <= x.ndim <= len(target) and all(
+        size in (1, want) for size, want in zip(x.shape[::-1], target[::-1]))
+    if not fits:
+        raise ValueError(f"{where}: expected a {what} that broadcasts to {tuple(target)} ({layout}), got shape "
+                         f"{tuple(x.shape)}{hint}")
+
+
+def check_same_axes(where: Any, a: Any, b: Any, axes: slice, names: tuple[str, str], layout: str) -> None:
+    """``a.shape[axes] == b.shape[axes]``: axes two inputs share (``layout`` names them); nothing is broadcast."""
+    if tuple(a.shape[axes]) != tuple(b.shape[axes]):
+        a_name, b_name = names
+        raise ValueError(f"{where}: expected {a_name} and {b_name} with the same {layout}, got {a_name} "
+                         f"{tuple(a.shape)} with {tuple(a.shape[axes])} and {b_name} {tuple(b.shape)} with "
+                         f"{tuple(b.shape[axes])}")
+
+
+def check_integer_scalar(where: Any, x: Any, what: str) -> None:
+    """An integer array of rank 0 (a position, a step index), concrete or traced."""
+    check_integer(where, x, what)
+    check_rank(where, x, 0, "a scalar", what)
+
+
+def check_max_length(where: Any, x: Any, max_length: int, axis: int = -2, what: str = "input") -> None:
+    """At most ``max_length`` positions along ``x``'s sequence ``axis`` (a table or cache of fixed size)."""
+    if x.shape[axis] > max_length:
+        raise ValueError(f"{where}: expected a sequence of at most max_length={max_length} positions (axis {axis}), "
+                         f"got {what} of shape {tuple(x.shape)} with {x.shape[axis]}")
+
+
+def check_token_id(where: Any, name: str, value: Any, vocab_size: int, vocabulary: str = "the vocabulary") -> None:
+    """One configured token id (``bos_id``, ``pad_id``): an int in ``[0, vocab_size)``."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= value < vocab_size:
+        raise ValueError(f"{where}: expected {name} in [0, {vocab_size}) ({vocabulary}), got {value!r}")

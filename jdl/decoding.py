@@ -1,4 +1,5 @@
-"""Decoding: greedy and beam search over a model's step function, as one loop under ``jit``.
+"""Decoding: greedy and beam search over a model's step function, as one loop under ``jit``;
+and :func:`sample_tokens`, one temperature-sampled token per row of logits.
 
 A model is decoded through its **step function**::
 
@@ -72,7 +73,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdl._checks import check_integer, check_rank
+from jdl._checks import (
+    check_floating, check_int_at_least, check_integer, check_min_rank, check_positive_int, check_rank,
+    check_temperature, is_concrete,
+)
 
 __all__ = [
     "DecodeOutput",
@@ -81,6 +85,7 @@ __all__ = [
     "gnmt_length_penalty",
     "expand_to_beams",
     "gather_beams",
+    "sample_tokens",
 ]
 
 StepFn = Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, Any]]
@@ -108,117 +113,79 @@ class DecodeOutput(NamedTuple):
 # --------------------------------------------------------------------------- checks
 
 
-def _check_positive_int(where: str, value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"{where}: expected {name} to be a positive int, got {type(value).__name__} {value!r}"
-        )
-    if value < 1:
-        raise ValueError(f"{where}: expected {name} >= 1, got {value}")
+def _check_search(where: str, step_fn: Any, state: Any, start_tokens: Any, max_length: Any, eos_id: Any,
+                  pad_id: Any, beam_size: Any = 1) -> tuple[Any, int, Any]:
+    """Every input of a search, checked once: returns ``(state, vocab, score dtype)``.
 
-
-def _check_token_id(where: str, value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"{where}: expected {name} to be an int token id, got {type(value).__name__} {value!r}"
-        )
-    if value < 0:
-        raise ValueError(f"{where}: expected {name} >= 0, got {value}")
-
-
-def _check_in_vocab(where: str, value: int, name: str, vocab: int) -> None:
-    if not 0 <= value < vocab:
-        raise ValueError(
-            f"{where}: expected {name} in [0, {vocab}) (the vocabulary of the log_probs "
-            f"returned by step_fn), got {name}={value}"
-        )
-
-
-def _check_step_fn(where: str, step_fn: Any) -> None:
+    ``state``'s Python and NumPy scalars become arrays; ``step_fn`` is traced once on shapes
+    (:func:`jax.eval_shape`) with ``N = batch * beam_size`` hypotheses (:func:`_probe_step`).
+    """
     if not callable(step_fn):
-        raise TypeError(
-            f"{where}: expected step_fn to be a function step_fn(state, tokens, step) -> "
-            f"(log_probs, new_state), got {type(step_fn).__name__}"
-        )
-
-
-def _check_start_tokens(where: str, start_tokens: Any) -> None:
+        raise TypeError(f"{where}: expected step_fn to be a function step_fn(state, tokens, step) -> "
+                        f"(log_probs, new_state), got {type(step_fn).__name__}")
+    check_positive_int(where, "beam_size", beam_size)
+    check_positive_int(where, "max_length", max_length)
+    check_int_at_least(where, "eos_id", eos_id, 0)
+    check_int_at_least(where, "pad_id", pad_id, 0)
     check_integer(where, start_tokens, "start_tokens")
     check_rank(where, start_tokens, 1, "batch: one start token per sequence", "start_tokens")
+    batch = start_tokens.shape[0]
+    state = _as_state(where, state, batch)
+    hypotheses = f"batch = {batch}" if beam_size == 1 else f"batch * beam_size = {batch} * {beam_size}"
+    vocab, log_probs_dtype = _probe_step(where, step_fn, state, batch * beam_size, hypotheses)
+    for name, token in (("eos_id", eos_id), ("pad_id", pad_id)):
+        if token >= vocab:
+            raise ValueError(f"{where}: expected {name} in [0, {vocab}) (the vocabulary of the log_probs returned by "
+                             f"step_fn), got {name}={token}")
+    return state, vocab, jnp.promote_types(log_probs_dtype, jnp.float32)
 
 
-def _as_state(where: str, state: Any, batch: int, what: str = "state") -> Any:
+def _as_state(where: str, state: Any, batch: int) -> Any:
     """Python and NumPy scalars become arrays; every other leaf has leading axis ``batch``."""
 
     def convert(path, leaf):
-        if isinstance(leaf, (numbers.Number, np.generic)):
-            leaf = jnp.asarray(leaf)
+        leaf = jnp.asarray(leaf) if isinstance(leaf, (numbers.Number, np.generic)) else leaf
+        at = f"state{jax.tree_util.keystr(path)}"
         if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
-            raise TypeError(
-                f"{where}: expected every leaf of {what} to be an array, got "
-                f"{type(leaf).__name__} at {what}{jax.tree_util.keystr(path)}"
-            )
+            raise TypeError(f"{where}: expected every leaf of state to be an array, got {type(leaf).__name__} at {at}")
         if leaf.ndim > 0 and leaf.shape[0] != batch:
-            raise ValueError(
-                f"{where}: expected every leaf of {what} to be a scalar (shared, left alone) "
-                f"or to have leading axis {batch} (the batch of start_tokens), got shape "
-                f"{tuple(leaf.shape)} at {what}{jax.tree_util.keystr(path)}"
-            )
+            raise ValueError(f"{where}: expected every leaf of state to be a scalar (shared, left alone) or to have "
+                             f"leading axis {batch} (the batch of start_tokens), got shape {tuple(leaf.shape)} at {at}")
         return leaf
 
     return jax.tree_util.tree_map_with_path(convert, state)
 
 
-def _struct(x: Any, leading: int | None = None) -> jax.ShapeDtypeStruct:
-    shape = tuple(x.shape)
-    if leading is not None and shape:
-        shape = (leading,) + shape[1:]
-    return jax.ShapeDtypeStruct(shape, x.dtype)
+def _probe_step(where: str, step_fn: StepFn, state: Any, n: int, hypotheses: str) -> tuple[int, Any]:
+    """Trace ``step_fn`` once on shapes, with ``n`` hypotheses; return ``(vocab, log_probs dtype)``.
 
-
-def _probe_step(where: str, step_fn: StepFn, state_struct: Any, n: int, n_desc: str):
-    """Trace ``step_fn`` once on shapes; return ``(vocab, log_probs dtype)``.
-
-    Checks that it returns ``(log_probs [n, vocab], new_state)`` with ``new_state`` of the
-    same structure, shapes and dtypes as ``state``.
+    It must return ``(log_probs [n, vocab], new_state)``, the log-probabilities floating and
+    ``new_state`` of the same structure, shapes and dtypes as ``state`` (whose non-scalar
+    leaves get leading axis ``n``).
     """
-    tokens = jax.ShapeDtypeStruct((n,), jnp.int32)
-    step = jax.ShapeDtypeStruct((), jnp.int32)
-    out = jax.eval_shape(step_fn, state_struct, tokens, step)
+    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct((n,) + x.shape[1:] if x.ndim else (), x.dtype), state)
+    out = jax.eval_shape(step_fn, state, jax.ShapeDtypeStruct((n,), jnp.int32), jax.ShapeDtypeStruct((), jnp.int32))
     if not isinstance(out, tuple) or len(out) != 2:
-        raise TypeError(
-            f"{where}: expected step_fn to return a pair (log_probs, new_state), got "
-            f"{type(out).__name__}" + (f" of length {len(out)}" if isinstance(out, tuple) else "")
-        )
+        length = f" of length {len(out)}" if isinstance(out, tuple) else ""
+        raise TypeError(f"{where}: expected step_fn to return a pair (log_probs, new_state), got "
+                        f"{type(out).__name__}{length}")
     log_probs, new_state = out
     if not hasattr(log_probs, "dtype") or not jnp.issubdtype(log_probs.dtype, jnp.floating):
         got = (f"{jnp.dtype(log_probs.dtype).name} log_probs of shape {tuple(log_probs.shape)}"
                if hasattr(log_probs, "dtype") else type(log_probs).__name__)
-        raise TypeError(
-            f"{where}: expected step_fn to return floating-point log_probs, got {got}"
-        )
+        raise TypeError(f"{where}: expected step_fn to return floating-point log_probs, got {got}")
     if log_probs.ndim != 2 or log_probs.shape[0] != n or log_probs.shape[1] < 1:
-        raise ValueError(
-            f"{where}: expected step_fn to return log_probs of shape ({n}, vocab) ({n_desc} "
-            f"hypotheses, one row each), got shape {tuple(log_probs.shape)}"
-        )
-    expected_def = jax.tree_util.tree_structure(state_struct)
-    got_def = jax.tree_util.tree_structure(new_state)
-    if got_def != expected_def:
-        raise ValueError(
-            f"{where}: expected step_fn to return a new_state of the same structure as "
-            f"state, got {got_def} for state {expected_def}"
-        )
-    for (path, old), new in zip(
-        jax.tree_util.tree_leaves_with_path(state_struct), jax.tree_util.tree_leaves(new_state)
-    ):
-        if tuple(old.shape) != tuple(new.shape) or jnp.dtype(old.dtype) != jnp.dtype(new.dtype):
-            raise ValueError(
-                f"{where}: expected step_fn to keep the shape and dtype of every state leaf, "
-                f"got {jnp.dtype(new.dtype).name}{list(new.shape)} for "
-                f"{jnp.dtype(old.dtype).name}{list(old.shape)} at "
-                f"state{jax.tree_util.keystr(path)}"
-            )
+        raise ValueError(f"{where}: expected step_fn to return log_probs of shape ({n}, vocab) ({hypotheses} "
+                         f"hypotheses, one row each), got shape {tuple(log_probs.shape)}")
+    expected, got = jax.tree_util.tree_structure(state), jax.tree_util.tree_structure(new_state)
+    if got != expected:
+        raise ValueError(f"{where}: expected step_fn to return a new_state of the same structure as state, got {got} "
+                         f"for state {expected}")
+    for (path, old), new in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree_util.tree_leaves(new_state)):
+        if (old.shape, old.dtype) != (new.shape, jnp.dtype(new.dtype)):
+            raise ValueError(f"{where}: expected step_fn to keep the shape and dtype of every state leaf, got "
+                             f"{jnp.dtype(new.dtype).name}{list(new.shape)} for {old.dtype.name}{list(old.shape)} at "
+                             f"state{jax.tree_util.keystr(path)}")
     return int(log_probs.shape[1]), jnp.dtype(log_probs.dtype)
 
 
@@ -260,7 +227,7 @@ def expand_to_beams(tree: Any, beam_size: int) -> Any:
         >>> decoding.expand_to_beams({"h": jnp.array([10, 20]), "index": jnp.array(3)}, 2)
         {'h': Array([10, 10, 20, 20], dtype=int32), 'index': Array(3, dtype=int32, weak_type=True)}
     """
-    _check_positive_int("expand_to_beams", beam_size, "beam_size")
+    check_positive_int("expand_to_beams", "beam_size", beam_size)
     return jax.tree.map(lambda x: x if jnp.ndim(x) == 0 else jnp.repeat(x, beam_size, axis=0), tree)
 
 
@@ -293,11 +260,9 @@ def gather_beams(tree: Any, parents: jax.Array) -> Any:
             return leaf
         rows = leaf.shape[0]
         if batch == 0 or rows % batch:
-            raise ValueError(
-                f"{where}: expected every non-scalar leaf to have a leading axis of batch * "
-                f"beams rows (batch {batch} from parents), got shape {tuple(leaf.shape)} at "
-                f"tree{jax.tree_util.keystr(path)}"
-            )
+            raise ValueError(f"{where}: expected every non-scalar leaf to have a leading axis of batch * beams rows "
+                             f"(batch {batch} from parents), got shape {tuple(leaf.shape)} at "
+                             f"tree{jax.tree_util.keystr(path)}")
         old_beams = rows // batch
         flat = (jnp.arange(batch, dtype=jnp.int32)[:, None] * old_beams
                 + parents.astype(jnp.int32)).reshape(batch * new_beams)
@@ -309,15 +274,20 @@ def gather_beams(tree: Any, parents: jax.Array) -> Any:
 # ---------------------------------------------------------------------------- greedy
 
 
-def greedy_search(
-    step_fn: StepFn,
-    state: Any,
-    start_tokens: jax.Array,
-    *,
-    max_length: int,
-    eos_id: int,
-    pad_id: int = 0,
-) -> DecodeOutput:
+class _GreedyLoop(NamedTuple):
+    """The greedy search's loop carry (``[batch]`` arrays: one entry per sequence)."""
+
+    step: jax.Array  # t, int32: the number of tokens generated so far
+    model_state: Any
+    last: jax.Array  # int32 [batch]: each sequence's last token, fed to step_fn next
+    tokens: jax.Array  # int32 [batch, max_length]
+    scores: jax.Array  # [batch]: the sum of the chosen tokens' log-probabilities
+    lengths: jax.Array  # int32 [batch]
+    finished: jax.Array  # bool [batch]: the sequence has emitted eos_id
+
+
+def greedy_search(step_fn: StepFn, state: Any, start_tokens: jax.Array, *, max_length: int, eos_id: int,
+                  pad_id: int = 0) -> DecodeOutput:
     """Greedy decoding: ``y_t = argmax_v log p(v | y_<t, x)`` for each sequence, until ``eos_id``.
 
     Runs ``step_fn`` (see the module docstring) for at most ``max_length`` steps with
@@ -351,64 +321,71 @@ def greedy_search(
         >>> [round(float(p), 4) for p in jnp.exp(out.scores)]   # 0.8 ** 4 and 0.6
         [0.4096, 0.6]
     """
-    where = "greedy_search"
-    _check_step_fn(where, step_fn)
-    _check_positive_int(where, max_length, "max_length")
-    _check_token_id(where, eos_id, "eos_id")
-    _check_token_id(where, pad_id, "pad_id")
-    _check_start_tokens(where, start_tokens)
+    state, _, score_dtype = _check_search("greedy_search", step_fn, state, start_tokens, max_length, eos_id, pad_id)
     batch = start_tokens.shape[0]
-    state = _as_state(where, state, batch)
-    vocab, lp_dtype = _probe_step(
-        where, step_fn, jax.tree.map(_struct, state), batch, f"batch = {batch}"
-    )
-    _check_in_vocab(where, eos_id, "eos_id", vocab)
-    _check_in_vocab(where, pad_id, "pad_id", vocab)
-    score_dtype = jnp.promote_types(lp_dtype, jnp.float32)
 
-    def cond(carry):
-        t, *_, finished = carry
-        return (t < max_length) & ~jnp.all(finished)
-
-    def body(carry):
-        t, state, last, tokens, scores, lengths, finished = carry
-        log_probs, state = step_fn(state, last, t)
+    def body(loop: _GreedyLoop) -> _GreedyLoop:
+        log_probs, model_state = step_fn(loop.model_state, loop.last, loop.step)
         best = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
-        best_lp = jnp.take_along_axis(log_probs, best[:, None], axis=-1)[:, 0]
-        token = jnp.where(finished, jnp.int32(pad_id), best)
-        scores = scores + jnp.where(finished, 0, best_lp.astype(score_dtype))
-        lengths = jnp.where(finished, lengths, t + 1)
-        tokens = _write(tokens, t, token)
-        finished = finished | (token == eos_id)
-        return t + 1, state, token, tokens, scores, lengths, finished
+        best_log_prob = jnp.take_along_axis(log_probs, best[:, None], axis=-1)[:, 0].astype(score_dtype)
+        token = jnp.where(loop.finished, jnp.int32(pad_id), best)  # after the end: pad, and nothing changes
+        return _GreedyLoop(
+            step=loop.step + 1, model_state=model_state, last=token, tokens=_write(loop.tokens, loop.step, token),
+            scores=loop.scores + jnp.where(loop.finished, 0, best_log_prob),
+            lengths=jnp.where(loop.finished, loop.lengths, loop.step + 1), finished=loop.finished | (token == eos_id))
 
-    init = (
-        jnp.array(0, jnp.int32),
-        state,
-        start_tokens.astype(jnp.int32),
-        jnp.full((batch, max_length), pad_id, jnp.int32),
-        jnp.zeros((batch,), score_dtype),
-        jnp.zeros((batch,), jnp.int32),
-        jnp.zeros((batch,), bool),
-    )
-    _, _, _, tokens, scores, lengths, _ = jax.lax.while_loop(cond, body, init)
-    return DecodeOutput(tokens, lengths, scores)
+    init = _GreedyLoop(step=jnp.array(0, jnp.int32), model_state=state, last=start_tokens.astype(jnp.int32),
+                       tokens=jnp.full((batch, max_length), pad_id, jnp.int32), scores=jnp.zeros((batch,), score_dtype),
+                       lengths=jnp.zeros((batch,), jnp.int32), finished=jnp.zeros((batch,), bool))
+    out = jax.lax.while_loop(lambda loop: (loop.step < max_length) & ~jnp.all(loop.finished), body, init)
+    return DecodeOutput(out.tokens, out.lengths, out.scores)
 
 
 # ------------------------------------------------------------------------------ beam
 
 
-def beam_search(
-    step_fn: StepFn,
-    state: Any,
-    start_tokens: jax.Array,
-    *,
-    beam_size: int,
-    max_length: int,
-    eos_id: int,
-    length_penalty: float = 0.0,
-    pad_id: int = 0,
-) -> DecodeOutput:
+class _BeamLoop(NamedTuple):
+    """The beam search's loop carry; ``[batch, beam]`` arrays hold one entry per batch entry and beam."""
+
+    step: jax.Array  # t, int32: the number of tokens generated so far
+    model_state: Any  # the step function's state, one row per alive hypothesis
+    last: jax.Array  # int32 [batch * beam]: the alive hypotheses' last tokens, fed to step_fn next
+    alive_tokens: jax.Array  # int32 [batch, beam, max_length]
+    alive_log_probs: jax.Array  # [batch, beam]: log p of each alive hypothesis (-inf: no hypothesis)
+    finished_tokens: jax.Array  # int32 [batch, beam, max_length]
+    finished_scores: jax.Array  # [batch, beam]: log p / lp(length), best first (-inf: an empty slot)
+    finished_lengths: jax.Array  # int32 [batch, beam]
+    done: jax.Array  # bool: no alive hypothesis can still enter the finished list
+
+
+def _best_extensions(candidates: jax.Array, alive_tokens: jax.Array, t: jax.Array, eos_id: int):
+    """The ``beam`` best extensions of the alive hypotheses by a token other than ``eos_id``.
+
+    ``candidates[b, k, v]`` is the log-probability of beam ``k`` extended by token ``v``.
+    Returns their log-probabilities and tokens ``[batch, beam(, max_length)]``, the beams
+    they extend (``parents``) and the tokens they add, both ``[batch, beam]``.
+    """
+    batch, beams, vocab = candidates.shape
+    others = jnp.where(jnp.arange(vocab) == eos_id, -jnp.inf, candidates).reshape(batch, beams * vocab)
+    log_probs, best = jax.lax.top_k(others, beams)
+    parents, new_tokens = (best // vocab).astype(jnp.int32), (best % vocab).astype(jnp.int32)
+    tokens = _write(jnp.take_along_axis(alive_tokens, parents[..., None], axis=1), t, new_tokens)
+    return log_probs, tokens, parents, new_tokens
+
+
+def _best_finished(beams: int, *groups: tuple[jax.Array, jax.Array, jax.Array]):
+    """The ``beams`` best ``(scores, tokens, lengths)`` of several groups of finished hypotheses, best first.
+
+    ``top_k`` keeps the lower index among ties, so of two equal scores the earlier group's
+    (a hypothesis finished earlier) stays.
+    """
+    scores, tokens, lengths = (jnp.concatenate(parts, axis=1) for parts in zip(*groups))
+    scores, keep = jax.lax.top_k(scores, beams)
+    return scores, jnp.take_along_axis(tokens, keep[..., None], axis=1), jnp.take_along_axis(lengths, keep, axis=1)
+
+
+def beam_search(step_fn: StepFn, state: Any, start_tokens: jax.Array, *, beam_size: int, max_length: int, eos_id: int,
+                length_penalty: float = 0.0, pad_id: int = 0) -> DecodeOutput:
     """Beam search: the ``beam_size`` best sequences by ``log p(Y) / ((5 + |Y|) / 6) ** alpha``.
 
     ``alpha = length_penalty`` is GNMT's (:func:`gnmt_length_penalty`; 0, the default,
@@ -482,96 +459,82 @@ def beam_search(
         [0.4, 0.25, 0.2]
     """
     where = "beam_search"
-    _check_step_fn(where, step_fn)
-    _check_positive_int(where, beam_size, "beam_size")
-    _check_positive_int(where, max_length, "max_length")
-    _check_token_id(where, eos_id, "eos_id")
-    _check_token_id(where, pad_id, "pad_id")
     if isinstance(length_penalty, bool) or not isinstance(length_penalty, numbers.Real):
-        raise TypeError(
-            f"{where}: expected length_penalty to be a float (GNMT's alpha), got "
-            f"{type(length_penalty).__name__} {length_penalty!r}"
-        )
+        raise TypeError(f"{where}: expected length_penalty to be a float (GNMT's alpha), got "
+                        f"{type(length_penalty).__name__} {length_penalty!r}")
     if not math.isfinite(length_penalty):
         raise ValueError(f"{where}: expected a finite length_penalty, got {length_penalty!r}")
-    alpha = float(length_penalty)
-    _check_start_tokens(where, start_tokens)
-    batch, k_beams, length = start_tokens.shape[0], beam_size, max_length
-    n = batch * k_beams
-    state = _as_state(where, state, batch)
-    vocab, lp_dtype = _probe_step(
-        where, step_fn, jax.tree.map(lambda x: _struct(x, n), state), n,
-        f"batch * beam_size = {batch} * {k_beams} =",
-    )
-    _check_in_vocab(where, eos_id, "eos_id", vocab)
-    _check_in_vocab(where, pad_id, "pad_id", vocab)
-    dtype = jnp.promote_types(lp_dtype, jnp.float32)
-    neg_inf = jnp.array(-jnp.inf, dtype)
-    is_eos = jnp.arange(vocab) == eos_id
+    state, vocab, dtype = _check_search(where, step_fn, state, start_tokens, max_length, eos_id, pad_id, beam_size)
+    shape = (start_tokens.shape[0], beam_size)  # [batch, beam]
 
     def penalty(lengths):
-        return gnmt_length_penalty(lengths, alpha).astype(dtype)
+        return gnmt_length_penalty(lengths, float(length_penalty)).astype(dtype)
 
-    def cond(carry):
-        t, done = carry[0], carry[-1]
-        return (t < length) & ~done
+    def body(loop: _BeamLoop) -> _BeamLoop:
+        t = loop.step
+        log_probs, model_state = step_fn(loop.model_state, loop.last, t)
+        candidates = loop.alive_log_probs[..., None] + log_probs.astype(dtype).reshape(*shape, vocab)
+        # Every alive hypothesis extended by the end token is a finished candidate ...
+        eos_scores = candidates[..., eos_id] / penalty(t + 1)
+        eos_tokens = _write(loop.alive_tokens, t, jnp.int32(eos_id))
+        # ... and the beam_size best extensions by another token stay alive; at max_length
+        # they are complete as well.
+        alive_log_probs, alive_tokens, parents, new_tokens = _best_extensions(candidates, loop.alive_tokens, t, eos_id)
+        end_scores = jnp.where(t + 1 == max_length, alive_log_probs / penalty(t + 1), -jnp.inf)
+        lengths = jnp.full(shape, t + 1, jnp.int32)
+        finished_scores, finished_tokens, finished_lengths = _best_finished(
+            beam_size, (loop.finished_scores, loop.finished_tokens, loop.finished_lengths),
+            (eos_scores, eos_tokens, lengths), (end_scores, alive_tokens, lengths))
+        # Stop when no alive hypothesis can still beat the worst finished one: log p can only
+        # fall, so the best score it can reach is log p / max(lp(t + 2), lp(max_length)).
+        best_alive = alive_log_probs[:, 0]
+        best_possible = best_alive / jnp.maximum(penalty(t + 2), penalty(max_length))
+        hopeless = (best_alive == -jnp.inf) | (best_possible < finished_scores[:, -1])
+        return _BeamLoop(t + 1, gather_beams(model_state, parents), new_tokens.reshape(-1), alive_tokens,
+                         alive_log_probs, finished_tokens, finished_scores, finished_lengths, jnp.all(hopeless))
 
-    def body(carry):
-        t, state, last, alive_tokens, alive_logp, fin_tokens, fin_scores, fin_lengths, _ = carry
-        log_probs, new_state = step_fn(state, last, t)
-        log_probs = log_probs.astype(dtype).reshape(batch, k_beams, vocab)
-        candidates = alive_logp[..., None] + log_probs            # [batch, beam, vocab]
-        lp_now = penalty(t + 1)
+    nothing = jnp.full((*shape, max_length), pad_id, jnp.int32)
+    # Every beam holds the same start token: only beam 0 is alive, or the beams would stay copies.
+    only_first_beam = jnp.where(jnp.arange(beam_size) == 0, 0.0, -jnp.inf).astype(dtype)
+    init = _BeamLoop(step=jnp.array(0, jnp.int32), model_state=expand_to_beams(state, beam_size),
+                     last=jnp.repeat(start_tokens.astype(jnp.int32), beam_size), alive_tokens=nothing,
+                     alive_log_probs=jnp.broadcast_to(only_first_beam, shape), finished_tokens=nothing,
+                     finished_scores=jnp.full(shape, -jnp.inf, dtype), finished_lengths=jnp.zeros(shape, jnp.int32),
+                     done=jnp.array(False))
+    out = jax.lax.while_loop(lambda loop: (loop.step < max_length) & ~loop.done, body, init)
+    found = out.finished_scores > -jnp.inf
+    return DecodeOutput(jnp.where(found[..., None], out.finished_tokens, jnp.int32(pad_id)),
+                        jnp.where(found, out.finished_lengths, 0), out.finished_scores)
 
-        # Every alive hypothesis extended by the end token is a finished candidate.
-        eos_scores = candidates[..., eos_id] / lp_now              # [batch, beam]
-        eos_tokens = _write(alive_tokens, t, jnp.int32(eos_id))
 
-        # The beam_size best extensions by another token stay alive.
-        others = jnp.where(is_eos, neg_inf, candidates).reshape(batch, k_beams * vocab)
-        alive_logp, best = jax.lax.top_k(others, k_beams)          # [batch, beam]
-        parents = (best // vocab).astype(jnp.int32)
-        new_tokens = (best % vocab).astype(jnp.int32)
-        alive_tokens = jnp.take_along_axis(alive_tokens, parents[..., None], axis=1)
-        alive_tokens = _write(alive_tokens, t, new_tokens)
-        state = gather_beams(new_state, parents)
+# -------------------------------------------------------------------------- sampling
 
-        # At max_length the alive hypotheses are complete as well.
-        at_end = t + 1 == length
-        end_scores = jnp.where(at_end, alive_logp / lp_now, neg_inf)
-        step_lengths = jnp.broadcast_to(t + 1, (batch, k_beams)).astype(jnp.int32)
-        pool_scores = jnp.concatenate([fin_scores, eos_scores, end_scores], axis=1)
-        pool_tokens = jnp.concatenate([fin_tokens, eos_tokens, alive_tokens], axis=1)
-        pool_lengths = jnp.concatenate([fin_lengths, step_lengths, step_lengths], axis=1)
-        # top_k keeps the lower index among ties: an earlier finished hypothesis stays.
-        fin_scores, keep = jax.lax.top_k(pool_scores, k_beams)
-        fin_tokens = jnp.take_along_axis(pool_tokens, keep[..., None], axis=1)
-        fin_lengths = jnp.take_along_axis(pool_lengths, keep, axis=1)
 
-        # Stop when no alive hypothesis can still beat the worst finished one.
-        best_alive = alive_logp[:, 0]
-        best_possible = best_alive / jnp.maximum(penalty(t + 2), penalty(length))
-        hopeless = (best_alive == neg_inf) | (best_possible < fin_scores[:, -1])
-        done = jnp.all(hopeless)
-        last = new_tokens.reshape(n)
-        return (t + 1, state, last, alive_tokens, alive_logp, fin_tokens, fin_scores,
-                fin_lengths, done)
+def sample_tokens(key: jax.Array, logits: jax.Array, temperature: Any = 1.0) -> jax.Array:
+    """Draw one id per row from ``softmax(logits / T)``; ``T = 0`` gives ``argmax(logits)``.
 
-    first_beam = jnp.arange(k_beams) == 0
-    init = (
-        jnp.array(0, jnp.int32),
-        expand_to_beams(state, k_beams),
-        jnp.repeat(start_tokens.astype(jnp.int32), k_beams),
-        jnp.full((batch, k_beams, length), pad_id, jnp.int32),
-        jnp.broadcast_to(jnp.where(first_beam, 0.0, neg_inf).astype(dtype), (batch, k_beams)),
-        jnp.full((batch, k_beams, length), pad_id, jnp.int32),
-        jnp.full((batch, k_beams), neg_inf, dtype),
-        jnp.zeros((batch, k_beams), jnp.int32),
-        jnp.array(False),
-    )
-    out = jax.lax.while_loop(cond, body, init)
-    fin_tokens, fin_scores, fin_lengths = out[5], out[6], out[7]
-    found = fin_scores > neg_inf
-    tokens = jnp.where(found[..., None], fin_tokens, jnp.int32(pad_id))
-    lengths = jnp.where(found, fin_lengths, 0)
-    return DecodeOutput(tokens, lengths, fin_scores)
+    With ``g`` i.i.d. standard Gumbel noise, ``argmax_i(z_i / T + g_i)`` is a draw from
+    ``softmax(z / T)`` (the Gumbel-max trick), and for ``T > 0`` it equals
+    ``argmax_i(z_i + T g_i)``, the form computed here: no division, so a tiny ``T`` cannot
+    overflow, and ``T = 0`` is exactly greedy decoding (ties go to the lowest id). Low
+    temperatures sharpen the distribution towards the argmax, high ones flatten it towards
+    uniform. ``temperature`` may be traced (one compilation serves every temperature); a
+    negative one is an error when concrete, and under ``jit`` gives the invalid id ``-1``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jdl import decoding
+        >>> logits = jnp.array([[0.0, 3.0, 1.0]])
+        >>> decoding.sample_tokens(jax.random.key(0), logits, temperature=0.0)
+        Array([1], dtype=int32)
+    """
+    where = "sample_tokens"
+    check_floating(where, logits, "logits")
+    check_min_rank(where, logits, 1, "..., vocab_size", "logits")
+    check_temperature(where, temperature)
+    if is_concrete(temperature) and float(temperature) == 0.0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    temperature = jnp.asarray(temperature, logits.dtype)
+    noise = jax.random.gumbel(key, logits.shape, logits.dtype)
+    tokens = jnp.argmax(logits + temperature * noise, axis=-1).astype(jnp.int32)
+    return jnp.where(temperature >= 0, tokens, -1)

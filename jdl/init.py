@@ -60,9 +60,7 @@ def compute_fans(shape: Sequence[int], in_axis: int = -2, out_axis: int = -1) ->
     """
     shape = tuple(int(d) for d in shape)
     if len(shape) < 2:
-        raise ValueError(
-            f"compute_fans: expected a kernel shape of rank >= 2 (..., in, out), got {shape}"
-        )
+        raise ValueError(f"compute_fans: expected a kernel shape of rank >= 2 (..., in, out), got {shape}")
     in_size, out_size = shape[in_axis], shape[out_axis]
     if in_size * out_size == 0:
         return 0, 0
@@ -118,13 +116,7 @@ def uniform(scale: float = 1e-2) -> Initializer:
     return init
 
 
-def variance_scaling(
-    scale: float,
-    mode: str,
-    distribution: str,
-    in_axis: int = -2,
-    out_axis: int = -1,
-) -> Initializer:
+def variance_scaling(scale: float, mode: str, distribution: str, in_axis: int = -2, out_axis: int = -1) -> Initializer:
     """Zero-mean draws with variance ``scale / n``, ``n`` the fan chosen by ``mode``.
 
     ``distribution`` is ``"normal"`` (std ``sqrt(scale/n)``), ``"uniform"`` (bound
@@ -135,9 +127,7 @@ def variance_scaling(
     if mode not in _MODES:
         raise ValueError(f"variance_scaling: expected mode in {_MODES}, got {mode!r}")
     if distribution not in _DISTRIBUTIONS:
-        raise ValueError(
-            f"variance_scaling: expected distribution in {_DISTRIBUTIONS}, got {distribution!r}"
-        )
+        raise ValueError(f"variance_scaling: expected distribution in {_DISTRIBUTIONS}, got {distribution!r}")
     if scale <= 0:
         raise ValueError(f"variance_scaling: expected scale > 0, got {scale}")
 
@@ -158,44 +148,25 @@ def variance_scaling(
     return init
 
 
-def uniform_fan_in(in_axis: int = -2, out_axis: int = -1) -> Initializer:
-    """The course's uniform initialisation ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
+def _preset(name: str, scale: float, mode: str, distribution: str, formula: str):
+    """The initialiser ``name``: ``variance_scaling(scale, mode, distribution)``, taking only the kernel's axes."""
 
-    That is variance ``1/(3 fan_in)``: ``variance_scaling(1/3, "fan_in", "uniform")``.
-    (PyTorch's default for ``nn.Linear``.)
-    """
-    return variance_scaling(1.0 / 3.0, "fan_in", "uniform", in_axis, out_axis)
+    def preset(in_axis: int = -2, out_axis: int = -1) -> Initializer:
+        return variance_scaling(scale, mode, distribution, in_axis, out_axis)
 
-
-def xavier_uniform(in_axis: int = -2, out_axis: int = -1) -> Initializer:
-    """Xavier/Glorot uniform: ``U(-x, x)``, ``x = sqrt(6 / (fan_in + fan_out))``."""
-    return variance_scaling(1.0, "fan_avg", "uniform", in_axis, out_axis)
+    preset.__name__ = preset.__qualname__ = name
+    preset.__doc__ = f"{formula}: ``variance_scaling({scale:.4g}, {mode!r}, {distribution!r}, in_axis, out_axis)``."
+    return preset
 
 
-def xavier_normal(in_axis: int = -2, out_axis: int = -1) -> Initializer:
-    """Xavier/Glorot normal: ``N(0, sigma)``, ``sigma = sqrt(2 / (fan_in + fan_out))``."""
-    return variance_scaling(1.0, "fan_avg", "normal", in_axis, out_axis)
-
-
-def he_uniform(in_axis: int = -2, out_axis: int = -1) -> Initializer:
-    """He/Kaiming uniform: ``U(-x, x)``, ``x = sqrt(6 / fan_in)``."""
-    return variance_scaling(2.0, "fan_in", "uniform", in_axis, out_axis)
-
-
-def he_normal(in_axis: int = -2, out_axis: int = -1) -> Initializer:
-    """He/Kaiming normal: ``N(0, sigma)``, ``sigma = sqrt(2 / fan_in)`` (plain normal)."""
-    return variance_scaling(2.0, "fan_in", "normal", in_axis, out_axis)
-
-
-def lecun_uniform(in_axis: int = -2, out_axis: int = -1) -> Initializer:
-    """LeCun uniform: variance ``1 / fan_in``, ``U(-sqrt(3/fan_in), sqrt(3/fan_in))``."""
-    return variance_scaling(1.0, "fan_in", "uniform", in_axis, out_axis)
-
-
-def lecun_normal(in_axis: int = -2, out_axis: int = -1) -> Initializer:
-    """LeCun normal: variance ``1 / fan_in`` from a truncated normal, as jax and flax."""
-    return variance_scaling(1.0, "fan_in", "truncated_normal", in_axis, out_axis)
-
+# The course's uniform_fan_in is PyTorch's nn.Linear default; lecun_normal is jax's and flax's (truncated).
+uniform_fan_in = _preset("uniform_fan_in", 1 / 3, "fan_in", "uniform", "The course's ``U(+-1/sqrt(fan_in))``")
+xavier_uniform = _preset("xavier_uniform", 1.0, "fan_avg", "uniform", "Xavier ``U(+-sqrt(6 / (fan_in + fan_out)))``")
+xavier_normal = _preset("xavier_normal", 1.0, "fan_avg", "normal", "Xavier ``N(0, sqrt(2 / (fan_in + fan_out)))``")
+he_uniform = _preset("he_uniform", 2.0, "fan_in", "uniform", "He/Kaiming ``U(+-sqrt(6 / fan_in))``")
+he_normal = _preset("he_normal", 2.0, "fan_in", "normal", "He/Kaiming ``N(0, sqrt(2 / fan_in))``, a plain normal")
+lecun_uniform = _preset("lecun_uniform", 1.0, "fan_in", "uniform", "LeCun ``U(+-sqrt(3 / fan_in))``")
+lecun_normal = _preset("lecun_normal", 1.0, "fan_in", "truncated_normal", "LeCun: variance ``1 / fan_in``, truncated")
 
 glorot_uniform = xavier_uniform
 glorot_normal = xavier_normal

@@ -27,7 +27,11 @@ than optax (optax broadcasts), the error says what was expected and what was giv
 ``kl_divergence(log_q, p)``                ``sum_c p_c (log p_c - log_q_c)``
 ``l1_penalty(params)``                     ``sum |w|`` over every leaf
 ``l2_penalty(params)``                     ``1/2 sum w^2`` over every leaf
+``masked_cross_entropy(z, y, mask)``       mean of ``-log softmax(z)_y`` where ``mask`` (a scalar)
 =========================================  ============================================
+
+For padded sequences, :func:`sequence_mask` gives the mask of the real steps and
+:func:`masked_mean` averages over them only.
 
 Example:
     >>> import jax.numpy as jnp, jdl
@@ -45,31 +49,16 @@ import jax
 import jax.numpy as jnp
 
 from jdl._checks import (
-    check_array,
-    check_floating,
-    check_integer,
-    check_min_rank,
+    check_class_labels, check_floating, check_int_at_least, check_integer, check_min_rank, check_real,
     check_same_shape,
 )
 from jdl.activations import log_sigmoid, log_softmax
 
 __all__ = [
-    "squared_error",
-    "l2_loss",
-    "absolute_error",
-    "mean_squared_error",
-    "mean_absolute_error",
-    "sigmoid_binary_cross_entropy",
-    "binary_cross_entropy",
-    "smooth_labels",
-    "softmax_cross_entropy",
-    "softmax_cross_entropy_with_integer_labels",
-    "nll_loss",
-    "hinge_loss",
-    "perceptron_loss",
-    "kl_divergence",
-    "l1_penalty",
-    "l2_penalty",
+    "squared_error", "l2_loss", "absolute_error", "mean_squared_error", "mean_absolute_error",
+    "sigmoid_binary_cross_entropy", "binary_cross_entropy", "smooth_labels", "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels", "nll_loss", "hinge_loss", "perceptron_loss", "kl_divergence",
+    "l1_penalty", "l2_penalty", "sequence_mask", "masked_mean", "masked_cross_entropy",
 ]
 
 # PyTorch's BCELoss clamps each log term at -100 so that p = 0 or 1 gives a finite loss.
@@ -79,60 +68,21 @@ _BCE_LOG_CLAMP = -100.0
 # --------------------------------------------------------------------------- checks
 
 
-def _check_real(where: str, x: Any, what: str) -> None:
-    """Bool, integer or floating (targets that are plain numbers: 0/1, -1/+1, values)."""
-    check_array(where, x, what)
-    dtype = jnp.dtype(x.dtype)
-    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
-            or dtype == jnp.bool_):
-        raise TypeError(
-            f"{where}: expected real-valued {what} (bool, integer or floating), got "
-            f"{dtype.name} {what} of shape {tuple(x.shape)}"
-        )
-
-
 def _check_pair(where: str, x: Any, y: Any, x_name: str, y_name: str) -> None:
     """A floating ``x`` and a real ``y`` of exactly the same shape."""
     check_floating(where, x, x_name)
-    _check_real(where, y, y_name)
+    check_real(where, y, y_name)
     check_same_shape(where, x, y, x_name, y_name)
 
 
-def _check_class_labels(where: str, scores: Any, labels: Any, scores_name: str) -> None:
-    """Floating ``scores`` (..., num_classes) and integer ``labels`` of shape scores.shape[:-1]."""
-    check_floating(where, scores, scores_name)
-    check_min_rank(where, scores, 1, "..., num_classes", scores_name)
-    check_array(where, labels, "labels")
-    expected = tuple(scores.shape[:-1])
-    if jnp.issubdtype(labels.dtype, jnp.floating) and tuple(labels.shape) == tuple(scores.shape):
-        raise TypeError(
-            f"{where}: expected integer class labels of shape {expected}, got "
-            f"{jnp.dtype(labels.dtype).name} labels of shape {tuple(labels.shape)} (one-hot or "
-            f"probabilities?); use softmax_cross_entropy for those"
-        )
-    check_integer(where, labels, "labels")
-    if tuple(labels.shape) != expected:
-        raise ValueError(
-            f"{where}: expected labels of shape {expected} ({scores_name}.shape[:-1], one "
-            f"class index per example; nothing is broadcast), got labels of shape "
-            f"{tuple(labels.shape)} for {scores_name} of shape {tuple(scores.shape)}"
-        )
-
-
-def _check_distributions(where: str, logits: Any, labels: Any, logits_name: str, labels_name: str) -> None:
-    """Floating ``logits`` and floating ``labels`` of the same shape (..., num_classes)."""
-    check_floating(where, logits, logits_name)
-    check_min_rank(where, logits, 1, "..., num_classes", logits_name)
-    check_array(where, labels, labels_name)
-    if jnp.issubdtype(labels.dtype, jnp.integer) and tuple(labels.shape) == tuple(logits.shape[:-1]):
-        raise TypeError(
-            f"{where}: expected floating {labels_name} of shape {tuple(logits.shape)} (one-hot "
-            f"or probabilities), got {jnp.dtype(labels.dtype).name} {labels_name} of shape "
-            f"{tuple(labels.shape)} (class indices?); use "
-            f"softmax_cross_entropy_with_integer_labels for those"
-        )
-    check_floating(where, labels, labels_name)
-    check_same_shape(where, logits, labels, logits_name, labels_name)
+def _check_distributions(where: str, x: Any, y: Any, x_name: str, y_name: str, hint: str = "") -> None:
+    """Floating ``x`` and ``y`` of exactly the same shape ``(..., num_classes)``: distributions, not class indices."""
+    check_min_rank(where, x, 1, "..., num_classes", x_name)
+    if hasattr(y, "dtype") and jnp.issubdtype(y.dtype, jnp.integer) and y.shape == x.shape[:-1]:
+        raise TypeError(f"{where}: expected floating {y_name} of shape {tuple(x.shape)} (one-hot or probabilities), "
+                        f"got {y.dtype} {y_name} of shape {tuple(y.shape)} (class indices?){hint}")
+    _check_pair(where, x, y, x_name, y_name)
+    check_floating(where, y, y_name)
 
 
 def _check_smoothing(where: str, alpha: Any, name: str) -> None:
@@ -176,10 +126,8 @@ def _tree_leaves(where: str, params: Any) -> list[jax.Array]:
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         if not hasattr(leaf, "dtype") or not jnp.issubdtype(leaf.dtype, jnp.floating):
             got = jnp.dtype(leaf.dtype).name if hasattr(leaf, "dtype") else type(leaf).__name__
-            raise TypeError(
-                f"{where}: expected every leaf of params to be a floating-point array, got "
-                f"{got} at params{jax.tree_util.keystr(path)}"
-            )
+            raise TypeError(f"{where}: expected every leaf of params to be a floating-point array, got {got} at "
+                            f"params{jax.tree_util.keystr(path)}")
         leaves.append(leaf)
     return leaves
 
@@ -363,7 +311,7 @@ def softmax_cross_entropy(
         Array([0.23954484], dtype=float32)
     """
     where = "softmax_cross_entropy"
-    _check_distributions(where, logits, labels, "logits", "labels")
+    _check_distributions(where, logits, labels, "logits", "labels", f"; use {where}_with_integer_labels for those")
     _check_smoothing(where, label_smoothing, "label_smoothing")
     if not _is_zero(label_smoothing):
         labels = _smooth(labels, label_smoothing)
@@ -389,7 +337,7 @@ def softmax_cross_entropy_with_integer_labels(
         Array([0.23954484], dtype=float32)
     """
     where = "softmax_cross_entropy_with_integer_labels"
-    _check_class_labels(where, logits, labels, "logits")
+    check_class_labels(where, logits, labels)
     _check_smoothing(where, label_smoothing, "label_smoothing")
     log_probs = log_softmax(logits, axis=-1)
     loss = -_pick_class(log_probs, labels)
@@ -414,7 +362,7 @@ def nll_loss(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
         >>> jdl.losses.nll_loss(log_probs, jnp.array([1]))
         Array([1.3862944], dtype=float32)
     """
-    _check_class_labels("nll_loss", log_probs, labels, "log_probs")
+    check_class_labels("nll_loss", log_probs, labels, "log_probs")
     return -_pick_class(log_probs, labels)
 
 
@@ -431,11 +379,7 @@ def kl_divergence(log_predictions: jax.Array, targets: jax.Array) -> jax.Array:
         >>> jdl.losses.kl_divergence(log_q, jnp.array([1.0, 0.0]))
         Array(0.6931472, dtype=float32)
     """
-    where = "kl_divergence"
-    check_floating(where, log_predictions, "log_predictions")
-    check_min_rank(where, log_predictions, 1, "..., num_classes", "log_predictions")
-    check_floating(where, targets, "targets")
-    check_same_shape(where, log_predictions, targets, "log_predictions", "targets")
+    _check_distributions("kl_divergence", log_predictions, targets, "log_predictions", "targets")
     positive = targets > 0
     log_targets = jnp.where(positive, jnp.log(jnp.where(positive, targets, 1.0)), 0.0)
     return jnp.sum(targets * (log_targets - log_predictions), axis=-1)
@@ -472,3 +416,58 @@ def l2_penalty(params: Any) -> jax.Array:
     """
     leaves = _tree_leaves("l2_penalty", params)
     return 0.5 * sum((jnp.sum(jnp.square(leaf)) for leaf in leaves), jnp.zeros((), jnp.float32))
+
+
+# ------------------------------------------------------------------ padded sequences
+
+
+def sequence_mask(lengths: jax.Array, time: int) -> jax.Array:
+    """``mask[..., t] = t < lengths[...]``: which steps of a padded batch are real.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> jdl.losses.sequence_mask(jnp.array([3, 1]), 4).astype(int)
+        Array([[1, 1, 1, 0],
+               [1, 0, 0, 0]], dtype=int32)
+    """
+    check_integer("sequence_mask", lengths, "lengths")
+    check_int_at_least("sequence_mask", "time", time, 0)
+    return jnp.arange(time) < lengths[..., None]
+
+
+def masked_mean(values: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """The mean of ``values`` where ``mask`` is true: ``sum(mask * values) / max(sum(mask), 1)``.
+
+    Masked-out values (NaN included) never leak in, nor into the gradient; ``mask=None`` is
+    the plain mean, and an all-false mask gives 0.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> jdl.losses.masked_mean(jnp.array([1.0, 3.0, jnp.nan]), jnp.array([True, True, False]))
+        Array(2., dtype=float32)
+    """
+    if mask is None:
+        return jnp.mean(values)
+    total = jnp.sum(jnp.where(mask, values, jnp.zeros_like(values)))
+    return total / jnp.maximum(jnp.sum(mask), 1).astype(values.dtype)
+
+
+def masked_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Mean cross-entropy over the real steps of a padded batch (a scalar, in nats).
+
+    ``L = sum_{b,t} m_{bt} (-log softmax(z_{bt})_{y_{bt}}) / sum_{b,t} m_{bt}`` with
+    ``m = mask`` (``sequence_mask(lengths, time)``; ``None`` means every step). Labels at
+    masked-out steps are ignored, whatever their value (``-1`` is a fine padding label), and
+    get no gradient; an out-of-range label at a real step gives NaN, as in
+    :func:`softmax_cross_entropy_with_integer_labels`. An all-false mask gives 0.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> logits = jnp.zeros((1, 3, 4))                     # uniform: log 4 = 1.386 per step
+        >>> labels = jnp.array([[2, 0, -1]])                  # the last step is padding
+        >>> jdl.losses.masked_cross_entropy(logits, labels, jdl.losses.sequence_mask(jnp.array([2]), 3))
+        Array(1.3862944, dtype=float32)
+    """
+    check_class_labels("masked_cross_entropy", logits, labels, mask=mask)
+    real_labels = labels if mask is None else jnp.where(mask, labels, 0)
+    return masked_mean(-_pick_class(log_softmax(logits, axis=-1), real_labels), mask)

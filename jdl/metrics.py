@@ -25,9 +25,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jdl.losses import _check_class_labels
+from jdl._checks import check_class_labels, check_int_at_least
+from jdl.losses import masked_mean
 
-__all__ = ["BleuScore", "accuracy", "corpus_bleu", "sentence_bleu", "top_k_accuracy"]
+__all__ = ["BleuScore", "accuracy", "masked_accuracy", "corpus_bleu", "sentence_bleu", "top_k_accuracy"]
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -41,8 +42,24 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
         >>> jdl.metrics.accuracy(logits, jnp.array([0, 1]))
         Array(0.5, dtype=float32)
     """
-    _check_class_labels("accuracy", logits, labels, "logits")
+    check_class_labels("accuracy", logits, labels)
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels, dtype=jnp.float32)
+
+
+def masked_accuracy(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """The fraction of real steps with ``argmax(z_{bt}) == y_{bt}`` (a float32 scalar).
+
+    ``mask`` (bool, the labels' shape; ``jdl.losses.sequence_mask(lengths, time)``) marks
+    the real steps of a padded batch; ``None`` means every step, i.e. :func:`accuracy`.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> logits = jnp.array([[[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]])
+        >>> jdl.metrics.masked_accuracy(logits, jnp.array([[1, 1, 0]]), jnp.array([[True, True, False]]))
+        Array(0.5, dtype=float32)
+    """
+    check_class_labels("masked_accuracy", logits, labels, mask=mask)
+    return masked_mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32), mask)
 
 
 def top_k_accuracy(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
@@ -58,12 +75,10 @@ def top_k_accuracy(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
         Array(0.5, dtype=float32)
     """
     where = "top_k_accuracy"
-    _check_class_labels(where, logits, labels, "logits")
+    check_class_labels(where, logits, labels)
     num_classes = logits.shape[-1]
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= num_classes:
-        raise ValueError(
-            f"{where}: expected k to be an int in [1, num_classes = {num_classes}], got {k!r}"
-        )
+        raise ValueError(f"{where}: expected k to be an int in [1, num_classes = {num_classes}], got {k!r}")
     _, top_classes = jax.lax.top_k(logits, int(k))
     hit = jnp.any(top_classes == labels[..., None], axis=-1)
     return jnp.mean(hit, dtype=jnp.float32)
@@ -153,7 +168,8 @@ def corpus_bleu(
         21.4441
     """
     where = "corpus_bleu"
-    hyps = _check_hypotheses(where, hypotheses)
+    hyps = _check_strings(where, hypotheses, "hypotheses", "a list of str", "at least one hypothesis",
+                          "; for one sentence use sentence_bleu")
     refs = _check_references_list(where, references, len(hyps))
     smooth_value = _check_bleu_options(where, max_order, smooth, smooth_value)
     stats = [_bleu_segment_stats(h, r, max_order) for h, r in zip(hyps, refs)]
@@ -190,10 +206,8 @@ def sentence_bleu(
     """
     where = "sentence_bleu"
     if not isinstance(hypothesis, str):
-        raise TypeError(
-            f"{where}: expected the hypothesis to be a str, got {type(hypothesis).__name__}"
-            + ("; for a list of hypotheses use corpus_bleu" if _is_sequence(hypothesis) else "")
-        )
+        raise TypeError(f"{where}: expected the hypothesis to be a str, got {type(hypothesis).__name__}"
+                        + ("; for a list of hypotheses use corpus_bleu" if _is_sequence(hypothesis) else ""))
     refs = _check_references(where, references, "references")
     smooth_value = _check_bleu_options(where, max_order, smooth, smooth_value)
     stats = [_bleu_segment_stats(hypothesis, refs, max_order)]
@@ -204,69 +218,46 @@ def _is_sequence(x: Any) -> bool:
     return isinstance(x, Iterable) and not isinstance(x, (str, bytes, Mapping))
 
 
-def _check_hypotheses(where: str, hypotheses: Any) -> list[str]:
-    if not _is_sequence(hypotheses):
-        hint = "; for one sentence use sentence_bleu" if isinstance(hypotheses, str) else ""
-        raise TypeError(
-            f"{where}: expected hypotheses to be a list of str, got {type(hypotheses).__name__}{hint}"
-        )
-    hyps = list(hypotheses)
-    if not hyps:
-        raise ValueError(f"{where}: expected at least one hypothesis, got an empty list")
-    for i, h in enumerate(hyps):
-        if not isinstance(h, str):
-            raise TypeError(f"{where}: expected hypotheses[{i}] to be a str, got {type(h).__name__}")
-    return hyps
+def _check_strings(where: str, values: Any, what: str, expected: str, empty: str, hint: str) -> list[str]:
+    """``values`` as a non-empty list of str; ``hint`` is added when a lone str was given instead."""
+    if not _is_sequence(values):
+        raise TypeError(f"{where}: expected {what} to be {expected}, got {type(values).__name__}"
+                        f"{hint if isinstance(values, str) else ''}")
+    values = list(values)
+    if not values:
+        raise ValueError(f"{where}: expected {empty}, got an empty list")
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise TypeError(f"{where}: expected {what}[{i}] to be a str, got {type(value).__name__}")
+    return values
+
+
+def _check_references(where: str, references: Any, what: str) -> list[str]:
+    return _check_strings(where, references, what, "a list of one or more reference str", f"{what} to hold at least "
+                          f"one reference", f"; wrap a single reference in a list: [{references!r}]")
 
 
 def _check_references_list(where: str, references: Any, num_hypotheses: int) -> list[list[str]]:
-    layout = (
-        "references[i] is the list of reference strings for hypotheses[i], the transpose "
-        "of sacrebleu's reference streams"
-    )
+    layout = ("references[i] is the list of reference strings for hypotheses[i], the transpose of sacrebleu's "
+              "reference streams")
     if not _is_sequence(references):
-        raise TypeError(
-            f"{where}: expected references to be a list of lists of str ({layout}), "
-            f"got {type(references).__name__}"
-        )
-    refs = list(references)
-    if len(refs) != num_hypotheses:
-        raise ValueError(
-            f"{where}: expected one list of references per hypothesis ({layout}), got "
-            f"{num_hypotheses} hypotheses and {len(refs)} lists of references"
-        )
-    return [_check_references(where, r, f"references[{i}]") for i, r in enumerate(refs)]
-
-
-def _check_references(where: str, refs: Any, what: str) -> list[str]:
-    if not _is_sequence(refs):
-        hint = f"; wrap a single reference in a list: [{refs!r}]" if isinstance(refs, str) else ""
-        raise TypeError(
-            f"{where}: expected {what} to be a list of one or more reference str, "
-            f"got {type(refs).__name__}{hint}"
-        )
-    refs = list(refs)
-    if not refs:
-        raise ValueError(f"{where}: expected {what} to hold at least one reference, got an empty list")
-    for j, r in enumerate(refs):
-        if not isinstance(r, str):
-            raise TypeError(f"{where}: expected {what}[{j}] to be a str, got {type(r).__name__}")
-    return refs
+        raise TypeError(f"{where}: expected references to be a list of lists of str ({layout}), got "
+                        f"{type(references).__name__}")
+    references = list(references)
+    if len(references) != num_hypotheses:
+        raise ValueError(f"{where}: expected one list of references per hypothesis ({layout}), got {num_hypotheses} "
+                         f"hypotheses and {len(references)} lists of references")
+    return [_check_references(where, r, f"references[{i}]") for i, r in enumerate(references)]
 
 
 def _check_bleu_options(where: str, max_order: Any, smooth: Any, smooth_value: Any) -> float | None:
-    if isinstance(max_order, bool) or not isinstance(max_order, numbers.Integral) or max_order < 1:
-        raise ValueError(f"{where}: expected max_order to be an int >= 1, got {max_order!r}")
+    check_int_at_least(where, "max_order", max_order, 1)
     if smooth not in _SMOOTH_DEFAULTS:
-        raise ValueError(
-            f"{where}: expected smooth to be one of {sorted(_SMOOTH_DEFAULTS)}, got {smooth!r}"
-        )
+        raise ValueError(f"{where}: expected smooth to be one of {sorted(_SMOOTH_DEFAULTS)}, got {smooth!r}")
     if smooth_value is None:
         return _SMOOTH_DEFAULTS[smooth]
     if _SMOOTH_DEFAULTS[smooth] is None:
-        raise ValueError(
-            f"{where}: smooth={smooth!r} takes no smooth_value, got smooth_value={smooth_value!r}"
-        )
+        raise ValueError(f"{where}: smooth={smooth!r} takes no smooth_value, got smooth_value={smooth_value!r}")
     if isinstance(smooth_value, bool) or not isinstance(smooth_value, numbers.Real) or smooth_value <= 0:
         raise ValueError(f"{where}: expected smooth_value to be a number > 0, got {smooth_value!r}")
     return smooth_value

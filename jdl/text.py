@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from jdl._checks import check_int_at_least
+
 __all__ = ["PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID", "Vocab"]
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -50,10 +52,15 @@ def _texts_list(where: str, texts: Any) -> list[str]:
         hint = f"; wrap a single text in a list: [{texts!r}]" if isinstance(texts, str) else ""
         raise TypeError(f"{where}: expected a list of str, got {type(texts).__name__}{hint}")
     texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"{where}: expected texts[{i}] to be a str, got {type(t).__name__}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{where}: expected texts[{i}] to be a str, got {type(text).__name__}")
     return texts
+
+
+def _check_level(where: str, level: Any) -> None:
+    if level not in _LEVELS:
+        raise ValueError(f"{where}: expected level to be 'char' or 'word', got {level!r}")
 
 
 def _split(text: str, level: str) -> list[str]:
@@ -91,21 +98,16 @@ class Vocab:
 
     def __post_init__(self):
         where = "Vocab"
-        if self.level not in _LEVELS:
-            raise ValueError(f"{where}: expected level to be 'char' or 'word', got {self.level!r}")
+        _check_level(where, self.level)
         symbols = tuple(self.symbols) if not isinstance(self.symbols, str) else None
         if symbols is None or not all(isinstance(s, str) for s in symbols):
             raise TypeError(f"{where}: expected symbols to be a sequence of str, got {self.symbols!r}")
-        reserved = set(_SPECIALS) | {_UNK}
         for s in symbols:
-            if s in reserved:
+            if s in _SPECIALS + (_UNK,):
                 raise ValueError(f"{where}: the symbol {s!r} is a reserved token; it has its own id")
-            if self.level == "char" and len(s) != 1:
-                raise ValueError(f"{where}: expected single characters for level='char', got {s!r}")
-            if self.level == "word" and (not s or s != s.strip() or len(s.split()) != 1):
-                raise ValueError(
-                    f"{where}: expected words without whitespace for level='word', got {s!r}"
-                )
+            if _split(s, self.level) != [s]:  # a symbol is one token
+                kind = "single characters" if self.level == "char" else "words without whitespace"
+                raise ValueError(f"{where}: expected {kind} for level={self.level!r}, got {s!r}")
         if len(set(symbols)) != len(symbols):
             duplicates = sorted(s for s, c in Counter(symbols).items() if c > 1)
             raise ValueError(f"{where}: expected distinct symbols, got duplicates {duplicates}")
@@ -129,17 +131,12 @@ class Vocab:
             ('<pad>', '<bos>', '<eos>', 'a', 'b', 'c')
         """
         where = "Vocab.from_corpus"
-        if level not in _LEVELS:
-            raise ValueError(f"{where}: expected level to be 'char' or 'word', got {level!r}")
-        if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
-            raise ValueError(f"{where}: expected min_count to be an int >= 1, got {min_count!r}")
+        _check_level(where, level)
+        check_int_at_least(where, "min_count", min_count, 1)
         counts = Counter(tok for t in _texts_list(where, texts) for tok in _split(t, level))
-        reserved = sorted(set(counts) & (set(_SPECIALS) | {_UNK}))
+        reserved = sorted(set(counts) & {*_SPECIALS, _UNK})
         if reserved:
-            raise ValueError(
-                f"{where}: the corpus contains the reserved token(s) {reserved}; they would "
-                f"be indistinguishable from the special ids"
-            )
+            raise ValueError(f"{where}: the corpus contains the reserved token(s) {reserved}, whose ids are special")
         return cls(tuple(sorted(t for t, c in counts.items() if c >= min_count)), level, unk)
 
     @property
@@ -201,44 +198,29 @@ class Vocab:
         """
         where = "Vocab.encode"
         texts = _texts_list(where, texts)
-        if max_length is not None and (
-            isinstance(max_length, bool)
-            or not isinstance(max_length, (int, np.integer))
-            or max_length < 0
-        ):
-            raise ValueError(
-                f"{where}: expected max_length to be an int >= 0 or None, got {max_length!r}"
-            )
-        rows = []
-        for i, text in enumerate(texts):
-            row = [BOS_ID] if add_bos else []
-            for tok in _split(text, self.level):
-                idx = self._index.get(tok)
-                if idx is None:
-                    if not self.unk:
-                        raise ValueError(
-                            f"{where}: the token {tok!r} in texts[{i}] = {text!r} is not in the "
-                            f"vocabulary of {len(self)} tokens; build the Vocab from a corpus that "
-                            f"contains it, or with unk=True to map unknown tokens to <unk>"
-                        )
-                    idx = UNK_ID
-                row.append(idx)
-            if add_eos:
-                row.append(EOS_ID)
+        check_int_at_least(where, "max_length", max_length, 0, none_ok=True)
+        bos, eos = [BOS_ID] if add_bos else [], [EOS_ID] if add_eos else []
+        rows = [bos + self._ids(where, i, text) + eos for i, text in enumerate(texts)]
+        per_text = "tokens per text (with <bos>/<eos>)" if add_bos or add_eos else "tokens per text"
+        for i, row in enumerate(rows):
             if max_length is not None and len(row) > max_length:
-                extra = " (with <bos>/<eos>)" if add_bos or add_eos else ""
-                raise ValueError(
-                    f"{where}: expected at most max_length = {max_length} tokens per text{extra}, "
-                    f"got {len(row)} for texts[{i}] = {text!r}; raise max_length (nothing is "
-                    f"truncated)"
-                )
-            rows.append(row)
+                raise ValueError(f"{where}: expected at most max_length = {max_length} {per_text}, got {len(row)} for "
+                                 f"texts[{i}] = {texts[i]!r}; raise max_length (nothing is truncated)")
         lengths = np.array([len(r) for r in rows], dtype=np.int32)
         width = max_length if max_length is not None else int(lengths.max(initial=0))
         ids = np.full((len(rows), width), PAD_ID, dtype=np.int32)
         for i, row in enumerate(rows):
             ids[i, : len(row)] = row
         return ids, lengths
+
+    def _ids(self, where: str, i: int, text: str) -> list[int]:
+        """The ids of ``texts[i]``'s tokens; an unknown token is ``<unk>``, or an error without one."""
+        tokens = _split(text, self.level)
+        unknown = [token for token in tokens if token not in self._index]
+        if unknown and not self.unk:
+            raise ValueError(f"{where}: the token {unknown[0]!r} in texts[{i}] = {text!r} is not in the vocabulary of "
+                             f"{len(self)} tokens; build the Vocab from a corpus with it, or with unk=True (<unk>)")
+        return [self._index.get(token, UNK_ID) for token in tokens]
 
     def decode(self, ids: Any) -> str | list[str]:
         """The text of a row of ids, or the list of texts of a 2-D array of ids.
@@ -261,14 +243,10 @@ class Vocab:
         if not np.issubdtype(arr.dtype, np.integer):
             raise TypeError(f"{where}: expected integer ids, got dtype {arr.dtype}")
         if arr.ndim not in (1, 2):
-            raise ValueError(
-                f"{where}: expected ids of rank 1 (one text) or 2 (batch, length), got shape {arr.shape}"
-            )
+            raise ValueError(f"{where}: expected ids of rank 1 (one text) or 2 (batch, length), got shape {arr.shape}")
         bad = arr[(arr < 0) | (arr >= len(self))]
         if bad.size:
-            raise ValueError(
-                f"{where}: expected ids in [0, {len(self)}) (the vocabulary size), got {int(bad[0])}"
-            )
+            raise ValueError(f"{where}: expected ids in [0, {len(self)}) (the vocabulary size), got {int(bad[0])}")
         if arr.ndim == 2:
             return [self._decode_row(row) for row in arr.tolist()]
         return self._decode_row(arr.tolist())

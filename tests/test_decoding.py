@@ -326,10 +326,10 @@ def _bad_step(kind):
 _STARTS = jnp.array([1, 3])
 _ERRORS = [
     # (search kwargs overrides, step kind or None, start_tokens, state override, error, match)
-    (dict(max_length=0), None, _STARTS, None, ValueError, r"max_length >= 1, got 0"),
-    (dict(max_length=2.0), None, _STARTS, None, TypeError, r"max_length to be a positive int"),
+    (dict(max_length=0), None, _STARTS, None, ValueError, r"max_length to be a positive int, got 0"),
+    (dict(max_length=2.0), None, _STARTS, None, ValueError, r"max_length to be a positive int"),
     (dict(eos_id=VOCAB), None, _STARTS, None, ValueError, r"eos_id in \[0, 5\).*got eos_id=5"),
-    (dict(eos_id=-1), None, _STARTS, None, ValueError, r"eos_id >= 0, got -1"),
+    (dict(eos_id=-1), None, _STARTS, None, ValueError, r"eos_id to be an int >= 0, got -1"),
     (dict(pad_id=VOCAB + 2), None, _STARTS, None, ValueError, r"pad_id in \[0, 5\)"),
     ({}, None, jnp.array([[1, 3]]), None, ValueError, r"start_tokens of rank 1.*rank 2"),
     ({}, None, jnp.array([1.0, 3.0]), None, TypeError, r"integer start_tokens"),
@@ -361,9 +361,9 @@ def test_errors(search, overrides, kind, starts, state_override, error, match):
 
 
 @pytest.mark.parametrize("beam_size, error, match", [
-    (0, ValueError, r"beam_size >= 1, got 0"),
-    (-3, ValueError, r"beam_size >= 1, got -3"),
-    (True, TypeError, r"beam_size to be a positive int, got bool"),
+    (0, ValueError, r"beam_size to be a positive int, got 0"),
+    (-3, ValueError, r"beam_size to be a positive int, got -3"),
+    (True, ValueError, r"beam_size to be a positive int, got True"),
 ])
 def test_beam_size_errors(beam_size, error, match):
     step_fn, state = _good_model()
@@ -385,5 +385,32 @@ def test_other_errors():
         decoding.gather_beams(state, jnp.array([0, 1]))
     with pytest.raises(ValueError, match=r"^gather_beams: expected every non-scalar leaf"):
         decoding.gather_beams({"h": jnp.zeros((3, 2))}, jnp.zeros((2, 2), jnp.int32))
-    with pytest.raises(ValueError, match=r"^expand_to_beams: expected beam_size >= 1"):
+    with pytest.raises(ValueError, match=r"^expand_to_beams: expected beam_size to be a positive int"):
         decoding.expand_to_beams(state, 0)
+
+
+# -------------------------------------------------------------------------- sampling
+
+
+def test_sample_tokens_draws_from_the_tempered_softmax():
+    logits = jnp.array([1.0, 0.0, -1.0, 2.0])
+    keys = jax.random.split(jax.random.key(14), 20000)
+    for temperature in (0.5, 1.0, 2.0):
+        draws = jax.vmap(lambda k, t=temperature: decoding.sample_tokens(k, logits, t))(keys)
+        frequencies = np.bincount(np.asarray(draws), minlength=4) / len(keys)
+        np.testing.assert_allclose(frequencies, jax.nn.softmax(logits / temperature), atol=0.015)
+    assert int(decoding.sample_tokens(jax.random.key(0), logits, 0.0)) == 3
+    assert int(decoding.sample_tokens(jax.random.key(0), logits, 1e-6)) == 3
+    # Under jit a negative temperature cannot raise: it gives the invalid id -1.
+    assert int(jax.jit(decoding.sample_tokens)(jax.random.key(0), logits, -1.0)) == -1
+
+
+def test_sample_tokens_errors():
+    with pytest.raises(ValueError, match=r"^sample_tokens: expected a finite temperature >= 0"):
+        decoding.sample_tokens(jax.random.key(0), jnp.zeros(3), -1.0)
+    with pytest.raises(TypeError, match=r"^sample_tokens: expected temperature to be a number >= 0, got str"):
+        decoding.sample_tokens(jax.random.key(0), jnp.zeros(3), "1")
+    with pytest.raises(ValueError, match=r"^sample_tokens: expected a scalar temperature, got shape \(2,\)"):
+        decoding.sample_tokens(jax.random.key(0), jnp.zeros(3), jnp.ones(2))
+    with pytest.raises(TypeError, match=r"^sample_tokens: expected a floating-point logits, got int32"):
+        decoding.sample_tokens(jax.random.key(0), jnp.zeros(3, jnp.int32))

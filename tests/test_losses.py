@@ -494,3 +494,53 @@ def test_errors_are_raised_at_trace_time_under_jit():
     loss = jax.jit(losses.softmax_cross_entropy_with_integer_labels)
     with pytest.raises(ValueError, match=r"^softmax_cross_entropy_with_integer_labels: expected labels of shape \(4,\)"):
         loss(_zeros((4, 3)), _zeros((3,), np.int32))
+
+
+# ----------------------------------------------------------------- padded sequences (masks)
+
+
+def test_sequence_mask_marks_the_real_steps():
+    mask = losses.sequence_mask(jnp.array([[3, 0], [1, 4]]), 4)
+    expected = np.arange(4)[None, None, :] < np.array([[3, 0], [1, 4]])[..., None]
+    assert mask.dtype == jnp.bool_ and mask.shape == (2, 2, 4)
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_masked_cross_entropy_is_the_mean_over_real_steps_and_ignores_padding_labels():
+    logits = _uniform(40, (2, 5, CLASSES), -3.0, 3.0)
+    lengths = np.array([5, 3])
+    labels = jnp.array([[0, 1, 2, 3, 0], [1, 2, 3, -1, 99]])  # junk labels at the padded steps
+    mask = losses.sequence_mask(jnp.asarray(lengths), 5)
+    loss, grad = jax.value_and_grad(losses.masked_cross_entropy)(logits, labels, mask)
+    log_probs = np.asarray(jax.nn.log_softmax(logits), np.float64)
+    expected = -np.mean([log_probs[b, t, labels[b, t]] for b in range(2) for t in range(lengths[b])])
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    assert np.all(np.asarray(grad)[1, 3:] == 0.0) and np.all(np.isfinite(np.asarray(grad)))
+    # Without a mask every step counts: the out-of-range label 99 gives NaN, never a wrapped id.
+    assert np.isnan(float(losses.masked_cross_entropy(logits, labels)))
+    good = jnp.where(mask, labels, 0)
+    np.testing.assert_allclose(losses.masked_cross_entropy(logits, good),
+                               np.mean(optax.losses.softmax_cross_entropy_with_integer_labels(logits, good)), rtol=1e-6)
+    assert float(losses.masked_cross_entropy(logits, labels, jnp.zeros((2, 5), bool))) == 0.0
+
+
+def test_masked_mean_never_lets_masked_values_in():
+    values = jnp.array([[1.0, jnp.nan], [3.0, jnp.inf]])
+    mask = jnp.array([[True, False], [True, False]])
+    assert float(losses.masked_mean(values, mask)) == 2.0
+    grad = jax.grad(lambda v: losses.masked_mean(v, mask))(values)
+    np.testing.assert_array_equal(grad, [[0.5, 0.0], [0.5, 0.0]])
+    assert float(losses.masked_mean(jnp.array([1.0, 2.0]))) == 1.5
+
+
+def test_masked_loss_errors():
+    with pytest.raises(ValueError, match=r"^masked_cross_entropy: expected labels of shape \(2, 5\)"):
+        losses.masked_cross_entropy(_zeros((2, 5, 3)), _zeros((2, 4), np.int32))
+    with pytest.raises(TypeError, match=r"^masked_cross_entropy: expected a bool mask, got float32"):
+        losses.masked_cross_entropy(_zeros((2, 5, 3)), _zeros((2, 5), np.int32), _ones((2, 5)))
+    with pytest.raises(ValueError, match=r"^masked_cross_entropy: expected mask of shape \(2, 5\) \(the labels'\)"):
+        losses.masked_cross_entropy(_zeros((2, 5, 3)), _zeros((2, 5), np.int32), np.ones((2, 4), bool))
+    with pytest.raises(ValueError, match=r"^sequence_mask: expected time to be an int >= 0, got -1"):
+        losses.sequence_mask(jnp.array([1]), -1)
+    with pytest.raises(TypeError, match=r"^sequence_mask: expected an integer lengths, got float32"):
+        losses.sequence_mask(_ones(2), 3)

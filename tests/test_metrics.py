@@ -106,3 +106,20 @@ def test_bad_inputs_are_errors(name, fn):
 def test_top_k_bad_k_is_an_error(k):
     with pytest.raises(ValueError, match=r"^top_k_accuracy: expected k to be an int in \[1, num_classes = 3\]"):
         metrics.top_k_accuracy(_zeros((4, 3)), _zeros((4,), np.int32), k)
+
+
+def test_masked_accuracy_counts_only_the_real_steps():
+    logits, labels = _data(30, (3, 6))
+    lengths = np.array([6, 2, 0])
+    mask = np.arange(6)[None, :] < lengths[:, None]
+    hits = np.argmax(logits, -1) == labels
+    np.testing.assert_allclose(metrics.masked_accuracy(logits, labels, mask), hits[mask].mean(), rtol=1e-6)
+    np.testing.assert_allclose(metrics.masked_accuracy(logits, labels), metrics.accuracy(logits, labels))
+    assert float(metrics.masked_accuracy(logits, labels, np.zeros((3, 6), bool))) == 0.0
+
+
+def test_masked_accuracy_errors():
+    with pytest.raises(TypeError, match=r"^masked_accuracy: expected a bool mask"):
+        metrics.masked_accuracy(_zeros((2, 5, 3)), _zeros((2, 5), np.int32), np.ones((2, 5), np.float32))
+    with pytest.raises(ValueError, match=r"^masked_accuracy: expected labels of shape \(2, 5\)"):
+        metrics.masked_accuracy(_zeros((2, 5, 3)), _zeros((2, 4), np.int32))

@@ -36,9 +36,9 @@ run outside it.
 **Decoding** reads one token per sentence per call of ``step_fn(state, tokens, step) ->
 (log_probs [N, vocab], state)``, where ``state`` is a dict of arrays with leading axis
 ``N`` (``{"carry", "memory", "keys", "mask"}``: the decoder state, the annotations, their
-attention keys and the source mask) from :meth:`RNNEncoderDecoder.init_decode_state`, so a
+attention keys and the source mask) from :meth:`AttentionSeq2Seq.init_decode_state`, so a
 search can reorder or repeat its rows (beam search) with one ``jnp.take`` per leaf:
-:meth:`~RNNEncoderDecoder.greedy_decode` and :meth:`~RNNEncoderDecoder.beam_decode` run
+:meth:`~AttentionSeq2Seq.greedy_decode` and :meth:`~AttentionSeq2Seq.beam_decode` run
 :func:`jdl.decoding.greedy_search` and :func:`jdl.decoding.beam_search` on it.
 
 Example:
@@ -57,9 +57,8 @@ Example:
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-import numbers
+from dataclasses import field
 from typing import Any, Callable
 
 import jax
@@ -68,25 +67,17 @@ import numpy as np
 
 from jdl import decoding
 from jdl._checks import (
-    check_array, check_floating, check_integer, check_keys, check_lengths, check_param_shape, check_rank,
-    check_token_ids, is_concrete,
+    check_batch_axes, check_bool_mask, check_choice, check_floating, check_integer, check_keys, check_lengths,
+    check_positive_int, check_rank, check_shape, check_token_id, check_token_ids, is_concrete,
 )
-from jdl.models.sequence import _check_positive_int, masked_cross_entropy, sequence_mask
-from jdl.nn.attention import AdditiveAttention, additive_attention_keys
-from jdl.nn.core import _LegacyLayerBase, Layer, make_layer
-from jdl.nn.dense import Dense
-from jdl.nn.embed import Embedding
-from jdl.nn.recurrent import Bidirectional, Cell, GRUCell
+from jdl.losses import masked_cross_entropy, sequence_mask
+from jdl.nn import AdditiveAttention, Bidirectional, Dense, Embedding, GRUCell, additive_attention_keys
+from jdl.nn.core import KW_ONLY, Layer, check_params
 from jdl.text import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = ["AttentionSeq2Seq", "RNNEncoderDecoder"]
 
-_PARAM_NAMES = ["source_embedding", "encoder", "initial_state", "target_embedding", "attention", "decoder",
-                "readout", "output"]
-_STATE_NAMES = ["carry", "memory", "keys", "mask"]
-_READOUTS = ("maxout", "linear")
-_READOUT_STATES = ("previous", "current")
-_INITIAL_STATES = ("backward", "both")
+_STATE_NAMES = ("carry", "memory", "keys", "mask")
 
 
 def _real_ids(ids: Any, lengths: Any) -> Any:
@@ -97,9 +88,19 @@ def _real_ids(ids: Any, lengths: Any) -> Any:
     return np.where(valid, np.asarray(ids), 0)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class RNNEncoderDecoder(_LegacyLayerBase):
-    """A Bahdanau encoder-decoder (a :class:`~jdl.nn.Layer`), built by :func:`AttentionSeq2Seq`.
+class AttentionSeq2Seq(Layer):
+    """The seeds' encoder-decoder: bidirectional GRU encoder, GRU decoder with Bahdanau attention.
+
+    Sizes (the paper's RNNsearch in brackets): ``hidden_size`` per encoder direction
+    [1000], ``embed_features`` for both embeddings [620] (default ``hidden_size``),
+    ``decoder_hidden_size`` [1000] (default ``hidden_size``), ``attention_features`` [1000]
+    (default ``decoder_hidden_size``), ``readout_features`` the size of ``t_i`` [500]
+    (default ``decoder_hidden_size // 2``; maxout reads twice as many units); a size left
+    out becomes its default when the model is made. ``readout`` is ``"maxout"`` (the paper)
+    or ``"linear"``; ``readout_state`` is ``"previous"`` (``s_{i-1}``, the paper and the
+    seeds) or ``"current"`` (``s_i``); ``initial_state`` is ``"backward"`` (``s_0 =
+    tanh(W_s h<-_1)``, the paper and the seeds) or ``"both"`` (``tanh(W_s [h->_Tx,
+    h<-_1])``). ``bos_id``, ``eos_id``, ``pad_id`` default to :mod:`jdl.text`'s (1, 2, 0).
 
     ``init(key, source_ids) -> (params, {})``; ``apply(params, state, source_ids, *,
     target_ids, source_lengths=None) -> ((logits, weights), state)`` is :meth:`logits`.
@@ -112,42 +113,94 @@ class RNNEncoderDecoder(_LegacyLayerBase):
 
     Token ids are ``[batch, length]`` int arrays padded at the end; lengths are ``[batch]``.
     Whatever ids sit past ``source_lengths`` (and, in :meth:`loss`, past ``target_lengths``)
-    are read as ``<pad>``: they never change a result or a gradient. Concrete ids outside the vocabulary at real positions and lengths
-    outside ``[0, length]`` are errors that name the method; under ``jit`` values cannot be
-    checked, and an id out of range gives NaN (the :func:`~jdl.nn.Embedding` rule).
+    are read as ``<pad>``: they never change a result or a gradient. Concrete ids outside
+    the vocabulary at real positions and lengths outside ``[0, length]`` are errors that
+    name the method; under ``jit`` values cannot be checked, and an id out of range gives
+    NaN (the :class:`~jdl.nn.Embedding` rule).
     """
 
     source_vocab_size: int
     target_vocab_size: int
-    embed_features: int
-    hidden_size: int
-    decoder_hidden_size: int
-    attention_features: int
-    readout_features: int
-    readout: str
-    readout_state: str
-    initial_state: str
-    bos_id: int
-    eos_id: int
-    pad_id: int
-    source_embedding: Layer
-    encoder: Layer
-    target_embedding: Layer
-    attention: Layer
-    cell: Cell
-    initial_state_layer: Layer
-    readout_layer: Layer
-    output_layer: Layer
+    hidden_size: int = 64
+    _: KW_ONLY
+    embed_features: int | None = None
+    decoder_hidden_size: int | None = None
+    attention_features: int | None = None
+    readout_features: int | None = None
+    readout: str = "maxout"
+    readout_state: str = "previous"
+    initial_state: str = "backward"
+    bos_id: int = BOS_ID
+    eos_id: int = EOS_ID
+    pad_id: int = PAD_ID
+    name: str = "attention_seq2seq"
+
+    # The layer of each part of the params, under the part's name.
+    layers: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        where = "AttentionSeq2Seq"
+        for size in ("source_vocab_size", "target_vocab_size", "hidden_size"):
+            check_positive_int(where, size, getattr(self, size))
+        self._resolve_sizes()
+        for size in ("embed_features", "decoder_hidden_size", "attention_features", "readout_features"):
+            check_positive_int(where, size, getattr(self, size))
+        check_choice(where, "readout", self.readout, ("maxout", "linear"))
+        check_choice(where, "readout_state", self.readout_state, ("previous", "current"))
+        check_choice(where, "initial_state", self.initial_state, ("backward", "both"))
+        for token in ("bos_id", "eos_id", "pad_id"):
+            check_token_id(where, token, getattr(self, token), self.target_vocab_size, "the target vocabulary")
+        object.__setattr__(self, "layers", {  # in the order of their PRNG keys
+            "source_embedding": Embedding(self.source_vocab_size, self.embed_features),
+            "encoder": Bidirectional(GRUCell(self.hidden_size)),
+            "initial_state": Dense(self.decoder_hidden_size, use_bias=False),  # W_s
+            "target_embedding": Embedding(self.target_vocab_size, self.embed_features),
+            "attention": AdditiveAttention(self.attention_features, context_features=2 * self.hidden_size),
+            "decoder": GRUCell(self.decoder_hidden_size),
+            "readout": Dense(self.readout_features * (2 if self.readout == "maxout" else 1)),  # U_o, V_o, C_o
+            "output": Dense(self.target_vocab_size),  # W_o
+        })
+
+    def _resolve_sizes(self) -> None:
+        """The sizes left out become their defaults, each from the one before it."""
+        if self.embed_features is None:
+            object.__setattr__(self, "embed_features", self.hidden_size)
+        if self.decoder_hidden_size is None:
+            object.__setattr__(self, "decoder_hidden_size", self.hidden_size)
+        if self.attention_features is None:
+            object.__setattr__(self, "attention_features", self.decoder_hidden_size)
+        if self.readout_features is None:
+            object.__setattr__(self, "readout_features", max(1, self.decoder_hidden_size // 2))
+
+    def init(self, key, source_ids):
+        check_integer(self, source_ids, "source_ids")
+        ids = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+        floats = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)  # noqa: E731
+        annotation, state = 2 * self.hidden_size, self.decoder_hidden_size
+        summary = self.hidden_size * (1 if self.initial_state == "backward" else 2)
+        examples = {  # an input of each part's layer
+            "source_embedding": ids,
+            "encoder": floats(1, 1, self.embed_features),
+            "initial_state": floats(1, summary),
+            "target_embedding": ids,
+            "attention": floats(1, state),
+            "decoder": floats(1, self.embed_features + annotation),  # reads [E y, c]
+            "readout": floats(1, state + self.embed_features + annotation),  # reads [s, E y, c]
+            "output": floats(1, self.readout_features),
+        }
+        keys = jax.random.split(key, len(self.layers))
+        return {part: layer.init(k, examples[part])[0] for k, (part, layer) in zip(keys, self.layers.items())}, {}
+
+    def _apply(self, part: str, params, x, **options):
+        """``params[part]``'s layer on ``x``: its output (no state, no dropout in this model)."""
+        return self.layers[part].apply(params[part], {}, x, **options)[0]
+
+    def apply(self, params, state, source_ids, *, target_ids=None, source_lengths=None, key=None, train=False):
+        del key, train  # no dropout: the model is deterministic
+        check_params(self, params, state, source_ids)
+        return self.logits(params, source_ids, source_lengths, target_ids), state
 
     # ------------------------------------------------------------------------------ checks
-
-    def _check_params(self, where: str, params: Any) -> None:
-        check_keys(where, params, _PARAM_NAMES)
-        check_keys(where, params["decoder"], ["input", "hidden"], "params['decoder']")
-        check_keys(where, params["decoder"]["input"], ["w", "b"], "params['decoder']['input']")
-        width = self.embed_features + 2 * self.hidden_size
-        check_param_shape(where, params["decoder"]["input"]["w"], (width, 3 * self.decoder_hidden_size),
-                          "decoder.input.w")
 
     def _check_source(self, where: str, source_ids: Any, source_lengths: Any) -> None:
         check_rank(where, source_ids, 2, "batch, source_len", "source_ids")
@@ -180,9 +233,8 @@ class RNNEncoderDecoder(_LegacyLayerBase):
         ``annotations[b, j] = [h->_j, h<-_j]`` (zero past ``source_lengths[b]``), ``mask`` is
         ``j < source_lengths[b]`` (all true without lengths), ``s_0 = tanh(W_s h<-_1)``.
         """
-        where = f"{self.description}.encode"
-        self._check_params(where, params)
-        self._check_source(where, source_ids, source_lengths)
+        self._check_source(f"{self}.encode", source_ids, source_lengths)
+        check_params(self, params, {}, source_ids)
         return self._encode(params, source_ids, source_lengths)
 
     def _encode(self, params, source_ids, source_lengths):
@@ -192,11 +244,10 @@ class RNNEncoderDecoder(_LegacyLayerBase):
         else:  # padding is read as <pad>, whatever its ids: no NaN row can reach the gradients
             mask = sequence_mask(source_lengths, steps)
             source_ids = jnp.where(mask, source_ids, jnp.asarray(PAD_ID, source_ids.dtype))
-        x, _ = self.source_embedding.apply(params["source_embedding"], {}, source_ids)
-        (memory, (forward, backward)), _ = self.encoder.apply(params["encoder"], {}, x, lengths=source_lengths)
+        x = self._apply("source_embedding", params, source_ids)
+        memory, (forward, backward) = self._apply("encoder", params, x, lengths=source_lengths)
         summary = backward if self.initial_state == "backward" else jnp.concatenate([forward, backward], axis=-1)
-        projected, _ = self.initial_state_layer.apply(params["initial_state"], {}, summary)
-        return memory, mask, jnp.tanh(projected)
+        return memory, mask, jnp.tanh(self._apply("initial_state", params, summary))
 
     # ----------------------------------------------------------------------------- decoder
 
@@ -212,22 +263,20 @@ class RNNEncoderDecoder(_LegacyLayerBase):
         ``projected_t`` is :meth:`_embedding_projection` of ``E y_{i-1}``; the context's share
         ``c_i C`` is added here, because ``c_i`` depends on ``s_{i-1}``.
         """
-        (context, weights), _ = self.attention.apply(params["attention"], {}, carry, context=memory, mask=mask,
-                                                     keys=keys)
+        context, weights = self._apply("attention", params, carry, context=memory, mask=mask, keys=keys)
         w_context = params["decoder"]["input"]["w"][self.embed_features:]
         dtype = jnp.result_type(context.dtype, w_context.dtype, projected_t.dtype)
         projected_t = projected_t.astype(dtype) + jnp.dot(context.astype(dtype), w_context.astype(dtype))
-        new_carry, _ = self.cell.step(params["decoder"], carry, projected_t)
+        new_carry, _ = self.layers["decoder"].step(params["decoder"], carry, projected_t)
         return new_carry, context, weights
 
     def _output_logits(self, params, state, embedded, context):
         """``W_o maxout(U_o s + V_o E y + C_o c)`` over any leading axes."""
         features = jnp.concatenate([state, embedded.astype(state.dtype), context.astype(state.dtype)], axis=-1)
-        t, _ = self.readout_layer.apply(params["readout"], {}, features)
+        t = self._apply("readout", params, features)
         if self.readout == "maxout":
             t = jnp.max(t.reshape(t.shape[:-1] + (self.readout_features, 2)), axis=-1)
-        logits, _ = self.output_layer.apply(params["output"], {}, t)
-        return logits
+        return self._apply("output", params, t)
 
     def logits(self, params, source_ids: jax.Array, source_lengths: jax.Array | None,
                target_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -239,18 +288,18 @@ class RNNEncoderDecoder(_LegacyLayerBase):
         are 0 on padding (an attention heatmap). Steps past a target's end are computed
         from whatever ids are there and are meaningless; :meth:`loss` leaves them out.
         """
-        where = f"{self.description}.logits"
-        self._check_params(where, params)
+        where = f"{self}.logits"
         self._check_source(where, source_ids, source_lengths)
         self._check_target(where, source_ids, target_ids)
+        check_params(self, params, {}, source_ids)
         return self._teacher_forcing(params, source_ids, source_lengths, target_ids)
 
     def _teacher_forcing(self, params, source_ids, source_lengths, target_ids):
         memory, mask, carry = self._encode(params, source_ids, source_lengths)
-        keys = additive_attention_keys(params["attention"], memory, where=self.description)
+        keys = additive_attention_keys(params["attention"], memory, where=self)
         bos = jnp.full((target_ids.shape[0], 1), self.bos_id, target_ids.dtype)
         inputs = jnp.concatenate([bos, target_ids[:, :-1]], axis=1)
-        embedded, _ = self.target_embedding.apply(params["target_embedding"], {}, inputs)
+        embedded = self._apply("target_embedding", params, inputs)
         projected = self._embedding_projection(params, embedded)  # every step at once, outside the scan
         carry = carry.astype(jnp.result_type(carry.dtype, projected.dtype))
         previous = self.readout_state == "previous"
@@ -273,10 +322,10 @@ class RNNEncoderDecoder(_LegacyLayerBase):
         the model learns to stop. Ids past a target's length are replaced by ``<pad>`` before
         they are read, so padding never changes the loss or its gradient.
         """
-        where = f"{self.description}.loss"
-        self._check_params(where, params)
+        where = f"{self}.loss"
         self._check_source(where, source_ids, source_lengths)
         self._check_target(where, source_ids, target_ids, target_lengths)
+        check_params(self, params, {}, source_ids)
         mask = None if target_lengths is None else sequence_mask(target_lengths, target_ids.shape[1])
         if mask is not None:
             target_ids = jnp.where(mask, target_ids, jnp.asarray(self.pad_id, target_ids.dtype))
@@ -294,9 +343,9 @@ class RNNEncoderDecoder(_LegacyLayerBase):
         over the source and one GRU step. Repeat every leaf along axis 0 for several
         hypotheses per sentence (beam search).
         """
-        where = f"{self.description}.init_decode_state"
-        self._check_params(where, params)
+        where = f"{self}.init_decode_state"
         self._check_source(where, source_ids, source_lengths)
+        check_params(self, params, {}, source_ids)
         memory, mask, carry = self._encode(params, source_ids, source_lengths)
         keys = additive_attention_keys(params["attention"], memory, where=where)
         return {"carry": carry, "memory": memory, "keys": keys, "mask": mask}
@@ -307,29 +356,22 @@ class RNNEncoderDecoder(_LegacyLayerBase):
         ``tokens`` are the previous tokens (``<bos>`` at the first step); ``logits`` score
         the next one. The same computation as one step of :meth:`logits`.
         """
-        where = f"{self.description}.step"
-        self._check_params(where, params)
+        where = f"{self}.step"
         check_keys(where, state, _STATE_NAMES, "state")
         check_rank(where, tokens, 1, "N", "tokens")
         check_token_ids(where, tokens, self.target_vocab_size, "tokens")
         carry, memory, keys, mask = (state[name] for name in _STATE_NAMES)
         check_floating(where, carry, "state['carry']")
-        if tuple(carry.shape) != (tokens.shape[0], self.decoder_hidden_size):
-            raise ValueError(f"{where}: expected state['carry'] of shape {(tokens.shape[0], self.decoder_hidden_size)} "
-                             f"(one row per token), got {tuple(carry.shape)}")
-        check_array(where, mask, "state['mask']")
-        if mask.dtype != jnp.bool_ or mask.shape != memory.shape[:-1] or memory.shape[0] != tokens.shape[0]:
-            raise ValueError(f"{where}: expected state['memory'] [N, source_len, features] and a bool "
-                             f"state['mask'] [N, source_len] with N = {tokens.shape[0]} (init_decode_state makes "
-                             f"them), got memory {tuple(memory.shape)} and mask {jnp.dtype(mask.dtype).name} "
-                             f"{tuple(mask.shape)}")
-        embedded, _ = self.target_embedding.apply(params["target_embedding"], {}, tokens)
+        check_shape(where, carry, (tokens.shape[0], self.decoder_hidden_size), "one row per token", "state['carry']")
+        check_batch_axes(where, memory, tokens.shape, 2, "state['memory']", "the tokens'")
+        check_bool_mask(where, mask, memory.shape[:-1], "state['memory']'s [N, source_len]", "state['mask']")
+        check_params(self, params, {}, tokens[:, None])
+        embedded = self._apply("target_embedding", params, tokens)
         projected = self._embedding_projection(params, embedded)
         carry = carry.astype(jnp.result_type(carry.dtype, projected.dtype))
         new_carry, context, weights = self._attend_and_update(params, carry, projected, memory, keys, mask)
-        logits = self._output_logits(params, carry if self.readout_state == "previous" else new_carry, embedded,
-                                     context)
-        return {**state, "carry": new_carry}, logits, weights
+        read = carry if self.readout_state == "previous" else new_carry
+        return {**state, "carry": new_carry}, self._output_logits(params, read, embedded, context), weights
 
     def decode_step(self, params, state: dict, tokens: jax.Array, step: Any = None) -> tuple[jax.Array, dict]:
         """``(log_probs [N, vocab], state)``: :meth:`step` in the search interface of :mod:`jdl.decoding`.
@@ -356,10 +398,9 @@ class RNNEncoderDecoder(_LegacyLayerBase):
         chosen tokens' log-probabilities. One jitted loop, compiled once per model, shapes and
         ``max_length``.
         """
-        where = f"{self.description}.greedy_decode"
-        self._check_params(where, params)
+        where = f"{self}.greedy_decode"
         self._check_source(where, source_ids, source_lengths)
-        _check_positive_int(where, "max_length", max_length)
+        check_positive_int(where, "max_length", max_length)
         return _search(self, params, source_ids, source_lengths, int(max_length), None, 0.0)
 
     def beam_decode(self, params, source_ids: jax.Array, source_lengths: jax.Array | None, max_length: int, *,
@@ -372,20 +413,18 @@ class RNNEncoderDecoder(_LegacyLayerBase):
         scores [batch, beam_size])``. The encoder runs once per sentence; its annotations and
         attention keys are repeated for the beams. Jitted, like :meth:`greedy_decode`.
         """
-        where = f"{self.description}.beam_decode"
-        self._check_params(where, params)
+        where = f"{self}.beam_decode"
         self._check_source(where, source_ids, source_lengths)
-        _check_positive_int(where, "max_length", max_length)
-        _check_positive_int(where, "beam_size", beam_size)
-        if isinstance(length_penalty, bool) or not isinstance(length_penalty, numbers.Real):
-            raise TypeError(f"{where}: expected length_penalty to be a float (GNMT's alpha), "
-                            f"got {type(length_penalty).__name__}")
-        return _search(self, params, source_ids, source_lengths, int(max_length), int(beam_size),
-                       float(length_penalty))
+        check_positive_int(where, "max_length", max_length)
+        check_positive_int(where, "beam_size", beam_size)
+        return _search(self, params, source_ids, source_lengths, int(max_length), int(beam_size), length_penalty)
+
+
+RNNEncoderDecoder = AttentionSeq2Seq  # the name of the architecture (Cho et al.; Bahdanau et al.)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
-def _search(model: RNNEncoderDecoder, params, source_ids, source_lengths, max_length: int, beam_size: int | None,
+def _search(model: AttentionSeq2Seq, params, source_ids, source_lengths, max_length: int, beam_size: int | None,
             length_penalty: float) -> decoding.DecodeOutput:
     state = model.init_decode_state(params, source_ids, source_lengths)
     start = jnp.full(source_ids.shape[:1], model.bos_id, jnp.int32)
@@ -394,94 +433,3 @@ def _search(model: RNNEncoderDecoder, params, source_ids, source_lengths, max_le
         return decoding.greedy_search(model.step_fn(params), state, start, **ids)
     return decoding.beam_search(model.step_fn(params), state, start, beam_size=beam_size,
                                 length_penalty=length_penalty, **ids)
-
-
-def _check_choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{owner}: expected {name} to be one of {choices}, got {value!r}")
-
-
-def AttentionSeq2Seq(source_vocab_size: int, target_vocab_size: int, hidden_size: int = 64, *,
-                     embed_features: int | None = None, decoder_hidden_size: int | None = None,
-                     attention_features: int | None = None, readout_features: int | None = None,
-                     readout: str = "maxout", readout_state: str = "previous", initial_state: str = "backward",
-                     bos_id: int = BOS_ID, eos_id: int = EOS_ID, pad_id: int = PAD_ID,
-                     name: str = "attention_seq2seq") -> RNNEncoderDecoder:
-    """The seeds' encoder-decoder: bidirectional GRU encoder, GRU decoder with Bahdanau attention.
-
-    Sizes (the paper's RNNsearch in brackets): ``hidden_size`` per encoder direction
-    [1000], ``embed_features`` for both embeddings [620] (default ``hidden_size``),
-    ``decoder_hidden_size`` [1000] (default ``hidden_size``), ``attention_features`` [1000]
-    (default ``decoder_hidden_size``), ``readout_features`` the size of ``t_i`` [500]
-    (default ``decoder_hidden_size // 2``; maxout reads twice as many units).
-    ``readout`` is ``"maxout"`` (the paper) or ``"linear"``; ``readout_state`` is
-    ``"previous"`` (``s_{i-1}``, the paper and the seeds) or ``"current"`` (``s_i``);
-    ``initial_state`` is ``"backward"`` (``s_0 = tanh(W_s h<-_1)``, the paper and the
-    seeds) or ``"both"`` (``tanh(W_s [h->_Tx, h<-_1])``). ``bos_id``, ``eos_id``, ``pad_id``
-    default to :mod:`jdl.text`'s (1, 2, 0). See :class:`RNNEncoderDecoder` for the methods
-    and the module docstring for the equations.
-    """
-    owner = "AttentionSeq2Seq"
-    for size_name, value in (("source_vocab_size", source_vocab_size), ("target_vocab_size", target_vocab_size),
-                             ("hidden_size", hidden_size)):
-        _check_positive_int(owner, size_name, value)
-    embed_features = hidden_size if embed_features is None else embed_features
-    decoder_hidden_size = hidden_size if decoder_hidden_size is None else decoder_hidden_size
-    attention_features = decoder_hidden_size if attention_features is None else attention_features
-    readout_features = max(1, decoder_hidden_size // 2) if readout_features is None else readout_features
-    for size_name, value in (("embed_features", embed_features), ("decoder_hidden_size", decoder_hidden_size),
-                             ("attention_features", attention_features), ("readout_features", readout_features)):
-        _check_positive_int(owner, size_name, value)
-    _check_choice(owner, "readout", readout, _READOUTS)
-    _check_choice(owner, "readout_state", readout_state, _READOUT_STATES)
-    _check_choice(owner, "initial_state", initial_state, _INITIAL_STATES)
-    for id_name, value in (("bos_id", bos_id), ("eos_id", eos_id), ("pad_id", pad_id)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < target_vocab_size:
-            raise ValueError(f"{owner}: expected {id_name} in [0, {target_vocab_size}) (the target vocabulary), "
-                             f"got {value!r}")
-    description = (f"AttentionSeq2Seq(source_vocab_size={source_vocab_size}, target_vocab_size={target_vocab_size}, "
-                   f"hidden_size={hidden_size})")
-    cell = GRUCell(decoder_hidden_size)
-    layers = dict(
-        source_embedding=Embedding(source_vocab_size, embed_features),
-        encoder=Bidirectional(GRUCell(hidden_size)),
-        target_embedding=Embedding(target_vocab_size, embed_features),
-        attention=AdditiveAttention(attention_features, context_features=2 * hidden_size),
-        initial_state_layer=Dense(decoder_hidden_size, use_bias=False),
-        readout_layer=Dense(readout_features * (2 if readout == "maxout" else 1)),
-        output_layer=Dense(target_vocab_size),
-    )
-
-    def init(key, source_ids):
-        check_integer(description, source_ids, "source_ids")
-        keys = jax.random.split(key, len(_PARAM_NAMES))
-        floats = jnp.float32
-        summary = hidden_size * (1 if initial_state == "backward" else 2)
-        shape = lambda *dims: jax.ShapeDtypeStruct(dims, floats)  # noqa: E731
-        ids = jax.ShapeDtypeStruct((1, 1), jnp.int32)
-        params = {
-            "source_embedding": layers["source_embedding"].init(keys[0], ids)[0],
-            "encoder": layers["encoder"].init(keys[1], shape(1, 1, embed_features))[0],
-            "initial_state": layers["initial_state_layer"].init(keys[2], shape(1, summary))[0],
-            "target_embedding": layers["target_embedding"].init(keys[3], ids)[0],
-            "attention": layers["attention"].init(keys[4], shape(1, decoder_hidden_size))[0],
-            "decoder": cell.init_params(keys[5], embed_features + 2 * hidden_size),
-            "readout": layers["readout_layer"].init(keys[6], shape(1, decoder_hidden_size + embed_features
-                                                                   + 2 * hidden_size))[0],
-            "output": layers["output_layer"].init(keys[7], shape(1, readout_features))[0],
-        }
-        return params, {}
-
-    def apply(params, state, source_ids, *, target_ids=None, source_lengths=None, key=None, train=False):
-        del key, train  # no dropout: the model is deterministic
-        check_keys(description, state, [], "state")
-        return model.logits(params, source_ids, source_lengths, target_ids), state
-
-    model = RNNEncoderDecoder(
-        init=make_layer(name, description, init, apply).init, apply=apply, name=name,
-        description=description, source_vocab_size=source_vocab_size, target_vocab_size=target_vocab_size,
-        embed_features=embed_features, hidden_size=hidden_size, decoder_hidden_size=decoder_hidden_size,
-        attention_features=attention_features, readout_features=readout_features, readout=readout,
-        readout_state=readout_state, initial_state=initial_state, bos_id=int(bos_id), eos_id=int(eos_id),
-        pad_id=int(pad_id), cell=cell, **layers)
-    return model

@@ -1,23 +1,27 @@
-"""The Transformer encoder-decoder (Vaswani et al., 2017), with training loss and cached decoding.
+"""The Transformer encoder-decoder (Vaswani et al., 2017, section 3), with training loss and cached decoding.
+
+The model reads as the paper's section 3 does:
+
+* **3.1 Encoder and decoder stacks.** ``N`` encoder blocks (self-attention, feed-forward)
+  and ``N`` decoder blocks (masked self-attention, attention over the encoder's output,
+  feed-forward), each sublayer wrapped as ``LayerNorm(x + Dropout(Sublayer(x)))``
+  (:class:`jdl.nn.TransformerEncoderBlock`, :class:`jdl.nn.TransformerDecoderBlock`; with
+  ``pre_ln`` the norm moves in front of each sublayer and each stack ends with one more).
+* **3.2, 3.3 Attention, feed-forward**: inside the blocks.
+* **3.4 Embeddings and softmax.** Token ids become ``E[x] sqrt(d_model)``; the output
+  logits are ``h E^T`` with the target's embedding (``tie_output``) or ``h W + b``; with
+  ``share_embeddings`` one table serves the source, the target and the output.
+* **3.5 Positional encoding.** Sinusoids (or learned vectors, ``positional="learned"``)
+  added to the embeddings, then dropout (section 5.4).
 
 ``TransformerConfig`` holds every size; :func:`transformer_base` is the paper's base model
-(``d_model`` 512, 8 heads, 6 + 6 layers, feed-forward 2048, dropout 0.1, one embedding
-table shared by the source, the target and the output projection). :func:`Transformer`
-builds the model, a :class:`~jdl.nn.Layer` whose ``apply`` maps ``(source_ids,
-decoder_input_ids)`` to logits, with methods for the rest:
-
-* ``encode(params, source_ids)``: embeddings ``E[x] sqrt(d_model)`` plus positions,
-  dropout, the encoder blocks (self-attention masked to the source's real tokens);
-* ``decode(params, memory, source_ids, decoder_inputs)``: the same for the target with
-  causal self-attention and cross-attention over ``memory``; logits ``h E^T`` (tied) or
-  ``h W + b``;
-* ``loss(params, source_ids, target_ids)``: teacher forcing (the decoder reads ``bos``
-  followed by the target shifted right), mean cross-entropy over the target's real tokens
-  (those before padding, the ``eos`` included), optional label smoothing;
-* ``init_decode_state`` and ``decode_step``: one decoder position at a time with a
-  key/value cache per decoder layer (each step attends over the cache instead of re-running
-  the prefix), the ``step_fn`` that :mod:`jdl.decoding` drives;
-* ``greedy_decode`` and ``beam_decode``.
+(``d_model`` 512, 8 heads, 6 + 6 layers, feed-forward 2048, dropout 0.1, one shared
+embedding table). :class:`Transformer` is a :class:`~jdl.nn.Layer` whose ``apply`` maps
+``(source_ids, decoder_input_ids)`` to logits, with methods for the rest: :meth:`~Transformer.encode`,
+:meth:`~Transformer.decode`, :meth:`~Transformer.loss` (teacher forcing, label smoothing),
+:meth:`~Transformer.init_decode_state` and :meth:`~Transformer.decode_step` (one position at
+a time against a key/value cache per decoder block: the ``step_fn`` :mod:`jdl.decoding`
+drives), :meth:`~Transformer.greedy_decode` and :meth:`~Transformer.beam_decode`.
 
 Token ids: ``pad_id`` (0) marks padding; sequences are ``[batch, length]`` int arrays,
 padded at the end. Params::
@@ -46,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from dataclasses import field
 from typing import Any, NamedTuple
 
 import jax
@@ -53,17 +58,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from jdl import decoding, losses
-from jdl._checks import check_keys, check_rank, check_token_ids
-from jdl.nn.attention import causal_mask, init_kv_cache, padding_mask
-from jdl.nn.core import _LegacyLayerBase, Layer, child_key, make_layer
-from jdl.nn.dense import Dense
-from jdl.nn.dropout import Dropout
-from jdl.nn.embed import Embedding, attend
-from jdl.nn.norm import LayerNorm
-from jdl.nn.position import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
-from jdl.nn.transformer import TransformerDecoderBlock, TransformerEncoderBlock
+from jdl._checks import (
+    check_choice, check_divisible, check_int_at_least, check_positive_int, check_rank, check_rate, check_token_id,
+    check_token_ids, check_tuple,
+)
+from jdl.nn import (
+    Dense, Dropout, Embedding, LayerNorm, LearnedPositionalEmbedding, SinusoidalPositionalEncoding,
+    TransformerDecoderBlock, TransformerEncoderBlock, attend, causal_mask, padding_mask,
+)
+from jdl.nn.core import KW_ONLY, Layer, check_params, child_key
 
-__all__ = ["TransformerConfig", "transformer_base", "Transformer", "EncoderDecoderTransformer", "DecodeState"]
+__all__ = ["TransformerConfig", "transformer_base", "Transformer", "EncoderDecoderTransformer", "DecodeState",
+           "count_params"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,26 +100,17 @@ class TransformerConfig:
 
     def __post_init__(self):
         where = "TransformerConfig"
-        for name in ("source_vocab_size", "target_vocab_size", "d_model", "num_heads", "mlp_features", "max_length"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{where}: expected {name} to be a positive int, got {value!r}")
-        for name in ("num_encoder_layers", "num_decoder_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{where}: expected {name} to be an int >= 1, got {value!r}")
-        if self.d_model % self.num_heads:
-            raise ValueError(f"{where}: expected d_model divisible by num_heads, got d_model={self.d_model}, "
-                             f"num_heads={self.num_heads}")
+        for size in ("source_vocab_size", "target_vocab_size", "d_model", "num_heads", "mlp_features", "max_length"):
+            check_positive_int(where, size, getattr(self, size))
+        for layers in ("num_encoder_layers", "num_decoder_layers"):
+            check_int_at_least(where, layers, getattr(self, layers), 1)
+        check_divisible(where, "d_model", self.d_model, "num_heads", self.num_heads)
         if self.share_embeddings and self.source_vocab_size != self.target_vocab_size:
             raise ValueError(f"{where}: share_embeddings needs one vocabulary, got source_vocab_size="
                              f"{self.source_vocab_size} and target_vocab_size={self.target_vocab_size}")
-        if self.positional not in ("sinusoidal", "learned"):
-            raise ValueError(f"{where}: expected positional 'sinusoidal' or 'learned', got {self.positional!r}")
-        for name in ("pad_id", "bos_id", "eos_id"):
-            value = getattr(self, name)
-            if not 0 <= value < self.target_vocab_size:
-                raise ValueError(f"{where}: expected {name} in [0, {self.target_vocab_size}), got {value}")
+        check_choice(where, "positional", self.positional, ("sinusoidal", "learned"))
+        for token in ("pad_id", "bos_id", "eos_id"):
+            check_token_id(where, token, getattr(self, token), self.target_vocab_size, "the target vocabulary")
 
 
 def transformer_base(source_vocab_size: int, target_vocab_size: int | None = None, **overrides) -> TransformerConfig:
@@ -129,35 +126,117 @@ def transformer_base(source_vocab_size: int, target_vocab_size: int | None = Non
     return TransformerConfig(source_vocab_size, target_vocab_size, **options)
 
 
-class DecodeState(NamedTuple):
-    """What one decoding step needs: the encoder's output, the source's mask, the caches."""
+# The numbers that ``init`` folds into its key for each part (``jax.random.fold_in(key, k)``).
+# They are fixed, not the parts' order, so that adding a part never changes the others'
+# initial values (and saved results stay reproducible): the embeddings, positions, final
+# norms (one key for both stacks: a LayerNorm starts at ones and zeros whatever its key)
+# and the output layer, then from FIRST_BLOCK_KEY on one key per block, encoder first.
+SOURCE_EMBEDDING_KEY, TARGET_EMBEDDING_KEY = 0, 1  # a shared table takes the source's
+SOURCE_POSITIONS_KEY, TARGET_POSITIONS_KEY = 2, 3
+FINAL_NORM_KEY = 4
+OUTPUT_KEY = 5
+FIRST_BLOCK_KEY = 10
 
-    memory: jax.Array  # [batch, source_length, d_model]
-    source_valid: jax.Array  # [batch, source_length], True on real tokens
-    caches: tuple  # one KVCache per decoder layer
 
+class Transformer(Layer):
+    """The encoder-decoder for ``config``; see the module docstring.
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class EncoderDecoderTransformer(_LegacyLayerBase):
-    """The model :func:`Transformer` builds; see the module docstring."""
+    ``init(key, (source_ids, decoder_inputs))``; ``apply(params, state, (source_ids,
+    decoder_inputs), *, key=None, train=False) -> (logits, state)``. Dropout needs ``key``
+    when ``train=True``; the encoder gets ``fold_in(key, 0)``, the decoder ``fold_in(key, 1)``.
+    """
 
     config: TransformerConfig
-    encoder_blocks: tuple
-    decoder_blocks: tuple
+    _: KW_ONLY
+    name: str = "transformer"
+
+    # 3.4, 3.5: embeddings (one table when shared), positions, dropout.
+    source_embedding: Embedding = field(init=False, repr=False, compare=False)
+    target_embedding: Embedding = field(init=False, repr=False, compare=False)
+    positions: Layer = field(init=False, repr=False, compare=False)
+    dropout: Dropout = field(init=False, repr=False, compare=False)
+    # 3.1: the stacks (the final LayerNorm of each in pre-LN), and the output layer when not tied.
+    encoder_blocks: tuple = field(init=False, repr=False, compare=False)
+    decoder_blocks: tuple = field(init=False, repr=False, compare=False)
+    final_norm: LayerNorm = field(init=False, repr=False, compare=False)
+    output: Dense = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        config = self.config
+        if not isinstance(config, TransformerConfig):
+            raise TypeError(f"Transformer: expected a TransformerConfig, got {type(config).__name__}")
+        d_model, dtype = config.d_model, config.param_dtype
+        source_embedding = Embedding(config.source_vocab_size, d_model, param_dtype=dtype)
+        positions = (SinusoidalPositionalEncoding(config.max_length) if config.positional == "sinusoidal"
+                     else LearnedPositionalEmbedding(config.max_length, param_dtype=dtype))
+        parts = dict(
+            source_embedding=source_embedding,
+            target_embedding=(source_embedding if config.share_embeddings
+                              else Embedding(config.target_vocab_size, d_model, param_dtype=dtype)),
+            positions=positions,
+            dropout=Dropout(config.dropout_rate),
+            encoder_blocks=(self._block(TransformerEncoderBlock),) * config.num_encoder_layers,
+            decoder_blocks=(self._block(TransformerDecoderBlock),) * config.num_decoder_layers,
+            final_norm=LayerNorm(config.epsilon, param_dtype=dtype),
+            output=Dense(config.target_vocab_size, param_dtype=dtype),
+        )
+        for part, layer in parts.items():
+            object.__setattr__(self, part, layer)
+
+    def _block(self, kind: type) -> Layer:
+        config = self.config
+        return kind(config.num_heads, config.mlp_features, dropout_rate=config.dropout_rate,
+                    attention_dropout_rate=config.attention_dropout_rate, pre_ln=config.pre_ln,
+                    activation=config.activation, epsilon=config.epsilon, param_dtype=config.param_dtype,
+                    attention_implementation=config.attention_implementation)
+
+    def __repr__(self) -> str:  # the sizes that tell models apart, not all of the config
+        config = self.config
+        return (f"Transformer(d_model={config.d_model}, num_heads={config.num_heads}, layers="
+                f"{config.num_encoder_layers}+{config.num_decoder_layers}, mlp_features={config.mlp_features}"
+                + (", pre_ln=True)" if config.pre_ln else ")"))
 
     def num_params(self, params) -> int:
-        """The number of scalars in ``params``."""
-        return num_params(params)
+        """The number of scalars in ``params`` (:func:`count_params`)."""
+        return count_params(params)
 
-    # -- pieces
+    # ------------------------------------------------------------------------------ params
 
-    @property
-    def _source_table(self) -> str:
-        return "embedding" if self.config.share_embeddings else "source_embedding"
+    def _table(self, side: str) -> str:
+        """The params key of the ``"source"`` or ``"target"`` embedding table."""
+        return "embedding" if self.config.share_embeddings else f"{side}_embedding"
 
-    @property
-    def _target_table(self) -> str:
-        return "embedding" if self.config.share_embeddings else "target_embedding"
+    def init(self, key, x):
+        check_tuple(self, x, 2, "x", "a pair (source_ids, decoder_inputs)")
+        source, target = x
+        config = self.config
+        part_key = functools.partial(jax.random.fold_in, key)
+
+        def features(ids):  # the embedded ids' shape: what the positions and the blocks read
+            return jax.ShapeDtypeStruct(tuple(ids.shape) + (config.d_model,), config.param_dtype)
+
+        params = {self._table("source"): self.source_embedding.init(part_key(SOURCE_EMBEDDING_KEY), source)[0]}
+        if not config.share_embeddings:
+            params["target_embedding"] = self.target_embedding.init(part_key(TARGET_EMBEDDING_KEY), target)[0]
+        if config.positional == "learned":
+            params["source_positions"] = self.positions.init(part_key(SOURCE_POSITIONS_KEY), features(source))[0]
+            params["target_positions"] = self.positions.init(part_key(TARGET_POSITIONS_KEY), features(target))[0]
+        first_decoder_block = FIRST_BLOCK_KEY + config.num_encoder_layers
+        params["encoder"] = self._init_stack(self.encoder_blocks, key, FIRST_BLOCK_KEY, features(source))
+        params["decoder"] = self._init_stack(self.decoder_blocks, key, first_decoder_block, features(target))
+        if not config.tie_output:
+            params["output"] = self.output.init(part_key(OUTPUT_KEY), features(target))[0]
+        return params, {}
+
+    def _init_stack(self, blocks, key, first_key: int, x) -> dict:
+        """``{"block_0", ..., "norm" (pre-LN)}``; block ``i`` from ``fold_in(key, first_key + i)``."""
+        params = {f"block_{i}": block.init(jax.random.fold_in(key, first_key + i), x)[0]
+                  for i, block in enumerate(blocks)}
+        if self.config.pre_ln:
+            params["norm"] = self.final_norm.init(jax.random.fold_in(key, FINAL_NORM_KEY), x)[0]
+        return params
+
+    # ------------------------------------------------------------------------- the model
 
     def _check_ids(self, where: str, ids: Any, vocab_size: int, what: str) -> None:
         check_rank(where, ids, 2, "batch, length", what)
@@ -166,66 +245,69 @@ class EncoderDecoderTransformer(_LegacyLayerBase):
             raise ValueError(f"{where}: expected {what} of at most max_length={self.config.max_length} tokens "
                              f"(the positional encodings' range), got length {ids.shape[1]}")
 
-    def _embed(self, params, table: str, positions_name: str, ids, offset, key, train):
-        config = self.config
-        x = jnp.take(params[table]["embedding"], ids, axis=0) * math.sqrt(config.d_model)
-        if config.positional == "sinusoidal":
-            x, _ = SinusoidalPositionalEncoding(config.max_length).apply({}, {}, x, offset=offset)
-        else:
-            x, _ = LearnedPositionalEmbedding(config.max_length).apply(params[positions_name], {}, x, offset=offset)
-        x, _ = Dropout(config.dropout_rate).apply({}, {}, x, key=key, train=train)
-        return x
+    def _embed(self, params, side: str, ids, offset, key, train) -> jax.Array:
+        """3.4 and 3.5: ``Dropout(E[ids] sqrt(d_model) + PE[offset + t])``."""
+        embedding = self.source_embedding if side == "source" else self.target_embedding
+        x, _ = embedding.apply(params[self._table(side)], {}, ids)
+        x, _ = self.positions.apply(params.get(f"{side}_positions", {}), {}, x * math.sqrt(self.config.d_model),
+                                    offset=offset)
+        return self.dropout.apply({}, {}, x, key=key, train=train)[0]
 
-    def _final_norm(self, params, x):
-        if self.config.pre_ln:
-            x, _ = LayerNorm(self.config.epsilon).apply(params["norm"], {}, x)
-        return x
-
-    def _logits(self, params, h):
-        if self.config.tie_output:
-            return attend(params[self._target_table], h)
-        return Dense(self.config.target_vocab_size).apply(params["output"], {}, h)[0]
-
-    # -- the two halves
+    def _end_of_stack(self, stack_params, x) -> jax.Array:
+        """Pre-LN stacks end with one more LayerNorm; post-LN blocks already end with one."""
+        return self.final_norm.apply(stack_params["norm"], {}, x)[0] if self.config.pre_ln else x
 
     def encode(self, params, source_ids, *, key=None, train=False) -> jax.Array:
-        """The encoder's output ``[batch, source_length, d_model]``."""
-        where = f"{self.description}.encode"
-        self._check_ids(where, source_ids, self.config.source_vocab_size, "source_ids")
-        x = self._embed(params, self._source_table, "source_positions", source_ids, 0, child_key(key, 0), train)
+        """The encoder's output ``[batch, source_length, d_model]`` (self-attention over the real tokens)."""
+        self._check_ids(f"{self}.encode", source_ids, self.config.source_vocab_size, "source_ids")
+        x = self._embed(params, "source", source_ids, 0, child_key(key, 0), train)
         mask = padding_mask(source_ids != self.config.pad_id)
         for index, block in enumerate(self.encoder_blocks):
-            x, _ = block.apply(params["encoder"][f"block_{index}"], {}, x, key=child_key(key, 1 + index),
-                               train=train, mask=mask)
-        return self._final_norm(params["encoder"], x)
+            x, _ = block.apply(params["encoder"][f"block_{index}"], {}, x, mask=mask, key=child_key(key, 1 + index),
+                               train=train)
+        return self._end_of_stack(params["encoder"], x)
 
     def decode(self, params, memory, source_ids, decoder_inputs, *, key=None, train=False) -> jax.Array:
         """Logits ``[batch, target_length, target_vocab]``: position ``t`` scores token ``t + 1``
-        given ``decoder_inputs[:, :t + 1]`` and the source."""
-        return self._decode(params, memory, source_ids, decoder_inputs, key, train, False)[0]
+        given ``decoder_inputs[:, :t + 1]`` (causal self-attention) and the source (``memory``,
+        the encoder's output, attended where ``source_ids`` are real tokens)."""
+        self._check_ids(f"{self}.decode", decoder_inputs, self.config.target_vocab_size, "decoder_inputs")
+        x = self._embed(params, "target", decoder_inputs, 0, child_key(key, 0), train)
+        masks = dict(self_mask=causal_mask(decoder_inputs.shape[1]),
+                     cross_mask=padding_mask(source_ids != self.config.pad_id))
+        for index, block in enumerate(self.decoder_blocks):
+            x, _ = block.apply(params["decoder"][f"block_{index}"], {}, x, context=memory, **masks,
+                               key=child_key(key, 1 + index), train=train)
+        return self._logits(params, self._end_of_stack(params["decoder"], x))
+
+    def _logits(self, params, h) -> jax.Array:
+        """3.4: ``h E^T`` with the target's table (tied), else ``h W + b``."""
+        if self.config.tie_output:
+            return attend(params[self._table("target")], h)
+        return self.output.apply(params["output"], {}, h)[0]
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        check_tuple(self, x, 2, "x", "a pair (source_ids, decoder_inputs)")
+        check_params(self, params, state, x)
+        source_ids, decoder_inputs = x
+        memory = self.encode(params, source_ids, key=child_key(key, 0), train=train)
+        return self.decode(params, memory, source_ids, decoder_inputs, key=child_key(key, 1), train=train), state
 
     def cross_attention(self, params, source_ids, decoder_inputs) -> list[jax.Array]:
-        """Each decoder layer's cross-attention weights ``[batch, heads, target_length, source_length]``."""
+        """Each decoder block's cross-attention weights ``[batch, heads, target_length, source_length]``."""
         memory = self.encode(params, source_ids)
-        return self._decode(params, memory, source_ids, decoder_inputs, None, False, True)[1]
-
-    def _decode(self, params, memory, source_ids, decoder_inputs, key, train, collect_weights):
-        where = f"{self.description}.decode"
-        self._check_ids(where, decoder_inputs, self.config.target_vocab_size, "decoder_inputs")
-        x = self._embed(params, self._target_table, "target_positions", decoder_inputs, 0, child_key(key, 0), train)
-        self_mask = causal_mask(decoder_inputs.shape[1])
-        cross_mask = padding_mask(source_ids != self.config.pad_id)
+        self._check_ids(f"{self}.cross_attention", decoder_inputs, self.config.target_vocab_size, "decoder_inputs")
+        x = self._embed(params, "target", decoder_inputs, 0, None, False)
+        masks = dict(self_mask=causal_mask(decoder_inputs.shape[1]),
+                     cross_mask=padding_mask(source_ids != self.config.pad_id))
         weights = []
         for index, block in enumerate(self.decoder_blocks):
-            x, _ = block.apply(params["decoder"][f"block_{index}"], {}, x, context=memory,
-                               key=child_key(key, 1 + index), train=train, self_mask=self_mask,
-                               cross_mask=cross_mask, return_cross_weights=collect_weights)
-            if collect_weights:
-                x, layer_weights = x
-                weights.append(layer_weights)
-        return self._logits(params, self._final_norm(params["decoder"], x)), weights
+            block_params = params["decoder"][f"block_{index}"]
+            weights.append(block.cross_attention_weights(block_params, x, context=memory, **masks))
+            x, _ = block.apply(block_params, {}, x, context=memory, **masks)
+        return weights
 
-    # -- training
+    # --------------------------------------------------------------------------- training
 
     def shift_right(self, target_ids: jax.Array) -> jax.Array:
         """The decoder's inputs for teacher forcing: ``bos`` then ``target_ids[:, :-1]``."""
@@ -234,30 +316,27 @@ class EncoderDecoderTransformer(_LegacyLayerBase):
 
     def loss(self, params, source_ids, target_ids, *, key=None, train=False, label_smoothing: float = 0.0):
         """Mean token cross-entropy (nats) of ``target_ids`` (with ``eos``, padded with ``pad_id``)
-        under teacher forcing; ``label_smoothing`` mixes the one-hot targets with the uniform
-        distribution (0.1 in the paper)."""
-        where = f"{self.description}.loss"
+        under teacher forcing, over the real tokens; ``label_smoothing`` mixes the one-hot
+        targets with the uniform distribution (0.1 in the paper, section 5.4)."""
+        where = f"{self}.loss"
         self._check_ids(where, target_ids, self.config.target_vocab_size, "target_ids")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"{where}: expected label_smoothing in [0, 1), got {label_smoothing}")
+        check_rate(where, "label_smoothing", label_smoothing)
         logits, _ = self.apply(params, {}, (source_ids, self.shift_right(target_ids)), key=key, train=train)
         per_token = losses.softmax_cross_entropy_with_integer_labels(logits, target_ids,
                                                                      label_smoothing=label_smoothing)
-        real = (target_ids != self.config.pad_id).astype(per_token.dtype)
-        return jnp.sum(per_token * real) / jnp.maximum(jnp.sum(real), 1.0)
+        return losses.masked_mean(per_token, target_ids != self.config.pad_id)
 
-    # -- decoding
+    # --------------------------------------------------------------------------- decoding
 
     def init_decode_state(self, params, source_ids, max_length: int) -> DecodeState:
         """Encode the source and make empty caches for ``max_length`` decoder positions."""
-        where = f"{self.description}.init_decode_state"
         if not isinstance(max_length, int) or not 0 < max_length <= self.config.max_length:
-            raise ValueError(f"{where}: expected max_length in [1, {self.config.max_length}] (the positional "
-                             f"encodings' range), got {max_length!r}")
+            raise ValueError(f"{self}.init_decode_state: expected max_length in [1, {self.config.max_length}] (the "
+                             f"positional encodings' range), got {max_length!r}")
         memory = self.encode(params, source_ids)
-        batch = source_ids.shape[:1]
-        caches = tuple(init_kv_cache(params["decoder"][f"block_{i}"]["self_attention"], batch, max_length,
-                                     dtype=memory.dtype) for i in range(len(self.decoder_blocks)))
+        caches = tuple(block.self_attention.init_cache(params["decoder"][f"block_{index}"]["self_attention"],
+                                                       source_ids.shape[:1], max_length, dtype=memory.dtype)
+                       for index, block in enumerate(self.decoder_blocks))
         return DecodeState(memory, source_ids != self.config.pad_id, caches)
 
     def decode_step(self, params, state: DecodeState, tokens, step) -> tuple[jax.Array, DecodeState]:
@@ -267,17 +346,17 @@ class EncoderDecoderTransformer(_LegacyLayerBase):
         :func:`jdl.decoding.greedy_search` / :func:`~jdl.decoding.beam_search` (with ``params``
         bound). Same logits as :meth:`decode` at that position, for the same prefix.
         """
-        where = f"{self.description}.decode_step"
+        where = f"{self}.decode_step"
         check_rank(where, tokens, 1, "batch", "tokens")
         check_token_ids(where, tokens, self.config.target_vocab_size, "tokens")
-        x = self._embed(params, self._target_table, "target_positions", tokens[:, None], step, None, False)
+        x = self._embed(params, "target", tokens[:, None], step, None, False)
         cross_mask = padding_mask(state.source_valid)
         caches = []
         for index, block in enumerate(self.decoder_blocks):
-            (x, cache), _ = block.apply(params["decoder"][f"block_{index}"], {}, x, context=state.memory,
-                                        cross_mask=cross_mask, cache=state.caches[index])
+            x, cache = block.decode_step(params["decoder"][f"block_{index}"], x, state.caches[index],
+                                         context=state.memory, cross_mask=cross_mask)
             caches.append(cache)
-        logits = self._logits(params, self._final_norm(params["decoder"], x))[:, 0]
+        logits = self._logits(params, self._end_of_stack(params["decoder"], x))[:, 0]
         return jax.nn.log_softmax(logits.astype(jnp.float32)), state._replace(caches=tuple(caches))
 
     def greedy_decode(self, params, source_ids, max_length: int) -> decoding.DecodeOutput:
@@ -297,76 +376,17 @@ class EncoderDecoderTransformer(_LegacyLayerBase):
                                     length_penalty=length_penalty, pad_id=self.config.pad_id)
 
 
-def num_params(params) -> int:
+class DecodeState(NamedTuple):
+    """What one decoding step needs: the encoder's output, the source's mask, the caches."""
+
+    memory: jax.Array  # [batch, source_length, d_model]
+    source_valid: jax.Array  # [batch, source_length], True on real tokens
+    caches: tuple  # one KVCache per decoder layer
+
+
+def count_params(params) -> int:
     """The number of scalars in a params tree."""
     return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params)))
 
 
-def Transformer(config: TransformerConfig, *, name: str = "transformer") -> EncoderDecoderTransformer:
-    """The encoder-decoder for ``config``; see the module docstring.
-
-    ``init(key, (source_ids, decoder_inputs))``; ``apply(params, state, (source_ids,
-    decoder_inputs), *, key=None, train=False) -> (logits, state)``. ``model.num_params(params)``
-    counts the params.
-    """
-    if not isinstance(config, TransformerConfig):
-        raise TypeError(f"Transformer: expected a TransformerConfig, got {type(config).__name__}")
-    block_options = dict(dropout_rate=config.dropout_rate, attention_dropout_rate=config.attention_dropout_rate,
-                         pre_ln=config.pre_ln, activation=config.activation, epsilon=config.epsilon,
-                         param_dtype=config.param_dtype, attention_implementation=config.attention_implementation)
-    encoder_blocks = tuple(TransformerEncoderBlock(config.num_heads, config.mlp_features, **block_options)
-                           for _ in range(config.num_encoder_layers))
-    decoder_blocks = tuple(TransformerDecoderBlock(config.num_heads, config.mlp_features, **block_options)
-                           for _ in range(config.num_decoder_layers))
-    description = (f"Transformer(d_model={config.d_model}, num_heads={config.num_heads}, layers="
-                   f"{config.num_encoder_layers}+{config.num_decoder_layers}, mlp_features={config.mlp_features}"
-                   + (", pre_ln=True)" if config.pre_ln else ")"))
-    holder = {}
-
-    def check_pair(where, x):
-        if not isinstance(x, (tuple, list)) or len(x) != 2:
-            raise ValueError(f"{where}: expected x to be a pair (source_ids, decoder_inputs), got "
-                             f"{type(x).__name__}")
-
-    def init(key, x):
-        check_pair(description, x)
-        source, target = x
-        d, dtype = config.d_model, config.param_dtype
-        embed = lambda vocab: Embedding(vocab, d, param_dtype=dtype)  # noqa: E731
-        params = {}
-        if config.share_embeddings:
-            params["embedding"] = embed(config.source_vocab_size).init(child_key(key, 0), source)[0]
-        else:
-            params["source_embedding"] = embed(config.source_vocab_size).init(child_key(key, 0), source)[0]
-            params["target_embedding"] = embed(config.target_vocab_size).init(child_key(key, 1), target)[0]
-        example = lambda ids: jax.ShapeDtypeStruct(tuple(ids.shape) + (d,), dtype)  # noqa: E731
-        if config.positional == "learned":
-            positions = LearnedPositionalEmbedding(config.max_length, param_dtype=dtype)
-            params["source_positions"] = positions.init(child_key(key, 2), example(source))[0]
-            params["target_positions"] = positions.init(child_key(key, 3), example(target))[0]
-        norm = LayerNorm(config.epsilon, param_dtype=dtype)
-        for part, blocks, ids, offset in (("encoder", encoder_blocks, source, 10), ("decoder", decoder_blocks, target,
-                                                                                    10 + len(encoder_blocks))):
-            params[part] = {f"block_{i}": block.init(child_key(key, offset + i), example(ids))[0]
-                            for i, block in enumerate(blocks)}
-            if config.pre_ln:
-                params[part]["norm"] = norm.init(child_key(key, 4), example(ids))[0]
-        if not config.tie_output:
-            params["output"] = Dense(config.target_vocab_size, param_dtype=dtype).init(child_key(key, 5),
-                                                                                       example(target))[0]
-        return params, {}
-
-    def apply(params, state, x, *, key=None, train=False):
-        check_pair(description, x)
-        check_keys(description, state, [], "state")
-        model = holder["model"]
-        source, decoder_inputs = x
-        memory = model.encode(params, source, key=child_key(key, 0), train=train)
-        return model.decode(params, memory, source, decoder_inputs, key=child_key(key, 1), train=train), state
-
-    layer = make_layer(name, description, init, apply)
-    model = EncoderDecoderTransformer(layer.init, layer.apply, layer.name, layer.description, config,
-                                      encoder_blocks, decoder_blocks)
-    holder["model"] = model
-    return model
-
+EncoderDecoderTransformer = Transformer  # the name this model had when `Transformer` was its constructor

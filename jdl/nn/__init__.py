@@ -1,9 +1,9 @@
 """Layers: each a pair of pure functions ``init`` and ``apply`` (see :mod:`jdl.nn.core`)."""
 from jdl.nn.activation import ELU, GELU, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, Softmax, Step, Tanh
-from jdl.nn.attention import (
-    AdditiveAttention, KVCache, MultiHeadAttention, additive_attention_keys, causal_mask, combine_masks,
-    dot_product_attention, init_kv_cache, padding_mask,
-)
+from jdl.nn.additive import AdditiveAttention, additive_attention_keys
+from jdl.nn.masks import causal_mask, combine_masks, masked_softmax, padding_mask
+from jdl.nn.multi_head import KVCache, MultiHeadAttention, init_kv_cache
+from jdl.nn.scaled_dot_product import dot_product_attention, dot_product_attention_weights
 from jdl.nn.conv import Conv, Conv1D, Conv2D, conv_output_size
 from jdl.nn.core import Concat, Lambda, Layer, Parallel, Residual, Sequential, make_layer, output_shape, stateless
 from jdl.nn.dense import Dense
@@ -13,10 +13,9 @@ from jdl.nn.norm import BatchNorm, LayerNorm
 from jdl.nn.position import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_positions
 from jdl.nn.pool import AvgPool, AvgPool1D, AvgPool2D, GlobalAvgPool, GlobalMaxPool, MaxPool, MaxPool1D, MaxPool2D
 from jdl.nn.reshape import Flatten, Reshape
-from jdl.nn.recurrent import (
-    GRU, LSTM, RNN, Bidirectional, Cell, GRUCell, LSTMCell, SimpleRNNCell, SimplifiedGRUCell, StackedRNN,
-    flip_sequences,
-)
+from jdl.nn.cells import Cell, GRUCell, LSTMCell, SimpleRNNCell, SimplifiedGRUCell
+from jdl.nn.recurrent import GRU, LSTM, RNN, Bidirectional, StackedRNN
+from jdl.nn.recurrent_scan import flip_sequences
 
 __all__ = [
     "Layer", "make_layer", "stateless", "output_shape",
@@ -31,8 +30,8 @@ __all__ += [
     "flip_sequences",
 ]
 __all__ += [
-    "dot_product_attention", "padding_mask", "causal_mask", "combine_masks", "MultiHeadAttention", "KVCache",
-    "init_kv_cache", "AdditiveAttention", "additive_attention_keys",
+    "dot_product_attention", "dot_product_attention_weights", "padding_mask", "causal_mask", "combine_masks",
+    "masked_softmax", "MultiHeadAttention", "KVCache", "init_kv_cache", "AdditiveAttention", "additive_attention_keys",
     "sinusoidal_positions", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding",
 ]
 

@@ -1,95 +1,144 @@
 """Activation layers: the functions of :mod:`jdl.activations` as layers, and PReLU.
 
-All but :func:`PReLU` have no params; PReLU learns its negative slope.
+All but :class:`PReLU` have no params; PReLU learns its negative slope. They are
+:class:`~jdl.nn.core.ParamFree` layers: an input check and a function.
 
 Example:
     >>> import jax.numpy as jnp
     >>> from jdl import nn
     >>> nn.ReLU().apply({}, {}, jnp.array([-1.0, 2.0]))[0]
     Array([0., 2.], dtype=float32)
+    >>> nn.LeakyReLU(0.1)
+    LeakyReLU(negative_slope=0.1)
 """
 from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, ClassVar
 
 import jax.numpy as jnp
 
 from jdl import activations
 from jdl import init as initializers
-from jdl._checks import check_floating, check_keys, check_param_shape
-from jdl.nn.core import Layer, make_layer, stateless
+from jdl._checks import check_floating
+from jdl.nn.core import KW_ONLY, Layer, ParamFree, check_params
 
 
-def _activation(name: str, description: str, fn) -> Layer:
-    return stateless(name, description, fn, lambda x: check_floating(description, x))
+class _Activation(ParamFree):
+    """A function of :mod:`jdl.activations` as a layer: ``y = function(x, **options)``.
+
+    A subclass names the ``function`` and declares its options as fields, with the
+    function's defaults. The layer is named after the function (``"relu"``,
+    ``"leaky_relu"``) unless given a ``name``, and its repr shows every option:
+    ``LeakyReLU(negative_slope=0.01)``.
+    """
+
+    function: ClassVar[Callable]
+    _: KW_ONLY
+    name: str = ""
+
+    def __post_init__(self):
+        if not self.name:
+            object.__setattr__(self, "name", self.function.__name__)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
+
+    @property
+    def always_shown(self) -> tuple[str, ...]:
+        return tuple(self.options)
+
+    def fn(self, x):
+        return self.function(x, **self.options)
 
 
-def Sigmoid() -> Layer:
+class Sigmoid(_Activation):
     """``1 / (1 + exp(-x))``."""
-    return _activation("sigmoid", "Sigmoid()", activations.sigmoid)
+
+    function = staticmethod(activations.sigmoid)
 
 
-def Tanh() -> Layer:
+class Tanh(_Activation):
     """``tanh(x)``."""
-    return _activation("tanh", "Tanh()", activations.tanh)
+
+    function = staticmethod(activations.tanh)
 
 
-def ReLU() -> Layer:
+class ReLU(_Activation):
     """``max(0, x)``."""
-    return _activation("relu", "ReLU()", activations.relu)
+
+    function = staticmethod(activations.relu)
 
 
-def LeakyReLU(negative_slope: float = 0.01) -> Layer:
+class LeakyReLU(_Activation):
     """``x`` for ``x >= 0``, ``negative_slope * x`` otherwise (a fixed slope)."""
-    return _activation("leaky_relu", f"LeakyReLU(negative_slope={negative_slope})",
-                       lambda x: activations.leaky_relu(x, negative_slope))
+
+    negative_slope: float = 0.01
+    function = staticmethod(activations.leaky_relu)
 
 
-def ELU(alpha: float = 1.0) -> Layer:
+class ELU(_Activation):
     """``x`` for ``x > 0``, ``alpha (e^x - 1)`` otherwise."""
-    return _activation("elu", f"ELU(alpha={alpha})", lambda x: activations.elu(x, alpha))
+
+    alpha: float = 1.0
+    function = staticmethod(activations.elu)
 
 
-def GELU(approximate: bool = True) -> Layer:
+class GELU(_Activation):
     """``x Phi(x)``; ``approximate`` chooses the tanh form (the default of jax and flax)."""
-    return _activation("gelu", f"GELU(approximate={approximate})", lambda x: activations.gelu(x, approximate))
+
+    approximate: bool = True
+    function = staticmethod(activations.gelu)
 
 
-def Softmax(axis: int = -1) -> Layer:
+class Softmax(_Activation):
     """``exp(x_i) / sum_j exp(x_j)`` along ``axis``."""
-    return _activation("softmax", f"Softmax(axis={axis})", lambda x: activations.softmax(x, axis))
+
+    axis: int = -1
+    function = staticmethod(activations.softmax)
 
 
-def LogSoftmax(axis: int = -1) -> Layer:
+class LogSoftmax(_Activation):
     """``x_i - log sum_j exp(x_j)`` along ``axis``."""
-    return _activation("log_softmax", f"LogSoftmax(axis={axis})", lambda x: activations.log_softmax(x, axis))
+
+    axis: int = -1
+    function = staticmethod(activations.log_softmax)
 
 
-def Step() -> Layer:
+class Step(_Activation):
     """The perceptron's step function: 1 where ``x > 0``, else 0."""
-    return _activation("step", "Step()", activations.step)
+
+    function = staticmethod(activations.step)
 
 
-def PReLU(negative_slope_init: float = 0.01, per_channel: bool = False, param_dtype=jnp.float32,
-          name: str = "prelu") -> Layer:
+class PReLU(Layer):
     """Parametric ReLU (He et al., 2015): ``x`` for ``x >= 0``, ``a x`` otherwise, ``a`` learned.
 
     Params ``{"slope": ()}``, one slope shared by every unit (as flax's ``PReLU``), or
-    ``(channels,)`` with ``per_channel=True``.
+    ``(channels,)`` with ``per_channel=True``; the slope starts at ``negative_slope_init``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> layer = PReLU(0.1, per_channel=True)
+        >>> params, state = layer.init(jax.random.key(0), jnp.zeros((4, 3)))
+        >>> params["slope"]
+        Array([0.1, 0.1, 0.1], dtype=float32)
     """
-    description = f"PReLU(negative_slope_init={negative_slope_init}, per_channel={per_channel})"
 
-    def slope_shape(x):
-        return (x.shape[-1],) if per_channel else ()
+    negative_slope_init: float = 0.01
+    per_channel: bool = False
+    _: KW_ONLY
+    param_dtype: Any = jnp.float32
+    name: str = "prelu"
+    always_shown: ClassVar[tuple] = ("negative_slope_init", "per_channel")
 
-    def init(key, x):
-        check_floating(description, x)
-        return {"slope": initializers.constant(negative_slope_init)(key, slope_shape(x), param_dtype)}, {}
+    def init(self, key, x):
+        check_floating(self, x)
+        slope_shape = (x.shape[-1],) if self.per_channel else ()
+        return {"slope": initializers.constant(self.negative_slope_init)(key, slope_shape, self.param_dtype)}, {}
 
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        check_floating(description, x)
-        check_keys(description, params, ["slope"])
-        check_keys(description, state, [], "state")
-        check_param_shape(description, params["slope"], slope_shape(x), "slope")
+    def apply(self, params, state, x, *, key=None, train=False):
+        check_floating(self, x)
+        check_params(self, params, state, x)
         return activations.prelu(x, params["slope"].astype(x.dtype)), state
-
-    return make_layer(name, description, init, apply)

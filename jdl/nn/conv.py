@@ -31,17 +31,20 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import field
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from jdl import init as initializers
-from jdl._checks import check_floating, check_keys, check_min_rank, check_param_shape
-from jdl.nn.core import Layer, make_layer
+from jdl._checks import check_choice, check_floating, check_min_rank, check_positive_int
+from jdl.nn.core import KW_ONLY, Layer, check_params
 from jdl.nn.dense import init_kernel_and_bias
 
 PADDING_STRINGS = ("SAME", "VALID", "CAUSAL")
+IMPLEMENTATIONS = ("auto", "xla", "matmul")
 
 
 def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding=0, dilation: int = 1) -> int:
@@ -63,7 +66,7 @@ def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding
     return (input_size + low + high - effective_kernel) // stride + 1
 
 
-def check_output_sizes(where: str, spatial, window, strides, padding, dilation) -> None:
+def check_output_sizes(where, spatial, window, strides, padding, dilation) -> None:
     """Every spatial axis must leave at least one output position (nothing silently empty)."""
     pads = [(0, 0)] * len(window) if padding == "VALID" else padding
     if padding == "SAME":
@@ -76,7 +79,7 @@ def check_output_sizes(where: str, spatial, window, strides, padding, dilation) 
             )
 
 
-def _as_tuple(value, n: int, what: str, where: str) -> tuple[int, ...]:
+def _as_tuple(value, n: int, what: str, where) -> tuple[int, ...]:
     if isinstance(value, int):
         return (value,) * n
     value = tuple(value)
@@ -85,7 +88,7 @@ def _as_tuple(value, n: int, what: str, where: str) -> tuple[int, ...]:
     return value
 
 
-def normalize_padding(padding, kernel_size: Sequence[int], dilation: Sequence[int], where: str):
+def normalize_padding(padding, kernel_size: Sequence[int], dilation: Sequence[int], where):
     """Padding as lax takes it: ``"SAME"``/``"VALID"`` or a list of ``(low, high)`` pairs."""
     n = len(kernel_size)
     if isinstance(padding, str):
@@ -116,90 +119,94 @@ def fold_batch_axes(x, num_spatial: int):
     return x.reshape((math.prod(leading),) + x.shape[len(leading):]), leading
 
 
-def Conv(
-    features: int,
-    kernel_size: int | Sequence[int],
-    strides: int | Sequence[int] = 1,
-    padding="SAME",
-    kernel_dilation: int | Sequence[int] = 1,
-    feature_group_count: int = 1,
-    *,
-    use_bias: bool = True,
-    kernel_init=initializers.lecun_normal(),
-    bias_init=initializers.zeros,
-    param_dtype=jnp.float32,
-    dtype=None,
-    implementation: str = "auto",
-    name: str = "conv",
-) -> Layer:
+def frozen(value):
+    """Lists (of lists) as tuples, so that a layer holding them stays hashable."""
+    return tuple(frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def check_spatial_input(where, x, num_spatial: int) -> None:
+    """A floating channels-last input with ``num_spatial`` spatial axes and any batch axes."""
+    check_floating(where, x)
+    layout = "*batch, " + ", ".join(f"spatial_{i}" for i in range(num_spatial)) + ", channels"
+    check_min_rank(where, x, num_spatial + 1, layout)
+
+
+class Conv(Layer):
     """An N-d convolution, channels last; ``len(kernel_size)`` is the number of spatial axes.
 
     The input is ``(*batch, *spatial, in_channels)`` with any number of batch axes (none
     too). Params are ``{"w": (*kernel_size, in_channels // groups, features), "b": (features,)}``.
-    Argument names follow ``flax.linen.Conv``. ``implementation`` picks how it is computed
+    Argument names and order follow ``flax.linen.Conv``. ``implementation`` picks how it is computed
     (see :func:`convolve`); every choice gives the same numbers.
     """
-    kernel_size = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
-    n = len(kernel_size)
-    description = (
-        f"Conv(features={features}, kernel_size={kernel_size}, strides={strides}, padding={padding!r}"
-        + (f", kernel_dilation={kernel_dilation}" if kernel_dilation != 1 else "")
-        + (f", feature_group_count={feature_group_count}" if feature_group_count != 1 else "")
-        + ")"
-    )
-    if not 1 <= n <= 3 or not all(isinstance(k, int) and k > 0 for k in kernel_size):
-        raise ValueError(f"{description}: expected 1 to 3 positive kernel sizes, got {kernel_size!r}")
-    if not isinstance(features, int) or features <= 0:
-        raise ValueError(f"{description}: expected features to be a positive int, got {features!r}")
-    strides_t = _as_tuple(strides, n, "strides", description)
-    dilation_t = _as_tuple(kernel_dilation, n, "kernel_dilation", description)
-    lax_padding = normalize_padding(padding, kernel_size, dilation_t, description)
-    if features % feature_group_count:
-        raise ValueError(
-            f"{description}: expected features divisible by feature_group_count {feature_group_count}, got {features}"
-        )
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"{description}: expected implementation in {IMPLEMENTATIONS}, got {implementation!r}")
-    keys = ["w", "b"] if use_bias else ["w"]
-    layout = "*batch, " + ", ".join(f"spatial_{i}" for i in range(n)) + ", channels"
 
-    def check_input(x):
-        check_floating(description, x)
-        check_min_rank(description, x, n + 1, layout)
-        if x.shape[-1] % feature_group_count:
-            raise ValueError(
-                f"{description}: expected input channels divisible by feature_group_count "
-                f"{feature_group_count}, got input of shape {tuple(x.shape)}"
-            )
-        check_output_sizes(description, x.shape[x.ndim - n - 1: -1], kernel_size, strides_t, lax_padding, dilation_t)
+    features: int
+    kernel_size: int | Sequence[int]
+    strides: int | Sequence[int] = 1
+    padding: Any = "SAME"
+    kernel_dilation: int | Sequence[int] = 1
+    feature_group_count: int = 1
+    _: KW_ONLY
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: Callable = field(default=initializers.lecun_normal(), repr=False)
+    bias_init: Callable = field(default=initializers.zeros, repr=False)
+    implementation: str = "auto"
+    name: str = "conv"
+    always_shown: ClassVar[tuple] = ("strides", "padding")
 
-    def kernel_shape(in_channels):
-        return kernel_size + (in_channels // feature_group_count, features)
+    def __post_init__(self):
+        kernel_size = (self.kernel_size,) if isinstance(self.kernel_size, int) else tuple(self.kernel_size)
+        for name, value in (("kernel_size", kernel_size), ("strides", self.strides), ("padding", self.padding),
+                            ("kernel_dilation", self.kernel_dilation)):
+            object.__setattr__(self, name, frozen(value))
+        n = len(kernel_size)
+        if not 1 <= n <= 3 or not all(isinstance(k, int) and k > 0 for k in kernel_size):
+            raise ValueError(f"{self}: expected 1 to 3 positive kernel sizes, got {kernel_size!r}")
+        check_positive_int(self, "features", self.features)
+        check_positive_int(self, "feature_group_count", self.feature_group_count)
+        if self.features % self.feature_group_count:
+            raise ValueError(f"{self}: expected features divisible by feature_group_count "
+                             f"{self.feature_group_count}, got {self.features}")
+        check_choice(self, "implementation", self.implementation, IMPLEMENTATIONS)
+        # The forms lax takes, derived once (not fields: the repr shows the arguments as given).
+        window_strides = _as_tuple(self.strides, n, "strides", self)
+        dilation = _as_tuple(self.kernel_dilation, n, "kernel_dilation", self)
+        object.__setattr__(self, "_window_strides", window_strides)
+        object.__setattr__(self, "_dilation", dilation)
+        object.__setattr__(self, "_lax_padding", normalize_padding(self.padding, kernel_size, dilation, self))
 
-    def init(key, x):
-        check_input(x)
-        return init_kernel_and_bias(key, kernel_shape(x.shape[-1]), use_bias, kernel_init, bias_init, param_dtype), {}
+    def check_input(self, x):
+        n = len(self.kernel_size)
+        check_spatial_input(self, x, n)
+        if x.shape[-1] % self.feature_group_count:
+            raise ValueError(f"{self}: expected input channels divisible by feature_group_count "
+                             f"{self.feature_group_count}, got input of shape {tuple(x.shape)}")
+        check_output_sizes(self, x.shape[x.ndim - n - 1: -1], self.kernel_size, self._window_strides,
+                           self._lax_padding, self._dilation)
 
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        check_input(x)
-        check_keys(description, params, keys)
-        check_keys(description, state, [], "state")
+    def init(self, key, x):
+        self.check_input(x)
+        kernel_shape = self.kernel_size + (x.shape[-1] // self.feature_group_count, self.features)
+        params = init_kernel_and_bias(key, kernel_shape, self.use_bias, self.kernel_init, self.bias_init,
+                                      self.param_dtype)
+        return params, {}
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        self.check_input(x)
+        check_params(self, params, state, x)
+
         w = params["w"]
-        check_param_shape(description, w, kernel_shape(x.shape[-1]), "w")
-        compute_dtype = dtype or jnp.result_type(x.dtype, w.dtype)
-        batched, leading = fold_batch_axes(x.astype(compute_dtype), n)
-        y = convolve(batched, w.astype(compute_dtype), strides_t, lax_padding, dilation_t,
-                     feature_group_count, implementation)
-        if use_bias:
-            check_param_shape(description, params["b"], (features,), "b")
+        compute_dtype = self.dtype or jnp.result_type(x.dtype, w.dtype)
+        batched, leading = fold_batch_axes(x.astype(compute_dtype), len(self.kernel_size))
+        y = convolve(batched, w.astype(compute_dtype), self._window_strides, self._lax_padding, self._dilation,
+                     self.feature_group_count, self.implementation)
+        if self.use_bias:
             y = y + params["b"].astype(compute_dtype)
         return y.reshape(leading + y.shape[1:]), state
 
-    return make_layer(name, description, init, apply)
 
-
-IMPLEMENTATIONS = ("auto", "xla", "matmul")
 # Above this many bytes of gathered windows, "auto" leaves a CPU convolution to XLA.
 _MATMUL_WINDOWS_LIMIT_BYTES = 64 * 2**20
 
@@ -271,16 +278,16 @@ def _dimension_numbers(num_spatial: int) -> lax.ConvDimensionNumbers:
 
 
 def Conv1D(features: int, kernel_size: int, strides: int = 1, padding="SAME", kernel_dilation: int = 1,
-           feature_group_count: int = 1, **kwargs) -> Layer:
-    """A 1-D convolution over ``(*batch, length, channels)``; see :func:`Conv`."""
+           feature_group_count: int = 1, **kwargs) -> Conv:
+    """A 1-D convolution over ``(*batch, length, channels)``: a :class:`Conv` named ``"conv1d"``."""
     kwargs.setdefault("name", "conv1d")
     return Conv(features, _as_tuple(kernel_size, 1, "kernel_size", "Conv1D"), strides, padding,
                 kernel_dilation, feature_group_count, **kwargs)
 
 
 def Conv2D(features: int, kernel_size: int | Sequence[int], strides=1, padding="SAME", kernel_dilation=1,
-           feature_group_count: int = 1, **kwargs) -> Layer:
-    """A 2-D convolution over ``(*batch, height, width, channels)``; see :func:`Conv`."""
+           feature_group_count: int = 1, **kwargs) -> Conv:
+    """A 2-D convolution over ``(*batch, height, width, channels)``: a :class:`Conv` named ``"conv2d"``."""
     kwargs.setdefault("name", "conv2d")
     return Conv(features, _as_tuple(kernel_size, 2, "kernel_size", "Conv2D"), strides, padding,
                 kernel_dilation, feature_group_count, **kwargs)

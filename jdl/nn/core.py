@@ -12,9 +12,9 @@
 
 Every layer, combinator and model is a subclass of :class:`Layer`: a frozen dataclass
 whose fields are its configuration and its sub-layers, whose ``repr`` (the required
-fields and those that differ from their defaults) is the description errors use. A model
-with more entry points (``encode``, ``decode_step``, ``loss``) is the same kind of value
-with more methods. Params stay outside, as plain dicts.
+fields, those that differ from their defaults and those named in ``always_shown``) is the
+description errors use. A model with more entry points (``encode``, ``decode_step``,
+``loss``) is the same kind of value with more methods. Params stay outside, as plain dicts.
 
 **Checks stated once.** :func:`check_params` compares a layer's params and state with
 what its own ``init`` gives for the input at hand (``jax.eval_shape``, memoised per layer
@@ -41,12 +41,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
 
-from jdl._checks import as_shape_struct, check_same_dtype
+from jdl._checks import as_shape_struct, check_floating, check_same_dtype
 
 Params = Any  # a nested dict of arrays
 State = Any  # a nested dict of arrays
@@ -73,6 +73,8 @@ class Layer:
     """
 
     name: str = "layer"
+    # Fields the repr shows even at their default value (``LayerNorm(epsilon=1e-06)``).
+    always_shown: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -92,7 +94,7 @@ class Layer:
                 continue
             value = getattr(self, field.name)
             required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-            if required or not _same(value, field.default):
+            if required or field.name in self.always_shown or not _same(value, field.default):
                 shown.append(f"{field.name}={value!r}")
         return f"{type(self).__name__}({', '.join(shown)})"
 
@@ -117,9 +119,13 @@ def _expected_cached(layer: Layer, treedef, leaves: tuple) -> tuple[Params, Stat
     return _expected_uncached(layer, treedef.unflatten(leaves))
 
 
+@functools.cache
+def _key_struct() -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+
+
 def _expected_uncached(layer: Layer, example: Any) -> tuple[Params, State]:
-    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
-    return jax.eval_shape(layer.init, key, example)
+    return jax.eval_shape(layer.init, _key_struct(), example)
 
 
 def expected_shapes(layer: Layer, x: Any) -> tuple[Params, State]:
@@ -182,22 +188,44 @@ def child_key(key: jax.Array | None, index: int) -> jax.Array | None:
     return None if key is None else jax.random.fold_in(key, index)
 
 
-class Lambda(Layer):
+class ParamFree(Layer):
+    """The base of layers without params or state: ``y = fn(x)`` after ``check_input(x)``.
+
+    Activations, pooling, reshapes and dropout are of this kind; the default input check
+    asks for a floating input.
+    """
+
+    def check_input(self, x) -> None:
+        check_floating(self, x)
+
+    def fn(self, x):
+        raise NotImplementedError
+
+    def init(self, key, x):
+        self.check_input(x)
+        return {}, {}
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        self.check_input(x)
+        check_params(self, params, state, x)
+        return self.fn(x), state
+
+
+class Lambda(ParamFree):
     """Lift a pure function of one input into a layer with no params (``Lambda(jnp.abs)``)."""
 
-    fn: Callable[[Any], Any]
+    function: Callable[[Any], Any]
     _: KW_ONLY
     name: str = "lambda"
 
     def __repr__(self) -> str:
-        return f"Lambda({getattr(self.fn, '__name__', 'fn')})"
+        return f"Lambda({getattr(self.function, '__name__', 'fn')})"
 
-    def init(self, key, x):
-        return {}, {}
+    def check_input(self, x) -> None:
+        pass  # any input the function accepts
 
-    def apply(self, params, state, x, *, key=None, train=False):
-        check_params(self, params, state, x)
-        return self.fn(x), state
+    def fn(self, x):
+        return self.function(x)
 
 
 # ----------------------------------------------------------------------------- combinators

@@ -18,41 +18,38 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jdl._checks import check_floating, check_keys
-from jdl.nn.core import Layer, make_layer
+from jdl._checks import check_rate, check_training_key
+from jdl.nn.core import KW_ONLY, ParamFree
 
 
-def Dropout(rate: float, broadcast_dims: tuple[int, ...] = (), name: str = "dropout") -> Layer:
+class Dropout(ParamFree):
     """Drop each entry with probability ``rate`` in training; identity in evaluation.
 
     ``broadcast_dims`` shares one mask along those axes (e.g. ``(-2,)`` drops whole
     channels of a ``(batch, length, channels)`` input: spatial dropout).
     """
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"Dropout: expected rate in [0, 1), got {rate}")
-    description = f"Dropout(rate={rate})"
 
-    def init(key, x):
-        del key
-        check_floating(description, x)
-        return {}, {}
+    rate: float
+    broadcast_dims: tuple[int, ...] = ()
+    _: KW_ONLY
+    name: str = "dropout"
 
-    def apply(params, state, x, *, key=None, train=False):
-        check_floating(description, x)
-        check_keys(description, params, [])
-        check_keys(description, state, [], "state")
-        if not train or rate == 0.0:
+    def __post_init__(self):
+        check_rate("Dropout", "rate", self.rate)
+        object.__setattr__(self, "broadcast_dims", tuple(self.broadcast_dims))
+
+    def fn(self, x):
+        return x  # evaluation (train=False) is the identity
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        x, state = super().apply(params, state, x)  # the checks, then the identity
+        if not train or self.rate == 0.0:
             return x, state
-        if key is None:
-            raise ValueError(
-                f"{description}: train=True needs a PRNG key, got key=None; call "
-                f"apply(params, state, x, key=jax.random.key(...), train=True)"
-            )
-        mask_shape = list(x.shape)
-        for axis in broadcast_dims:
-            mask_shape[axis] = 1
-        keep = jax.random.bernoulli(key, 1.0 - rate, tuple(mask_shape))
-        scaled = x / jnp.asarray(1.0 - rate, x.dtype)
-        return jnp.where(keep, scaled, jnp.zeros_like(x)), state
+        check_training_key(self, key)
 
-    return make_layer(name, description, init, apply)
+        mask_shape = list(x.shape)
+        for axis in self.broadcast_dims:
+            mask_shape[axis] = 1
+        keep = jax.random.bernoulli(key, 1.0 - self.rate, tuple(mask_shape))
+        scaled = x / jnp.asarray(1.0 - self.rate, x.dtype)
+        return jnp.where(keep, scaled, jnp.zeros_like(x)), state

@@ -17,46 +17,47 @@ Example:
 """
 from __future__ import annotations
 
+from dataclasses import field
+from typing import Any, Callable
+
 import jax.numpy as jnp
 
 from jdl import init as initializers
-from jdl._checks import check_floating, check_integer, check_keys, check_param_shape
-from jdl.nn.core import Layer, make_layer
+from jdl._checks import check_floating, check_integer, check_positive_int
+from jdl.nn.core import KW_ONLY, Layer, check_params
 
 
-def Embedding(
-    num_embeddings: int,
-    features: int,
-    *,
-    embedding_init=initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0),
-    param_dtype=jnp.float32,
-    name: str = "embedding",
-) -> Layer:
+class Embedding(Layer):
     """Look up rows of ``params["embedding"]`` (``(num_embeddings, features)``) by integer id.
 
     The default initialiser is flax's: ``N(0, 1/sqrt(features))``.
     """
-    if num_embeddings <= 0 or features <= 0:
-        raise ValueError(f"Embedding: expected positive num_embeddings and features, got {num_embeddings}, {features}")
-    description = f"Embedding(num_embeddings={num_embeddings}, features={features})"
 
-    def init(key, ids):
-        check_integer(description, ids, "ids")
-        return {"embedding": embedding_init(key, (num_embeddings, features), param_dtype)}, {}
+    num_embeddings: int
+    features: int
+    _: KW_ONLY
+    embedding_init: Callable = field(
+        default=initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0), repr=False)
+    param_dtype: Any = jnp.float32
+    name: str = "embedding"
 
-    def apply(params, state, ids, *, key=None, train=False):
-        del key, train
-        check_integer(description, ids, "ids")
-        check_keys(description, params, ["embedding"])
-        check_keys(description, state, [], "state")
+    def __post_init__(self):
+        check_positive_int("Embedding", "num_embeddings", self.num_embeddings)
+        check_positive_int("Embedding", "features", self.features)
+
+    def init(self, key, ids):
+        check_integer(self, ids, "ids")
+        return {"embedding": self.embedding_init(key, (self.num_embeddings, self.features), self.param_dtype)}, {}
+
+    def apply(self, params, state, ids, *, key=None, train=False):
+        check_integer(self, ids, "ids")
+        check_params(self, params, state, ids)
+
         table = params["embedding"]
-        check_param_shape(description, table, (num_embeddings, features), "embedding")
         # Out-of-range ids, negative ones too (no Python-style wrap to the last rows), give NaN.
-        in_range = (ids >= 0) & (ids < num_embeddings)
+        in_range = (ids >= 0) & (ids < self.num_embeddings)
         rows = jnp.take(table, jnp.where(in_range, ids, 0), axis=0)
         return jnp.where(in_range[..., None], rows, jnp.asarray(jnp.nan, table.dtype)), state
-
-    return make_layer(name, description, init, apply)
 
 
 def attend(params, x):

@@ -23,49 +23,49 @@ Example:
 """
 from __future__ import annotations
 
+from dataclasses import field
+from typing import Any, Callable, ClassVar
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from jdl import init as initializers
-from jdl._checks import check_floating, check_keys, check_min_rank, check_param_shape
-from jdl.nn.core import Layer, make_layer
+from jdl._checks import check_floating, check_min_rank, check_positive, check_unit_interval
+from jdl.nn.core import KW_ONLY, Layer, check_params
 
 
-def _affine_params(key, features, use_scale, use_bias, scale_init, bias_init, param_dtype):
-    scale_key, bias_key = jax.random.split(key)
-    params = {}
-    if use_scale:
-        params["gamma"] = scale_init(scale_key, (features,), param_dtype)
-    if use_bias:
-        params["beta"] = bias_init(bias_key, (features,), param_dtype)
-    return params
+class _Normalization(Layer):
+    """What batch and layer norm share: the learned ``gamma`` and ``beta`` of the last axis."""
+
+    _: KW_ONLY
+    use_scale: bool = True
+    use_bias: bool = True
+    scale_init: Callable = field(default=initializers.ones, repr=False)
+    bias_init: Callable = field(default=initializers.zeros, repr=False)
+    param_dtype: Any = jnp.float32
+
+    def init_scale_and_shift(self, key, features: int) -> dict:
+        """``{"gamma": (features,), "beta": (features,)}``, each only where it is used."""
+        scale_key, bias_key = jax.random.split(key)
+        params = {}
+        if self.use_scale:
+            params["gamma"] = self.scale_init(scale_key, (features,), self.param_dtype)
+        if self.use_bias:
+            params["beta"] = self.bias_init(bias_key, (features,), self.param_dtype)
+        return params
+
+    def normalize(self, params, x, mean, var):
+        """``gamma * (x - mean) * rsqrt(var + epsilon) + beta``, in ``x``'s dtype."""
+        y = (x - mean) * lax.rsqrt(var + jnp.asarray(self.epsilon, var.dtype))
+        if self.use_scale:
+            y = y * params["gamma"]
+        if self.use_bias:
+            y = y + params["beta"]
+        return y.astype(x.dtype)
 
 
-def _normalize(x, mean, var, params, epsilon, description, features):
-    """``gamma * (x - mean) * rsqrt(var + epsilon) + beta``, in the input's dtype."""
-    y = (x - mean) * lax.rsqrt(var + jnp.asarray(epsilon, var.dtype))
-    if "gamma" in params:
-        check_param_shape(description, params["gamma"], (features,), "gamma")
-        y = y * params["gamma"]
-    if "beta" in params:
-        check_param_shape(description, params["beta"], (features,), "beta")
-        y = y + params["beta"]
-    return y.astype(x.dtype)
-
-
-def BatchNorm(
-    momentum: float = 0.99,
-    epsilon: float = 1e-5,
-    *,
-    use_scale: bool = True,
-    use_bias: bool = True,
-    scale_init=initializers.ones,
-    bias_init=initializers.zeros,
-    axis_name: str | None = None,
-    param_dtype=jnp.float32,
-    name: str = "batch_norm",
-) -> Layer:
+class BatchNorm(_Normalization):
     """Batch normalisation over the last (feature) axis.
 
     Params ``{"gamma", "beta"}`` of shape ``(features,)``; state ``{"mean", "var"}``, the
@@ -74,89 +74,75 @@ def BatchNorm(
     returned unchanged. ``axis_name`` averages the batch statistics over a mapped axis
     (``jax.pmap``/``shard_map`` data parallelism), so every device uses the global batch.
     """
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"BatchNorm: expected momentum in [0, 1], got {momentum}")
-    if epsilon <= 0:
-        raise ValueError(f"BatchNorm: expected epsilon > 0, got {epsilon}")
-    description = f"BatchNorm(momentum={momentum}, epsilon={epsilon})"
-    keys = [k for k, used in (("gamma", use_scale), ("beta", use_bias)) if used]
 
-    def check_input(x):
-        check_floating(description, x)
+    momentum: float = 0.99
+    epsilon: float = 1e-5
+    _: KW_ONLY
+    axis_name: str | None = None
+    name: str = "batch_norm"
+    always_shown: ClassVar[tuple] = ("momentum", "epsilon")
+
+    def __post_init__(self):
+        check_unit_interval("BatchNorm", "momentum", self.momentum)
+        check_positive("BatchNorm", "epsilon", self.epsilon)
+
+    def check_input(self, x):
+        check_floating(self, x)
         # With axis_name the batch may be a mapped axis (vmap/shard_map), so one example suffices.
-        if axis_name is None:
-            check_min_rank(description, x, 2, "batch, ..., features")
+        if self.axis_name is None:
+            check_min_rank(self, x, 2, "batch, ..., features")
         else:
-            check_min_rank(description, x, 1, "..., features")
+            check_min_rank(self, x, 1, "..., features")
 
-    def init(key, x):
-        check_input(x)
+    def init(self, key, x):
+        self.check_input(x)
         features = x.shape[-1]
-        params = _affine_params(key, features, use_scale, use_bias, scale_init, bias_init, param_dtype)
-        state = {"mean": jnp.zeros((features,), param_dtype), "var": jnp.ones((features,), param_dtype)}
-        return params, state
+        state = {"mean": jnp.zeros((features,), self.param_dtype), "var": jnp.ones((features,), self.param_dtype)}
+        return self.init_scale_and_shift(key, features), state
 
-    def apply(params, state, x, *, key=None, train=False):
-        del key
-        check_input(x)
-        check_keys(description, params, keys)
-        check_keys(description, state, ["mean", "var"], "state")
-        features = x.shape[-1]
-        check_param_shape(description, state["mean"], (features,), "mean", "state")
-        check_param_shape(description, state["var"], (features,), "var", "state")
+    def apply(self, params, state, x, *, key=None, train=False):
+        self.check_input(x)
+        check_params(self, params, state, x)
         if not train:
-            return _normalize(x, state["mean"], state["var"], params, epsilon, description, features), state
-        reduce_axes = tuple(range(x.ndim - 1))
+            return self.normalize(params, x, state["mean"], state["var"]), state
+
         # Statistics in float32 at least, so bfloat16 inputs do not lose the variance.
-        stats_dtype = jnp.promote_types(x.dtype, jnp.float32)
-        x32 = x.astype(stats_dtype)
-        mean = jnp.mean(x32, axis=reduce_axes)
-        mean_of_squares = jnp.mean(jnp.square(x32), axis=reduce_axes)
-        if axis_name is not None:
-            mean, mean_of_squares = lax.pmean((mean, mean_of_squares), axis_name)
+        x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        batch_axes = tuple(range(x.ndim - 1))
+        mean = jnp.mean(x32, axis=batch_axes)
+        mean_of_squares = jnp.mean(jnp.square(x32), axis=batch_axes)
+        if self.axis_name is not None:
+            mean, mean_of_squares = lax.pmean((mean, mean_of_squares), self.axis_name)
         var = jnp.maximum(mean_of_squares - jnp.square(mean), 0.0)
         new_state = {
-            "mean": momentum * state["mean"] + (1.0 - momentum) * mean.astype(state["mean"].dtype),
-            "var": momentum * state["var"] + (1.0 - momentum) * var.astype(state["var"].dtype),
+            "mean": self.momentum * state["mean"] + (1.0 - self.momentum) * mean.astype(state["mean"].dtype),
+            "var": self.momentum * state["var"] + (1.0 - self.momentum) * var.astype(state["var"].dtype),
         }
-        return _normalize(x32, mean, var, params, epsilon, description, features).astype(x.dtype), new_state
-
-    return make_layer(name, description, init, apply)
+        return self.normalize(params, x32, mean, var).astype(x.dtype), new_state
 
 
-def LayerNorm(
-    epsilon: float = 1e-6,
-    *,
-    use_scale: bool = True,
-    use_bias: bool = True,
-    scale_init=initializers.ones,
-    bias_init=initializers.zeros,
-    param_dtype=jnp.float32,
-    name: str = "layer_norm",
-) -> Layer:
+class LayerNorm(_Normalization):
     """Layer normalisation over the last axis of each example (defaults as flax's ``LayerNorm``)."""
-    if epsilon <= 0:
-        raise ValueError(f"LayerNorm: expected epsilon > 0, got {epsilon}")
-    description = f"LayerNorm(epsilon={epsilon})"
-    keys = [k for k, used in (("gamma", use_scale), ("beta", use_bias)) if used]
 
-    def check_input(x):
-        check_floating(description, x)
-        check_min_rank(description, x, 1, "..., features")
+    epsilon: float = 1e-6
+    _: KW_ONLY
+    name: str = "layer_norm"
+    always_shown: ClassVar[tuple] = ("epsilon",)
 
-    def init(key, x):
-        check_input(x)
-        return _affine_params(key, x.shape[-1], use_scale, use_bias, scale_init, bias_init, param_dtype), {}
+    def __post_init__(self):
+        check_positive("LayerNorm", "epsilon", self.epsilon)
 
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        check_input(x)
-        check_keys(description, params, keys)
-        check_keys(description, state, [], "state")
-        stats_dtype = jnp.promote_types(x.dtype, jnp.float32)
-        x32 = x.astype(stats_dtype)
+    def init(self, key, x):
+        check_floating(self, x)
+        check_min_rank(self, x, 1, "..., features")
+        return self.init_scale_and_shift(key, x.shape[-1]), {}
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        check_floating(self, x)
+        check_min_rank(self, x, 1, "..., features")
+        check_params(self, params, state, x)
+
+        x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         mean = jnp.mean(x32, axis=-1, keepdims=True)
         var = jnp.maximum(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) - jnp.square(mean), 0.0)
-        return _normalize(x32, mean, var, params, epsilon, description, x.shape[-1]).astype(x.dtype), state
-
-    return make_layer(name, description, init, apply)
+        return self.normalize(params, x32, mean, var).astype(x.dtype), state

@@ -36,13 +36,19 @@ Example:
 """
 from __future__ import annotations
 
+from dataclasses import field
+from typing import Any, Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jdl import init as initializers
-from jdl._checks import check_array, check_floating, check_integer, check_keys, check_min_rank, check_param_shape
-from jdl.nn.core import Layer, make_layer
+from jdl._checks import (
+    check_floating, check_int_at_least, check_integer, check_integer_scalar, check_last_axis, check_max_length,
+    check_min_rank, check_positive_int, is_concrete,
+)
+from jdl.nn.core import KW_ONLY, Layer, check_params
 
 
 def _inverse_wavelengths(features: int, max_timescale: float) -> np.ndarray:
@@ -67,57 +73,80 @@ def sinusoidal_positions(length: int, features: int, *, offset=0, max_timescale:
     ``PE(pos, 2i) = sin(pos / max_timescale^(2i/d))``, ``PE(pos, 2i+1) = cos(...)``, with the
     paper's ``max_timescale = 10000``. ``offset`` may be traced (a decoding step under ``jit``).
     """
-    if not isinstance(length, (int, np.integer)) or length < 0:
-        raise ValueError(f"sinusoidal_positions: expected a non-negative int length, got {length!r}")
-    if not isinstance(features, (int, np.integer)) or features <= 0:
-        raise ValueError(f"sinusoidal_positions: expected a positive int features, got {features!r}")
+    check_int_at_least("sinusoidal_positions", "length", length, 0)
+    check_positive_int("sinusoidal_positions", "features", features)
     positions = jnp.asarray(offset) + jnp.arange(length)
     return _sinusoids(positions, features, max_timescale, dtype)
 
 
-def _positions(description: str, max_length: int, x, offset, positions):
-    """The positions of ``x``'s length axis, checked against ``max_length`` where that is possible."""
-    length = x.shape[-2]
-    if length > max_length:
-        raise ValueError(
-            f"{description}: expected a sequence of at most max_length={max_length} positions (axis -2), got "
-            f"input of shape {tuple(x.shape)} with {length}"
-        )
-    if positions is not None:
-        if not (isinstance(offset, int) and offset == 0):
-            raise ValueError(f"{description}: expected either offset or positions, got both")
-        check_integer(description, positions, "positions")
-        if positions.ndim < 1 or positions.shape[-1] != length or positions.ndim > x.ndim - 1 or any(
-                p not in (1, s) for p, s in zip(positions.shape[::-1], x.shape[-2::-1])):
-            raise ValueError(
-                f"{description}: expected positions of shape [batch..., {length}] matching the input "
-                f"{tuple(x.shape)} (batch axes may be 1 or absent), got {tuple(positions.shape)}"
-            )
-        return jnp.asarray(positions)
-    check_array(description, jnp.asarray(offset), "offset")
-    offset = jnp.asarray(offset)
-    if offset.shape != () or not jnp.issubdtype(offset.dtype, jnp.integer):
-        raise TypeError(f"{description}: expected an integer scalar offset, got {offset.dtype}{tuple(offset.shape)}")
+class _PositionalEncoding(Layer):
+    """Adds an encoding of each position of ``x`` ``[batch..., length, features]``: ``x + PE[positions]``.
+
+    Subclasses give ``encode(params, positions, x) -> (x, PE[positions])`` (``x`` cast to
+    the dtype of the sum); positions outside ``[0, max_length)`` give NaN rows.
+    """
+
+    max_length: int
+
+    def __post_init__(self):
+        check_positive_int(type(self).__name__, "max_length", self.max_length)
+
+    def check_input(self, x):
+        check_floating(self, x)
+        check_min_rank(self, x, 2, "batch..., length, features")
+        check_max_length(self, x, self.max_length)
+
+    def check_fits_params(self, params, x):
+        """An input that does not fit good params is the input's fault (checked before the params)."""
+
+    def init_params(self, key, x):
+        return {}
+
+    def init(self, key, x):
+        self.check_input(x)
+        return self.init_params(key, x), {}
+
+    def positions_of(self, x, offset, positions):
+        """``offset + [0, ..., length - 1]``, or ``positions`` as given; checked where they are concrete."""
+        length = x.shape[-2]
+        if positions is not None:
+            if not (isinstance(offset, int) and offset == 0):
+                raise ValueError(f"{self}: expected either offset or positions, got both")
+            check_integer(self, positions, "positions")
+            if positions.shape[-1:] != (length,) or not _broadcasts_to(positions.shape, x.shape[:-1]):
+                raise ValueError(f"{self}: expected positions of shape [batch..., {length}] matching the input "
+                                 f"{tuple(x.shape)} (batch axes may be 1 or absent), got {tuple(positions.shape)}")
+            return jnp.asarray(positions)
+        offset = jnp.asarray(offset)
+        check_integer_scalar(self, offset, "offset")
+        # A traced offset (a decoding step under jit) cannot be checked: its positions past the table give NaN.
+        if is_concrete(offset) and not 0 <= int(offset) <= self.max_length - length:
+            raise ValueError(f"{self}: expected positions in [0, {self.max_length}), got positions "
+                             f"{int(offset)}..{int(offset) + length - 1} (offset {int(offset)}, length {length})")
+        return offset + jnp.arange(length)
+
+    def encode(self, params, positions, x):
+        raise NotImplementedError
+
+    def apply(self, params, state, x, *, key=None, train=False, offset=0, positions=None):
+        self.check_input(x)
+        self.check_fits_params(params, x)
+        check_params(self, params, state, x)
+
+        positions = self.positions_of(x, offset, positions)
+        x, encoding = self.encode(params, positions, x)
+        in_range = (positions >= 0) & (positions < self.max_length)
+        return x + jnp.where(in_range[..., None], encoding, jnp.asarray(jnp.nan, encoding.dtype)), state
+
+
+def _broadcasts_to(shape, target) -> bool:
     try:
-        start = int(offset)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
-        start = None  # traced: out-of-range positions give NaN instead
-    if start is not None and not 0 <= start <= max_length - length:
-        raise ValueError(
-            f"{description}: expected positions in [0, {max_length}), got positions {start}..{start + length - 1} "
-            f"(offset {start}, length {length})"
-        )
-    return offset + jnp.arange(length)
+        return np.broadcast_shapes(tuple(shape), tuple(target)) == tuple(target)
+    except ValueError:
+        return False
 
 
-def _add(x, encoding, positions, max_length):
-    in_range = (positions >= 0) & (positions < max_length)
-    encoding = jnp.where(in_range[..., None], encoding, jnp.asarray(jnp.nan, encoding.dtype))
-    return x + encoding
-
-
-def SinusoidalPositionalEncoding(max_length: int, *, max_timescale: float = 10000.0,
-                                 name: str = "sinusoidal_positions") -> Layer:
+class SinusoidalPositionalEncoding(_PositionalEncoding):
     """Add the sinusoidal encoding of each position: ``y = x + PE[positions]``.
 
     No params. ``apply(params, state, x, *, offset=0, positions=None)``: ``x`` is
@@ -126,39 +155,21 @@ def SinusoidalPositionalEncoding(max_length: int, *, max_timescale: float = 1000
     from the positions, not stored, so the program carries no ``max_length x features``
     constant; ``max_length`` only bounds the positions.
     """
-    if not isinstance(max_length, int) or max_length <= 0:
-        raise ValueError(f"SinusoidalPositionalEncoding: expected a positive int max_length, got {max_length!r}")
-    description = f"SinusoidalPositionalEncoding(max_length={max_length})"
 
-    def check_input(x):
-        check_floating(description, x)
-        check_min_rank(description, x, 2, "batch..., length, features")
+    _: KW_ONLY
+    max_timescale: float = 10000.0
+    name: str = "sinusoidal_positions"
 
-    def init(key, x):
-        del key
-        check_input(x)
-        _positions(description, max_length, x, 0, None)
-        return {}, {}
-
-    def apply(params, state, x, *, key=None, train=False, offset=0, positions=None):
-        del key, train
-        check_input(x)
-        check_keys(description, params, [])
-        check_keys(description, state, [], "state")
-        positions = _positions(description, max_length, x, offset, positions)
-        encoding = _sinusoids(positions, x.shape[-1], max_timescale, x.dtype)
-        return _add(x, encoding, positions, max_length), state
-
-    return make_layer(name, description, init, apply)
+    def encode(self, params, positions, x):
+        return x, _sinusoids(positions, x.shape[-1], self.max_timescale, x.dtype)
 
 
-def LearnedPositionalEmbedding(max_length: int, *, embedding_init=initializers.normal(0.02),
-                               param_dtype=jnp.float32, name: str = "learned_positions") -> Layer:
+class LearnedPositionalEmbedding(_PositionalEncoding):
     """Add a learned vector for each position: ``y = x + E[positions]``.
 
     Params ``{"embedding": (max_length, features)}``, drawn from ``N(0, 0.02)`` by default
     (BERT, GPT-2, and flax's WMT example). ``apply(params, state, x, *, offset=0,
-    positions=None)`` as :func:`SinusoidalPositionalEncoding`.
+    positions=None)`` as :class:`SinusoidalPositionalEncoding`.
 
     Example (a decoding step at position 5 adds row 5):
         >>> import jax, jax.numpy as jnp
@@ -168,36 +179,22 @@ def LearnedPositionalEmbedding(max_length: int, *, embedding_init=initializers.n
         >>> bool(jnp.all(y[0, 0] == params["embedding"][5]))
         True
     """
-    if not isinstance(max_length, int) or max_length <= 0:
-        raise ValueError(f"LearnedPositionalEmbedding: expected a positive int max_length, got {max_length!r}")
-    description = f"LearnedPositionalEmbedding(max_length={max_length})"
 
-    def check_input(x):
-        check_floating(description, x)
-        check_min_rank(description, x, 2, "batch..., length, features")
+    _: KW_ONLY
+    embedding_init: Callable = field(default=initializers.normal(0.02), repr=False)
+    param_dtype: Any = jnp.float32
+    name: str = "learned_positions"
 
-    def init(key, x):
-        check_input(x)
-        _positions(description, max_length, x, 0, None)
-        return {"embedding": embedding_init(key, (max_length, x.shape[-1]), param_dtype)}, {}
+    def init_params(self, key, x):
+        return {"embedding": self.embedding_init(key, (self.max_length, x.shape[-1]), self.param_dtype)}
 
-    def apply(params, state, x, *, key=None, train=False, offset=0, positions=None):
-        del key, train
-        check_input(x)
-        check_keys(description, params, ["embedding"])
-        check_keys(description, state, [], "state")
+    def check_fits_params(self, params, x):
+        table = params.get("embedding") if isinstance(params, dict) else None
+        if getattr(table, "ndim", 0) == 2 and table.shape[0] == self.max_length:
+            check_last_axis(self, x, table.shape[1], "the table's features")
+
+    def encode(self, params, positions, x):
         table = params["embedding"]
-        check_array(description, table, "params['embedding']")
-        if table.ndim != 2 or table.shape[0] != max_length:
-            check_param_shape(description, table, (max_length, x.shape[-1]), "embedding")
-        if x.shape[-1] != table.shape[1]:
-            raise ValueError(
-                f"{description}: expected input with last axis {table.shape[1]} (the table's features), got "
-                f"input of shape {tuple(x.shape)}"
-            )
-        positions = _positions(description, max_length, x, offset, positions)
-        rows = jnp.take(table, jnp.clip(positions, 0, max_length - 1), axis=0)
+        rows = jnp.take(table, jnp.clip(positions, 0, self.max_length - 1), axis=0)
         compute_dtype = jnp.result_type(x.dtype, table.dtype)
-        return _add(x.astype(compute_dtype), rows.astype(compute_dtype), positions, max_length), state
-
-    return make_layer(name, description, init, apply)
+        return x.astype(compute_dtype), rows.astype(compute_dtype)

@@ -23,10 +23,12 @@ The blocks take their masks and context as keywords (:func:`jdl.nn.padding_mask`
 
     y, state = encoder_block.apply(params, state, x, mask=None, key=None, train=False)
     y, state = decoder_block.apply(params, state, x, context=memory, self_mask=None, cross_mask=None)
-    (y, cache), state = decoder_block.apply(params, state, x_t, context=memory, cross_mask=..., cache=cache)
+    y, cache = decoder_block.decode_step(params, x_t, cache, context=memory, cross_mask=None)
+    weights = decoder_block.cross_attention_weights(params, x, context=memory, self_mask=..., cross_mask=...)
 
-With ``cache`` (the self-attention's :class:`~jdl.nn.KVCache`), ``x`` holds the next
-positions only, which attend to the cached ones (causally); the updated cache is returned.
+In :meth:`TransformerDecoderBlock.decode_step`, ``x`` holds the next positions only, which
+attend causally to the ones in the self-attention's :class:`~jdl.nn.KVCache`
+(``block.self_attention.init_cache(params["self_attention"], ...)``).
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -42,17 +44,20 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import field
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from jdl import init as initializers
-from jdl._checks import check_floating, check_keys, check_min_rank
-from jdl.nn.attention import MultiHeadAttention
-from jdl.nn.core import Layer, child_key, make_layer
-from jdl.nn.dense import Dense
+from jdl._checks import (
+    check_choice, check_floating, check_int_at_least, check_last_axis, check_min_rank, check_positive_int, check_rate,
+)
+from jdl.nn.core import KW_ONLY, Layer, check_params, child_key
+from jdl.nn.dense import check_features, in_features_of, init_kernel_and_bias
 from jdl.nn.dropout import Dropout
+from jdl.nn.multi_head import KVCache, MultiHeadAttention
 from jdl.nn.norm import LayerNorm
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -61,188 +66,231 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
-def _check_positive_int(owner: str, name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{owner}: expected {name} to be a positive int, got {value!r}")
+def _affine(params, x) -> jax.Array:
+    """``x W + b`` in the promoted dtype of ``x`` and ``W`` (a :class:`~jdl.nn.Dense` layer's math)."""
+    dtype = jnp.result_type(x.dtype, params["w"].dtype)
+    return jnp.dot(x.astype(dtype), params["w"].astype(dtype)) + params["b"].astype(dtype)
 
 
-def _check_rate(owner: str, name: str, value: Any) -> None:
-    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{owner}: expected {name} in [0, 1), got {value!r}")
-
-
-def FeedForward(mlp_features: int, *, out_features: int | None = None, activation: str = "relu",
-                dropout_rate: float = 0.0, kernel_init=initializers.lecun_normal(), param_dtype=jnp.float32,
-                name: str = "feed_forward") -> Layer:
+class FeedForward(Layer):
     """The position-wise feed-forward network ``FFN(x) = act(x W_1 + b_1) W_2 + b_2``.
 
-    Params ``{"hidden": {"w", "b"}, "output": {"w", "b"}}``; ``out_features`` defaults to the
-    input's size; ``dropout_rate`` drops the hidden activations in training (0 in the paper,
-    whose dropout is on the sublayer's output; the block does that).
+    Params ``{"hidden": {"w", "b"}, "output": {"w", "b"}}`` (the two dense layers');
+    ``out_features`` defaults to the input's size; ``dropout_rate`` drops the hidden
+    activations in training (0 in the paper, whose dropout is on the sublayer's output; the
+    block does that).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> ffn = FeedForward(32)
+        >>> params, state = ffn.init(jax.random.key(0), jnp.ones((2, 5, 8)))
+        >>> params["hidden"]["w"].shape, params["output"]["w"].shape
+        ((8, 32), (32, 8))
     """
-    _check_positive_int("FeedForward", "mlp_features", mlp_features)
-    if out_features is not None:
-        _check_positive_int("FeedForward", "out_features", out_features)
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"FeedForward: expected activation in {sorted(ACTIVATIONS)}, got {activation!r}")
-    _check_rate("FeedForward", "dropout_rate", dropout_rate)
-    description = f"FeedForward(mlp_features={mlp_features}, activation={activation!r})"
-    function = ACTIVATIONS[activation]
-    hidden = Dense(mlp_features, kernel_init=kernel_init, param_dtype=param_dtype)
-    dropout = Dropout(dropout_rate)
 
-    def init(key, x):
-        check_floating(description, x)
-        check_min_rank(description, x, 1, "..., features")
-        output = Dense(out_features or x.shape[-1], kernel_init=kernel_init, param_dtype=param_dtype)
-        hidden_params, _ = hidden.init(jax.random.fold_in(key, 0), x)
-        h = jax.ShapeDtypeStruct(x.shape[:-1] + (mlp_features,), jnp.result_type(x.dtype, param_dtype))
-        output_params, _ = output.init(jax.random.fold_in(key, 1), h)
-        return {"hidden": hidden_params, "output": output_params}, {}
+    mlp_features: int
+    _: KW_ONLY
+    out_features: int | None = None
+    activation: str = "relu"
+    dropout_rate: float = 0.0
+    kernel_init: Callable = field(default=initializers.lecun_normal(), repr=False)
+    param_dtype: Any = jnp.float32
+    name: str = "feed_forward"
+    always_shown: ClassVar[tuple] = ("activation",)
+    dropout: Dropout = field(init=False, repr=False, compare=False)
 
-    def apply(params, state, x, *, key=None, train=False):
-        check_keys(description, params, ["hidden", "output"])
-        h, _ = hidden.apply(params["hidden"], {}, x)
-        h, _ = dropout.apply({}, {}, function(h), key=key, train=train)
-        output = Dense(params["output"]["w"].shape[-1], kernel_init=kernel_init, param_dtype=param_dtype)
-        return output.apply(params["output"], {}, h)[0], state
+    def __post_init__(self):
+        check_positive_int("FeedForward", "mlp_features", self.mlp_features)
+        check_int_at_least("FeedForward", "out_features", self.out_features, 1, none_ok=True)
+        check_choice("FeedForward", "activation", self.activation, tuple(sorted(ACTIVATIONS)))
+        check_rate("FeedForward", "dropout_rate", self.dropout_rate)
+        object.__setattr__(self, "dropout", Dropout(self.dropout_rate))
 
-    return make_layer(name, description, init, apply)
+    def init(self, key, x):
+        check_features(self, x)
+        sizes = (x.shape[-1], self.mlp_features, self.out_features or x.shape[-1])
+        params = {name: init_kernel_and_bias(jax.random.fold_in(key, index), sizes[index:index + 2], True,
+                                             self.kernel_init, initializers.zeros, self.param_dtype)
+                  for index, name in enumerate(("hidden", "output"))}
+        return params, {}
 
+    def apply(self, params, state, x, *, key=None, train=False):
+        check_features(self, x)
+        hidden = params.get("hidden") if isinstance(params, dict) else None
+        in_features = in_features_of(hidden)
+        if in_features is not None and hidden["w"].shape[-1] == self.mlp_features:
+            check_last_axis(self, x, in_features, "the params' in_features")
+        check_params(self, params, state, x)
 
-class _Sublayers:
-    """What the two blocks share: the residual-and-norm wiring of each sublayer."""
-
-    def __init__(self, owner: str, dropout_rate: float, pre_ln: bool, epsilon: float, param_dtype):
-        self.owner, self.pre_ln = owner, pre_ln
-        self.norm = LayerNorm(epsilon, param_dtype=param_dtype)
-        self.dropout = Dropout(dropout_rate)
-
-    def residual(self, params, norm_name, x, sublayer, key, train):
-        """``x + Dropout(F(LN(x)))`` (pre-LN) or ``LN(x + Dropout(F(x)))`` (post-LN); ``F`` may return extras."""
-        inputs = self.norm.apply(params[norm_name], {}, x)[0] if self.pre_ln else x
-        out, extra = sublayer(inputs)
-        out, _ = self.dropout.apply({}, {}, out, key=key, train=train)
-        y = x + out
-        if not self.pre_ln:
-            y, _ = self.norm.apply(params[norm_name], {}, y)
-        return y, extra
-
-    def check_input(self, x):
-        check_floating(self.owner, x)
-        check_min_rank(self.owner, x, 2, "batch..., length, features")
+        hidden = ACTIVATIONS[self.activation](_affine(params["hidden"], x))
+        hidden, _ = self.dropout.apply({}, {}, hidden, key=key, train=train)
+        return _affine(params["output"], hidden), state
 
 
-def _describe(kind: str, num_heads: int, mlp_features: int, dropout_rate: float, pre_ln: bool) -> str:
-    return (f"{kind}(num_heads={num_heads}, mlp_features={mlp_features}, dropout_rate={dropout_rate}"
-            + (", pre_ln=True)" if pre_ln else ")"))
+class _Block(Layer):
+    """What the two blocks share: the configuration, the sublayers built from it, and the
+    residual-and-norm wiring of each sublayer."""
+
+    num_heads: int
+    mlp_features: int
+    _: KW_ONLY
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.0
+    pre_ln: bool = False
+    activation: str = "relu"
+    epsilon: float = 1e-6
+    kernel_init: Callable = field(default=initializers.lecun_normal(), repr=False)
+    param_dtype: Any = jnp.float32
+    attention_implementation: str = "auto"
+    name: str = "block"
+    always_shown: ClassVar[tuple] = ("dropout_rate",)
+    # The sublayers, built once from the configuration (one LayerNorm serves every norm_k).
+    self_attention: MultiHeadAttention = field(init=False, repr=False, compare=False)
+    feed_forward: FeedForward = field(init=False, repr=False, compare=False)
+    norm: LayerNorm = field(init=False, repr=False, compare=False)
+    dropout: Dropout = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        where = type(self).__name__
+        check_positive_int(where, "num_heads", self.num_heads)
+        check_positive_int(where, "mlp_features", self.mlp_features)
+        check_rate(where, "dropout_rate", self.dropout_rate)
+        sublayers = dict(
+            self_attention=self.attention("self_attention"),
+            feed_forward=FeedForward(self.mlp_features, activation=self.activation, kernel_init=self.kernel_init,
+                                     param_dtype=self.param_dtype),
+            norm=LayerNorm(self.epsilon, param_dtype=self.param_dtype),
+            dropout=Dropout(self.dropout_rate))
+        for name, layer in sublayers.items():
+            object.__setattr__(self, name, layer)
+
+    def attention(self, name: str) -> MultiHeadAttention:
+        """A multi-head attention sublayer of this configuration."""
+        return MultiHeadAttention(self.num_heads, dropout_rate=self.attention_dropout_rate,
+                                  kernel_init=self.kernel_init, param_dtype=self.param_dtype,
+                                  implementation=self.attention_implementation, name=name)
+
+    def _check_input(self, x) -> None:
+        check_floating(self, x)
+        check_min_rank(self, x, 2, "batch..., length, d_model")
+
+    def init(self, key, x):
+        self._check_input(x)
+        params = {}
+        for index, name in enumerate(self.PARAMS):  # "self_attention", "norm_1", ...: each its own key
+            sublayer = self.norm if name.startswith("norm") else getattr(self, name)
+            params[name] = sublayer.init(child_key(key, index), x)[0]
+        return params, {}
+
+    # ------------------------------------------------------------------------- the wiring
+
+    def _sublayer_input(self, norm_params, x):
+        """``LayerNorm(x)`` in pre-LN, ``x`` in post-LN."""
+        return self.norm.apply(norm_params, {}, x)[0] if self.pre_ln else x
+
+    def _add_and_norm(self, norm_params, x, y, key=None, train=False):
+        """``x + Dropout(y)`` in pre-LN, ``LayerNorm(x + Dropout(y))`` in post-LN."""
+        y, _ = self.dropout.apply({}, {}, y, key=key, train=train)
+        y = x + y
+        return y if self.pre_ln else self.norm.apply(norm_params, {}, y)[0]
+
+    def _attend_self(self, params, x, mask, key, train):
+        """Sublayer 1: multi-head self-attention (masked: padding, causality)."""
+        h = self._sublayer_input(params["norm_1"], x)
+        y, _ = self.self_attention.apply(params["self_attention"], {}, h, mask=mask, key=child_key(key, 0),
+                                         train=train)
+        return self._add_and_norm(params["norm_1"], x, y, child_key(key, 1), train)
+
+    def _feed_forward(self, params, x, norm_name, key, train):
+        """The last sublayer: the position-wise feed-forward network."""
+        y, _ = self.feed_forward.apply(params["feed_forward"], {}, self._sublayer_input(params[norm_name], x))
+        return self._add_and_norm(params[norm_name], x, y, key, train)
 
 
-def TransformerEncoderBlock(num_heads: int, mlp_features: int, *, dropout_rate: float = 0.1,
-                            attention_dropout_rate: float = 0.0, pre_ln: bool = False, activation: str = "relu",
-                            epsilon: float = 1e-6, kernel_init=initializers.lecun_normal(), param_dtype=jnp.float32,
-                            attention_implementation: str = "auto", name: str = "encoder_block") -> Layer:
+class TransformerEncoderBlock(_Block):
     """Self-attention then a feed-forward network, each with a residual connection and LayerNorm.
 
-    ``apply(params, state, x, *, key=None, train=False, mask=None)``: ``x`` is ``[batch...,
+    ``apply(params, state, x, *, mask=None, key=None, train=False)``: ``x`` is ``[batch...,
     length, d_model]``; ``mask`` the self-attention's (padding) mask. Dropout (``dropout_rate``
     on each sublayer's output, ``attention_dropout_rate`` on the attention weights) needs
     ``key`` when ``train=True``.
     """
-    _check_positive_int("TransformerEncoderBlock", "num_heads", num_heads)
-    _check_positive_int("TransformerEncoderBlock", "mlp_features", mlp_features)
-    _check_rate("TransformerEncoderBlock", "dropout_rate", dropout_rate)
-    description = _describe("TransformerEncoderBlock", num_heads, mlp_features, dropout_rate, pre_ln)
-    attention = MultiHeadAttention(num_heads, dropout_rate=attention_dropout_rate, kernel_init=kernel_init,
-                                   param_dtype=param_dtype, implementation=attention_implementation)
-    feed_forward = FeedForward(mlp_features, activation=activation, kernel_init=kernel_init, param_dtype=param_dtype)
-    wiring = _Sublayers(description, dropout_rate, pre_ln, epsilon, param_dtype)
 
-    def init(key, x):
-        wiring.check_input(x)
-        params = {"self_attention": attention.init(child_key(key, 0), x)[0],
-                  "norm_1": wiring.norm.init(child_key(key, 1), x)[0],
-                  "feed_forward": feed_forward.init(child_key(key, 2), x)[0],
-                  "norm_2": wiring.norm.init(child_key(key, 3), x)[0]}
-        return params, {}
+    _: KW_ONLY
+    name: str = "encoder_block"
+    PARAMS: ClassVar[tuple] = ("self_attention", "norm_1", "feed_forward", "norm_2")
 
-    def apply(params, state, x, *, key=None, train=False, mask=None):
-        wiring.check_input(x)
-        check_keys(description, params, ["self_attention", "norm_1", "feed_forward", "norm_2"])
-        x, _ = wiring.residual(params, "norm_1", x, lambda h: (attention.apply(
-            params["self_attention"], {}, h, key=child_key(key, 0), train=train, mask=mask)[0], None),
-            child_key(key, 1), train)
-        x, _ = wiring.residual(params, "norm_2", x, lambda h: (feed_forward.apply(
-            params["feed_forward"], {}, h)[0], None), child_key(key, 2), train)
+    def apply(self, params, state, x, *, mask=None, key=None, train=False):
+        self._check_input(x)
+        check_params(self, params, state, x)
+
+        x = self._attend_self(params, x, mask, key, train)
+        x = self._feed_forward(params, x, "norm_2", child_key(key, 2), train)
         return x, state
 
-    return make_layer(name, description, init, apply)
 
-
-def TransformerDecoderBlock(num_heads: int, mlp_features: int, *, dropout_rate: float = 0.1,
-                            attention_dropout_rate: float = 0.0, pre_ln: bool = False, activation: str = "relu",
-                            epsilon: float = 1e-6, kernel_init=initializers.lecun_normal(), param_dtype=jnp.float32,
-                            attention_implementation: str = "auto", name: str = "decoder_block") -> Layer:
+class TransformerDecoderBlock(_Block):
     """Masked self-attention, cross-attention over the encoder's output, then a feed-forward network.
 
-    ``apply(params, state, x, *, context, key=None, train=False, self_mask=None,
-    cross_mask=None, cache=None)``: ``x`` the decoder's inputs ``[batch..., length, d_model]``,
-    ``context`` the encoder's output ``[batch..., source_length, d_model]``. ``self_mask``
-    is usually ``causal_mask(length)`` (combined with the target's padding); ``cross_mask``
-    the source's padding (``padding_mask(source_ids)``). With ``cache`` (a
-    :class:`~jdl.nn.KVCache` of the self-attention), ``y`` is ``(output, new_cache)`` and the
-    positions in ``x`` attend causally to the cached ones (``self_mask`` is then over the cache).
-    ``return_cross_weights=True`` (without a cache) gives ``y = (output, weights)``, the
-    cross-attention's weights ``[batch..., heads, length, source_length]`` (for plots).
+    ``apply(params, state, x, *, context, self_mask=None, cross_mask=None, key=None,
+    train=False)``: ``x`` the decoder's inputs ``[batch..., length, d_model]``, ``context`` the
+    encoder's output ``[batch..., source_length, d_model]``. ``self_mask`` is usually
+    ``causal_mask(length)`` (combined with the target's padding); ``cross_mask`` the source's
+    padding (``padding_mask(source_ids)``).
+
+    :meth:`decode_step` runs the next positions against the self-attention's key/value cache;
+    :meth:`cross_attention_weights` gives the cross-attention's weights (for plots).
     """
-    _check_positive_int("TransformerDecoderBlock", "num_heads", num_heads)
-    _check_positive_int("TransformerDecoderBlock", "mlp_features", mlp_features)
-    _check_rate("TransformerDecoderBlock", "dropout_rate", dropout_rate)
-    description = _describe("TransformerDecoderBlock", num_heads, mlp_features, dropout_rate, pre_ln)
-    options = dict(dropout_rate=attention_dropout_rate, kernel_init=kernel_init, param_dtype=param_dtype,
-                   implementation=attention_implementation)
-    self_attention = MultiHeadAttention(num_heads, name="self_attention", **options)
-    cross_attention = MultiHeadAttention(num_heads, name="cross_attention", **options)
-    feed_forward = FeedForward(mlp_features, activation=activation, kernel_init=kernel_init, param_dtype=param_dtype)
-    names = ["self_attention", "norm_1", "cross_attention", "norm_2", "feed_forward", "norm_3"]
-    wiring = _Sublayers(description, dropout_rate, pre_ln, epsilon, param_dtype)
 
-    def init(key, x):
-        wiring.check_input(x)
-        params = {"self_attention": self_attention.init(child_key(key, 0), x)[0],
-                  "norm_1": wiring.norm.init(child_key(key, 1), x)[0],
-                  "cross_attention": cross_attention.init(child_key(key, 2), x)[0],
-                  "norm_2": wiring.norm.init(child_key(key, 3), x)[0],
-                  "feed_forward": feed_forward.init(child_key(key, 4), x)[0],
-                  "norm_3": wiring.norm.init(child_key(key, 5), x)[0]}
-        return params, {}
+    _: KW_ONLY
+    name: str = "decoder_block"
+    PARAMS: ClassVar[tuple] = ("self_attention", "norm_1", "cross_attention", "norm_2", "feed_forward", "norm_3")
+    cross_attention: MultiHeadAttention = field(init=False, repr=False, compare=False)
 
-    def apply(params, state, x, *, context=None, key=None, train=False, self_mask=None, cross_mask=None,
-              cache=None, return_cross_weights=False):
-        wiring.check_input(x)
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "cross_attention", self.attention("cross_attention"))
+
+    def _check_inputs(self, params, state, x, context) -> None:
+        self._check_input(x)
         if context is None:
-            raise ValueError(f"{description}: expected context (the encoder's output, [batch..., source_length, "
-                             f"d_model]), got None")
-        check_keys(description, params, names)
+            raise ValueError(f"{self}: expected context (the encoder's output, [batch..., source_length, d_model]), "
+                             f"got None")
+        check_params(self, params, state, x)
 
-        def attend_self(h):
-            y, _ = self_attention.apply(params["self_attention"], {}, h, key=child_key(key, 0), train=train,
-                                        mask=self_mask, cache=cache)
-            return y if cache is not None else (y, None)
+    def _attend_context(self, params, x, context, mask, key, train):
+        """Sublayer 2: multi-head attention over the encoder's output."""
+        h = self._sublayer_input(params["norm_2"], x)
+        y, _ = self.cross_attention.apply(params["cross_attention"], {}, h, context=context, mask=mask,
+                                          key=child_key(key, 2), train=train)
+        return self._add_and_norm(params["norm_2"], x, y, child_key(key, 3), train)
 
-        def attend_context(h):
-            y, _ = cross_attention.apply(params["cross_attention"], {}, h, key=child_key(key, 2), train=train,
-                                         context=context, mask=cross_mask, return_weights=return_cross_weights)
-            return y if return_cross_weights else (y, None)
+    def apply(self, params, state, x, *, context, self_mask=None, cross_mask=None, key=None, train=False):
+        self._check_inputs(params, state, x, context)
 
-        if return_cross_weights and cache is not None:
-            raise ValueError(f"{description}: return_cross_weights is for full sequences, got a cache too")
-        x, new_cache = wiring.residual(params, "norm_1", x, attend_self, child_key(key, 1), train)
-        x, weights = wiring.residual(params, "norm_2", x, attend_context, child_key(key, 3), train)
-        x, _ = wiring.residual(params, "norm_3", x, lambda h: (feed_forward.apply(
-            params["feed_forward"], {}, h)[0], None), child_key(key, 4), train)
-        if cache is not None:
-            return (x, new_cache), state
-        return ((x, weights) if return_cross_weights else x), state
+        x = self._attend_self(params, x, self_mask, key, train)
+        x = self._attend_context(params, x, context, cross_mask, key, train)
+        x = self._feed_forward(params, x, "norm_3", child_key(key, 4), train)
+        return x, state
 
-    return make_layer(name, description, init, apply)
+    def decode_step(self, params, x, cache: KVCache, *, context, cross_mask=None) -> tuple[jax.Array, KVCache]:
+        """The block on the next positions ``x`` only, their self-attention against ``cache`` (causal).
+
+        Returns ``(y, new_cache)``; see :meth:`MultiHeadAttention.decode_step`. Evaluation
+        mode: no dropout.
+        """
+        self._check_inputs(params, {}, x, context)
+
+        h = self._sublayer_input(params["norm_1"], x)
+        y, cache = self.self_attention.decode_step(params["self_attention"], h, cache)
+        x = self._add_and_norm(params["norm_1"], x, y)
+        x = self._attend_context(params, x, context, cross_mask, None, False)
+        return self._feed_forward(params, x, "norm_3", None, False), cache
+
+    def cross_attention_weights(self, params, x, *, context, self_mask=None, cross_mask=None) -> jax.Array:
+        """The cross-attention's weights ``[batch..., heads, length, source_length]`` (evaluation mode)."""
+        self._check_inputs(params, {}, x, context)
+
+        x = self._attend_self(params, x, self_mask, None, False)
+        h = self._sublayer_input(params["norm_2"], x)
+        return self.cross_attention.attention_weights(params["cross_attention"], h, context=context, mask=cross_mask)

@@ -5,67 +5,24 @@ is tested step by step against its optax twin (or, where optax has none, against
 transcription of the course's formula).
 """
 from jdl.optim.base import (
-    EmptyState,
-    GradientTransformation,
-    ScaleByScheduleState,
-    apply_updates,
-    chain,
-    identity,
-    scale,
-    scale_by_learning_rate,
-    scale_by_schedule,
+    EmptyState, GradientTransformation, ScaleByScheduleState, apply_updates, chain, identity, scale,
+    scale_by_learning_rate, scale_by_schedule,
 )
 from jdl.optim.transform import (
-    EmaState,
-    ScaleByAdaDeltaState,
-    ScaleByAdamState,
-    ScaleByRmsState,
-    ScaleByRmsWithCountState,
-    ScaleByRssState,
-    ScaleByRStdDevState,
-    ScaleByRStdDevWithCountState,
-    TraceState,
-    WeightDecayScheduleState,
-    add_decayed_weights,
-    ema,
-    scale_by_adadelta,
-    scale_by_adam,
-    scale_by_normalized_gradient,
-    scale_by_rms,
-    scale_by_rss,
-    scale_by_stddev,
-    trace,
+    EmaState, ScaleByAdaDeltaState, ScaleByAdamState, ScaleByRmsState, ScaleByRmsWithCountState, ScaleByRssState,
+    ScaleByRStdDevState, ScaleByRStdDevWithCountState, TraceState, WeightDecayScheduleState, add_decayed_weights, ema,
+    scale_by_adadelta, scale_by_adam, scale_by_normalized_gradient, scale_by_rms, scale_by_rss, scale_by_stddev, trace,
 )
 from jdl.optim.alias import (
-    LookaheadTransformation,
-    adadelta,
-    adagrad,
-    adam,
-    adamw,
-    nadam,
-    nesterov_lookahead,
-    normalized_sgd,
-    rmsprop,
-    sgd,
+    LookaheadTransformation, adadelta, adagrad, adam, adamw, nadam, nesterov_lookahead, normalized_sgd, rmsprop, sgd,
 )
 from jdl.optim.clipping import clip, clip_by_block_rms, clip_by_global_norm, clip_by_leaf_norm, global_norm
 from jdl.optim.schedule import (
-    constant_schedule,
-    cosine_decay_schedule,
-    exponential_decay,
-    join_schedules,
-    linear_schedule,
-    piecewise_constant_schedule,
-    polynomial_schedule,
-    warmup_cosine_decay_schedule,
+    constant_schedule, cosine_decay_schedule, exponential_decay, join_schedules, linear_schedule,
+    piecewise_constant_schedule, polynomial_schedule, warmup_cosine_decay_schedule,
 )
 from jdl.optim.wrappers import (
-    ApplyIfFiniteState,
-    MultiSteps,
-    MultiStepsState,
-    apply_if_finite,
-    has_updated,
-    multi_steps,
+    ApplyIfFiniteState, MultiSteps, MultiStepsState, apply_if_finite, has_updated, multi_steps,
 )
 
 __all__ = [

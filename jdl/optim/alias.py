@@ -49,23 +49,11 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 import jax
 
 from jdl.optim.base import (
-    GradientTransformation,
-    OptState,
-    Params,
-    ScalarOrSchedule,
-    chain,
-    identity,
-    scale_by_learning_rate,
+    GradientTransformation, OptState, Params, ScalarOrSchedule, chain, identity, scale_by_learning_rate,
 )
 from jdl.optim.transform import (
-    add_decayed_weights,
-    scale_by_adadelta,
-    scale_by_adam,
-    scale_by_normalized_gradient,
-    scale_by_rms,
-    scale_by_rss,
-    scale_by_stddev,
-    trace,
+    add_decayed_weights, scale_by_adadelta, scale_by_adam, scale_by_normalized_gradient, scale_by_rms, scale_by_rss,
+    scale_by_stddev, trace,
 )
 
 __all__ = [
@@ -366,17 +354,21 @@ def rmsprop(
     return _named("rmsprop", build)
 
 
-def adam(
-    learning_rate: ScalarOrSchedule,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    eps_root: float = 0.0,
-    mu_dtype: Optional[Any] = None,
-    *,
-    nesterov: bool = False,
-    nesterov_form: str = "dozat",
-) -> GradientTransformation:
+def _adam(name: str, learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov, nesterov_form,
+          *weight_decay_and_mask) -> GradientTransformation:
+    """Adam's scaling, then (given ``weight_decay, mask``: AdamW) decoupled weight decay, then ``-learning_rate``."""
+
+    def build():
+        scaling = scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nesterov_form=nesterov_form)
+        decay = [add_decayed_weights(*weight_decay_and_mask)] if weight_decay_and_mask else []
+        return chain(scaling, *decay, scale_by_learning_rate(learning_rate))
+
+    return _named(name, build)
+
+
+def adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, eps_root: float = 0.0,
+         mu_dtype: Optional[Any] = None, *, nesterov: bool = False,
+         nesterov_form: str = "dozat") -> GradientTransformation:
     r"""Adam (Kingma & Ba 2014): momentum and RMS scaling, with bias correction.
 
     seeds/001 "Adaptive moment estimation (Adam)" and seeds/000::
@@ -397,23 +389,11 @@ def adam(
         >>> [round(u, 4) for u in updates.tolist()]  # the first step is -lr sign(g)
         [-0.1, 0.1]
     """
-    return _named("adam", lambda: chain(
-        scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype,
-                      nesterov=nesterov, nesterov_form=nesterov_form),
-        scale_by_learning_rate(learning_rate),
-    ))
+    return _adam("adam", learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov, nesterov_form)
 
 
-def nadam(
-    learning_rate: ScalarOrSchedule,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    eps_root: float = 0.0,
-    mu_dtype: Optional[Any] = None,
-    *,
-    nesterov_form: str = "dozat",
-) -> GradientTransformation:
+def nadam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, eps_root: float = 0.0,
+          mu_dtype: Optional[Any] = None, *, nesterov_form: str = "dozat") -> GradientTransformation:
     r"""NAdam (Dozat 2016): Adam whose first moment looks one step ahead.
 
     seeds/002 2.5.6::
@@ -433,26 +413,12 @@ def nadam(
         >>> updates.round(4)  # first step: -lr (b1 m_hat + (1 - b1) g / (1 - b1)) = -lr 1.9 sign(g)
         Array([-0.19,  0.19], dtype=float32)
     """
-    return _named("nadam", lambda: chain(
-        scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype,
-                      nesterov=True, nesterov_form=nesterov_form),
-        scale_by_learning_rate(learning_rate),
-    ))
+    return _adam("nadam", learning_rate, b1, b2, eps, eps_root, mu_dtype, True, nesterov_form)
 
 
-def adamw(
-    learning_rate: ScalarOrSchedule,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    eps_root: float = 0.0,
-    mu_dtype: Optional[Any] = None,
-    weight_decay: ScalarOrSchedule = 1e-4,
-    mask: MaskOrFn = None,
-    *,
-    nesterov: bool = False,
-    nesterov_form: str = "dozat",
-) -> GradientTransformation:
+def adamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, eps_root: float = 0.0,
+          mu_dtype: Optional[Any] = None, weight_decay: ScalarOrSchedule = 1e-4, mask: MaskOrFn = None, *,
+          nesterov: bool = False, nesterov_form: str = "dozat") -> GradientTransformation:
     r"""AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay.
 
     ::
@@ -474,9 +440,4 @@ def adamw(
         >>> round(updates["w"].item(), 4), round(updates["b"].item(), 4)  # -0.1 (1 + 0.5 * 1), -0.1 * 1
         (-0.15, -0.1)
     """
-    return _named("adamw", lambda: chain(
-        scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype,
-                      nesterov=nesterov, nesterov_form=nesterov_form),
-        add_decayed_weights(weight_decay, mask),
-        scale_by_learning_rate(learning_rate),
-    ))
+    return _adam("adamw", learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov, nesterov_form, weight_decay, mask)

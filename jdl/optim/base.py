@@ -57,18 +57,19 @@ def check_non_negative(where: str, name: str, value: Any) -> None:
         raise ValueError(f"{where}: expected {name} >= 0, got {value}")
 
 
+def check_positive_number(where: str, name: str, value: Any) -> None:
+    """A threshold given as a number must be > 0 (an array, possibly traced, is not checked by value)."""
+    if isinstance(value, numbers.Real) and not value > 0:
+        raise ValueError(f"{where}: expected {name} > 0, got {value}")
+
+
 def check_learning_rate(where: str, learning_rate: Any) -> None:
-    if callable(learning_rate):
-        return
-    if isinstance(learning_rate, numbers.Real):
-        check_non_negative(where, "learning_rate", learning_rate)
-        return
-    if hasattr(learning_rate, "shape") and jnp.ndim(learning_rate) == 0:
-        return  # a traced or concrete scalar array: cannot be checked by value under jit
-    raise TypeError(
-        f"{where}: expected learning_rate to be a number or a schedule (a function of the step "
-        f"count), got {type(learning_rate).__name__}"
-    )
+    """A number >= 0, a schedule, or a scalar array (which cannot be checked by value under jit)."""
+    scalar_array = hasattr(learning_rate, "shape") and jnp.ndim(learning_rate) == 0
+    if not (callable(learning_rate) or isinstance(learning_rate, numbers.Real) or scalar_array):
+        raise TypeError(f"{where}: expected learning_rate to be a number or a schedule (a function of the step "
+                        f"count), got {type(learning_rate).__name__}")
+    check_non_negative(where, "learning_rate", learning_rate)
 
 
 def check_decay_rate(where: str, name: str, value: Any) -> None:
@@ -81,10 +82,15 @@ def check_same_structure(where: str, updates: Any, reference: Any, reference_nam
     """Gradients must have the tree structure the transformation was initialised with."""
     got, expected = jax.tree.structure(updates), jax.tree.structure(reference)
     if got != expected:
-        raise ValueError(
-            f"{where}: expected updates with the tree structure of {reference_name} ({expected}), "
-            f"got {got}; were these gradients made for other params?"
-        )
+        raise ValueError(f"{where}: expected updates with the tree structure of {reference_name} ({expected}), got "
+                         f"{got}; were these gradients made for other params?")
+
+
+def check_transformation(where: str, transform: Any, role: str) -> None:
+    """An object with optax's ``init`` and ``update`` (a jdl or an optax transformation)."""
+    if not (hasattr(transform, "init") and hasattr(transform, "update")):
+        raise TypeError(f"{where}: expected a gradient transformation (init and update) {role}, got "
+                        f"{type(transform).__name__}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -126,22 +132,16 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     Adam with clipping. Any object with optax's ``init``/``update`` may be a link.
     """
     for index, transform in enumerate(transforms):
-        if not (hasattr(transform, "init") and hasattr(transform, "update")):
-            raise TypeError(
-                f"chain: expected gradient transformations (init and update), got "
-                f"{type(transform).__name__} at position {index}"
-            )
+        check_transformation("chain", transform, f"at position {index}")
 
     def init(params):
         return tuple(transform.init(params) for transform in transforms)
 
     def update(updates, state, params=None):
         if not isinstance(state, tuple) or len(state) != len(transforms):
-            raise ValueError(
-                f"chain: expected a state of {len(transforms)} entries (one per transformation), "
-                f"got {type(state).__name__}"
-                + (f" of {len(state)}" if isinstance(state, tuple) else "")
-            )
+            got = f"a tuple of {len(state)}" if isinstance(state, tuple) else type(state).__name__
+            raise ValueError(f"chain: expected a state of {len(transforms)} entries (one per transformation), "
+                             f"got {got}")
         new_state = []
         for transform, transform_state in zip(transforms, state):
             updates, transform_state = transform.update(updates, transform_state, params)

@@ -20,18 +20,12 @@ Example:
 """
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from jdl.optim.base import EmptyState, GradientTransformation, check_non_negative
-
-
-def _check_positive(where: str, name: str, value: Any) -> None:
-    if isinstance(value, numbers.Real) and not value > 0:
-        raise ValueError(f"{where}: expected {name} > 0, got {value}")
+from jdl.optim.base import EmptyState, GradientTransformation, check_non_negative, check_positive_number
 
 
 def _squared_sum(leaf: jax.Array) -> jax.Array:
@@ -101,7 +95,7 @@ def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
         >>> optim.clip_by_global_norm(5.0).update(grads, optim.EmptyState())[0]
         (Array([3., 4.], dtype=float32),)
     """
-    _check_positive("clip_by_global_norm", "max_norm", max_norm)
+    check_positive_number("clip_by_global_norm", "max_norm", max_norm)
 
     def clip_all(updates):
         norm = global_norm(updates)
@@ -134,7 +128,7 @@ def clip_by_leaf_norm(max_norm: Any) -> GradientTransformation:
         >>> clipped["big"], clipped["small"]
         (Array([0.6, 0.8], dtype=float32), Array([0.3, 0.4], dtype=float32))
     """
-    _check_positive("clip_by_leaf_norm", "max_norm", max_norm)
+    check_positive_number("clip_by_leaf_norm", "max_norm", max_norm)
 
     def clip_leaf(u):
         wide = jnp.asarray(u).astype(jnp.promote_types(u.dtype, jnp.float32))
@@ -158,7 +152,7 @@ def clip_by_block_rms(threshold: Any) -> GradientTransformation:
         >>> optim.clip_by_block_rms(1.0).update([jnp.array([4.0, -4.0])], optim.EmptyState())[0]
         [Array([ 1., -1.], dtype=float32)]
     """
-    _check_positive("clip_by_block_rms", "threshold", threshold)
+    check_positive_number("clip_by_block_rms", "threshold", threshold)
 
     def clip_leaf(u):
         rms = jnp.sqrt(jnp.mean((u.conj() * u).real))

@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 import jax.numpy as jnp
 
-from jdl.optim.base import Schedule
+from jdl.optim.base import Schedule, check_positive_number
 
 # ---------------------------------------------------------------------------------------
 # Checks (at construction, on Python numbers; arrays cannot be checked by value under jit)
@@ -82,7 +82,11 @@ def polynomial_schedule(
         >>> [round(float(schedule(k)), 4) for k in (0, 5, 10, 20)]
         [1.0, 0.25, 0.0, 0.0]
     """
-    where = "polynomial_schedule"
+    return _polynomial("polynomial_schedule", init_value, end_value, power, transition_steps, transition_begin)
+
+
+def _polynomial(where: str, init_value: Any, end_value: Any, power: Any, transition_steps: int,
+                transition_begin: int) -> Schedule:
     _check_steps(where, "transition_steps", transition_steps)
     _check_steps(where, "transition_begin", transition_begin)
     if transition_steps == 0:
@@ -119,19 +123,11 @@ def linear_schedule(
         >>> [round(float(schedule(k)), 4) for k in (0, 10, 60, 110, 500)]
         [1.0, 1.0, 0.505, 0.01, 0.01]
     """
-    _check_steps("linear_schedule", "transition_steps", transition_steps)
-    _check_steps("linear_schedule", "transition_begin", transition_begin)
-    return polynomial_schedule(init_value, end_value, 1, transition_steps, transition_begin)
+    return _polynomial("linear_schedule", init_value, end_value, 1, transition_steps, transition_begin)
 
 
-def exponential_decay(
-    init_value: Any,
-    transition_steps: int,
-    decay_rate: float,
-    transition_begin: int = 0,
-    staircase: bool = False,
-    end_value: Optional[Any] = None,
-) -> Schedule:
+def exponential_decay(init_value: Any, transition_steps: int, decay_rate: float, transition_begin: int = 0,
+                      staircase: bool = False, end_value: Optional[Any] = None) -> Schedule:
     """Multiply by ``decay_rate`` every ``transition_steps`` steps, smoothly or in stairs.
 
     With ``p = (count - transition_begin) / transition_steps`` (``floor(p)`` when
@@ -155,8 +151,7 @@ def exponential_decay(
     where = "exponential_decay"
     _check_steps(where, "transition_steps", transition_steps)
     _check_steps(where, "transition_begin", transition_begin)
-    if _is_number(decay_rate) and not decay_rate > 0:
-        raise ValueError(f"{where}: expected decay_rate > 0, got {decay_rate}")
+    check_positive_number(where, "decay_rate", decay_rate)
     if transition_steps == 0:
         return lambda count: init_value
     bound = None
@@ -217,10 +212,8 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     """
     schedules, boundaries = list(schedules), list(boundaries)
     if not schedules or len(boundaries) != len(schedules) - 1:
-        raise ValueError(
-            f"join_schedules: expected one boundary fewer than schedules, got "
-            f"{len(schedules)} schedules and {len(boundaries)} boundaries"
-        )
+        raise ValueError(f"join_schedules: expected one boundary fewer than schedules, got {len(schedules)} schedules "
+                         f"and {len(boundaries)} boundaries")
     for boundary in boundaries:
         _check_steps("join_schedules", "each boundary", boundary)
 
@@ -233,14 +226,8 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     return schedule
 
 
-def warmup_cosine_decay_schedule(
-    init_value: Any,
-    peak_value: Any,
-    warmup_steps: int,
-    decay_steps: int,
-    end_value: Any = 0.0,
-    exponent: Any = 1.0,
-) -> Schedule:
+def warmup_cosine_decay_schedule(init_value: Any, peak_value: Any, warmup_steps: int, decay_steps: int,
+                                 end_value: Any = 0.0, exponent: Any = 1.0) -> Schedule:
     """Linear warmup from ``init_value`` to ``peak_value``, then cosine decay to ``end_value``.
 
     Steps ``0..warmup_steps`` follow :func:`linear_schedule`; from ``warmup_steps`` the
@@ -258,10 +245,8 @@ def warmup_cosine_decay_schedule(
     _check_steps(where, "warmup_steps", warmup_steps)
     _check_steps(where, "decay_steps", decay_steps)
     if not decay_steps > warmup_steps:
-        raise ValueError(
-            f"{where}: expected decay_steps (which include the warmup) > warmup_steps, got "
-            f"decay_steps={decay_steps} and warmup_steps={warmup_steps}"
-        )
+        raise ValueError(f"{where}: expected decay_steps (which include the warmup) > warmup_steps, got "
+                         f"decay_steps={decay_steps} and warmup_steps={warmup_steps}")
     alpha = 0.0 if peak_value == 0.0 else end_value / peak_value
     return join_schedules(
         [

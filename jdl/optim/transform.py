@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jdl._checks import check_choice
 from jdl.optim.base import (
     EmptyState,
     GradientTransformation,
@@ -83,10 +84,8 @@ def check_updates(where: str, updates: Any, reference: Any, reference_name: str 
     paths_and_updates = jax.tree_util.tree_leaves_with_path(updates)
     for (path, update), expected in zip(paths_and_updates, jax.tree.leaves(reference)):
         if jnp.shape(update) != jnp.shape(expected):
-            raise ValueError(
-                f"{where}: expected updates{jax.tree_util.keystr(path)} of shape "
-                f"{tuple(jnp.shape(expected))} (as {reference_name}), got {tuple(jnp.shape(update))}"
-            )
+            raise ValueError(f"{where}: expected updates{jax.tree_util.keystr(path)} of shape {jnp.shape(expected)} "
+                             f"(as {reference_name}), got {jnp.shape(update)}")
 
 
 def _check_bool(where: str, name: str, value: Any) -> None:
@@ -309,21 +308,49 @@ class ScaleByRmsWithCountState(NamedTuple):
     nu: Updates
 
 
-def _check_rms_arguments(where, decay, eps, initial_scale, eps_in_sqrt, bias_correction):
+def _rms_state(count: Any, mu: Any, nu: Any) -> NamedTuple:
+    """The state optax keeps for the options chosen; a ``None`` field is one it does not keep."""
+    if mu is None:
+        return ScaleByRmsState(nu=nu) if count is None else ScaleByRmsWithCountState(count=count, nu=nu)
+    if count is None:
+        return ScaleByRStdDevState(mu=mu, nu=nu)
+    return ScaleByRStdDevWithCountState(count=count, mu=mu, nu=nu)
+
+
+def _scale_by_rms(where: str, decay: float, eps: float, initial_scale: float, eps_in_sqrt: bool,
+                  bias_correction: bool, centered: bool) -> GradientTransformation:
+    """RMSProp's scaling ``g / sqrt(v_hat (- m_hat^2 if centered) + eps)``: :func:`scale_by_rms` and
+    :func:`scale_by_stddev` (``centered``)."""
     check_decay_rate(where, "decay", decay)
     check_non_negative(where, "eps", eps)
     check_non_negative(where, "initial_scale", initial_scale)
     _check_bool(where, "eps_in_sqrt", eps_in_sqrt)
     _check_bool(where, "bias_correction", bias_correction)
+    inverse_root = _inverse_root(eps, eps_in_sqrt)
+
+    def init(params):
+        count = zero_count() if bias_correction else None
+        mu = jax.tree.map(jnp.zeros_like, params) if centered else None
+        return _rms_state(count, mu, _full_like(params, initial_scale))
+
+    def update(updates, state, params=None):
+        del params
+        check_updates(where, updates, state.nu)
+        nu = _update_moment(updates, state.nu, decay, 2)
+        mu = _update_moment(updates, state.mu, decay, 1) if centered else None
+        count = safe_increment(state.count) if bias_correction else None
+        nu_hat = _bias_correction(nu, decay, count) if bias_correction else nu
+        if centered:
+            mu_hat = _bias_correction(mu, decay, count) if bias_correction else mu
+            nu_hat = jax.tree.map(lambda n, m: n - m * m, nu_hat, mu_hat)  # the variance E[g^2] - E[g]^2
+        updates = jax.tree.map(lambda n, g: inverse_root(n) * g, nu_hat, updates)
+        return updates, _rms_state(count, mu, nu)
+
+    return GradientTransformation(init, update)
 
 
-def scale_by_rms(
-    decay: float = 0.9,
-    eps: float = 1e-8,
-    initial_scale: float = 0.0,
-    eps_in_sqrt: bool = True,
-    bias_correction: bool = False,
-) -> GradientTransformation:
+def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0, eps_in_sqrt: bool = True,
+                 bias_correction: bool = False) -> GradientTransformation:
     r"""RMSProp's scaling: divide by the root of a moving average of squared gradients.
 
     ::
@@ -341,36 +368,11 @@ def scale_by_rms(
         >>> import jax.numpy as jnp
         >>> from jdl import optim
         >>> rms = optim.scale_by_rms(decay=0.75, eps=0.0)
-        >>> state = rms.init(jnp.zeros(1))
-        >>> updates, state = rms.update(jnp.array([2.0]), state)
+        >>> updates, _ = rms.update(jnp.array([2.0]), rms.init(jnp.zeros(1)))
         >>> updates  # 2 / sqrt(0.25 * 4)
         Array([2.], dtype=float32)
     """
-    where = "scale_by_rms"
-    _check_rms_arguments(where, decay, eps, initial_scale, eps_in_sqrt, bias_correction)
-    inverse_root = _inverse_root(eps, eps_in_sqrt)
-
-    def init(params):
-        nu = _full_like(params, initial_scale)
-        if bias_correction:
-            return ScaleByRmsWithCountState(count=zero_count(), nu=nu)
-        return ScaleByRmsState(nu=nu)
-
-    def update(updates, state, params=None):
-        del params
-        check_updates(where, updates, state.nu)
-        nu = _update_moment(updates, state.nu, decay, 2)
-        if bias_correction:
-            count = safe_increment(state.count)
-            nu_hat = _bias_correction(nu, decay, count)
-        else:
-            nu_hat = nu
-        updates = jax.tree.map(lambda n, g: inverse_root(n) * g, nu_hat, updates)
-        if bias_correction:
-            return updates, ScaleByRmsWithCountState(count=count, nu=nu)
-        return updates, ScaleByRmsState(nu=nu)
-
-    return GradientTransformation(init, update)
+    return _scale_by_rms("scale_by_rms", decay, eps, initial_scale, eps_in_sqrt, bias_correction, centered=False)
 
 
 class ScaleByRStdDevState(NamedTuple):
@@ -384,13 +386,8 @@ class ScaleByRStdDevWithCountState(NamedTuple):
     nu: Updates
 
 
-def scale_by_stddev(
-    decay: float = 0.9,
-    eps: float = 1e-8,
-    initial_scale: float = 0.0,
-    eps_in_sqrt: bool = True,
-    bias_correction: bool = False,
-) -> GradientTransformation:
+def scale_by_stddev(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0, eps_in_sqrt: bool = True,
+                    bias_correction: bool = False) -> GradientTransformation:
     r"""Centred RMSProp's scaling: divide by a moving estimate of the gradient's std. deviation.
 
     ::
@@ -412,33 +409,7 @@ def scale_by_stddev(
         >>> updates  # 2 / sqrt(0.5 * 4 - (0.5 * 2)^2)
         Array([2.], dtype=float32)
     """
-    where = "scale_by_stddev"
-    _check_rms_arguments(where, decay, eps, initial_scale, eps_in_sqrt, bias_correction)
-    inverse_root = _inverse_root(eps, eps_in_sqrt)
-
-    def init(params):
-        mu = jax.tree.map(jnp.zeros_like, params)
-        nu = _full_like(params, initial_scale)
-        if bias_correction:
-            return ScaleByRStdDevWithCountState(count=zero_count(), mu=mu, nu=nu)
-        return ScaleByRStdDevState(mu=mu, nu=nu)
-
-    def update(updates, state, params=None):
-        del params
-        check_updates(where, updates, state.nu)
-        mu = _update_moment(updates, state.mu, decay, 1)
-        nu = _update_moment(updates, state.nu, decay, 2)
-        if bias_correction:
-            count = safe_increment(state.count)
-            mu_hat, nu_hat = _bias_correction(mu, decay, count), _bias_correction(nu, decay, count)
-        else:
-            mu_hat, nu_hat = mu, nu
-        updates = jax.tree.map(lambda m, n, g: inverse_root(n - m * m) * g, mu_hat, nu_hat, updates)
-        if bias_correction:
-            return updates, ScaleByRStdDevWithCountState(count=count, mu=mu, nu=nu)
-        return updates, ScaleByRStdDevState(mu=mu, nu=nu)
-
-    return GradientTransformation(init, update)
+    return _scale_by_rms("scale_by_stddev", decay, eps, initial_scale, eps_in_sqrt, bias_correction, centered=True)
 
 
 class ScaleByAdamState(NamedTuple):
@@ -447,25 +418,9 @@ class ScaleByAdamState(NamedTuple):
     nu: Updates  # second moment v_t
 
 
-def _check_adam_arguments(where: str, b1: Any, b2: Any, eps: Any, eps_root: Any, nesterov_form: str = "dozat") -> None:
-    check_decay_rate(where, "b1", b1)
-    check_decay_rate(where, "b2", b2)
-    check_non_negative(where, "eps", eps)
-    check_non_negative(where, "eps_root", eps_root)
-    if nesterov_form not in NESTEROV_FORMS:
-        raise ValueError(f"{where}: expected nesterov_form in {NESTEROV_FORMS}, got {nesterov_form!r}")
-
-
-def scale_by_adam(
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    eps_root: float = 0.0,
-    mu_dtype: Optional[Any] = None,
-    *,
-    nesterov: bool = False,
-    nesterov_form: str = "dozat",
-) -> GradientTransformation:
+def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, eps_root: float = 0.0,
+                  mu_dtype: Optional[Any] = None, *, nesterov: bool = False,
+                  nesterov_form: str = "dozat") -> GradientTransformation:
     r"""Adam's scaling (Kingma & Ba 2014, Algorithm 1), optionally with Nesterov momentum.
 
     ::
@@ -509,8 +464,12 @@ def scale_by_adam(
         Array([ 1., -1.], dtype=float32)
     """
     where = "scale_by_adam"
-    _check_adam_arguments(where, b1, b2, eps, eps_root, nesterov_form)
+    check_decay_rate(where, "b1", b1)
+    check_decay_rate(where, "b2", b2)
+    check_non_negative(where, "eps", eps)
+    check_non_negative(where, "eps_root", eps_root)
     _check_bool(where, "nesterov", nesterov)
+    check_choice(where, "nesterov_form", nesterov_form, NESTEROV_FORMS)
     mu_dtype = _canonical_dtype(mu_dtype)
     textbook = nesterov_form == "textbook"
 
@@ -636,15 +595,11 @@ def _expand_mask(where: str, mask: Any, updates: Any) -> Any:
     try:
         flags = jax.tree.map(lambda flag, subtree: jax.tree.map(lambda _: flag, subtree), mask, updates)
     except ValueError as error:
-        raise ValueError(
-            f"{where}: expected mask with the tree structure of the params (or a prefix of it), "
-            f"got {jax.tree.structure(mask)} for params {jax.tree.structure(updates)}"
-        ) from error
+        raise ValueError(f"{where}: expected mask with the tree structure of the params (or a prefix of it), got "
+                         f"{jax.tree.structure(mask)} for params {jax.tree.structure(updates)}") from error
     for flag in jax.tree.leaves(flags):
         if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(
-                f"{where}: expected mask leaves to be Python bools (the mask must be static), got {flag!r}"
-            )
+            raise TypeError(f"{where}: expected mask leaves to be Python bools (the mask must be static), got {flag!r}")
     return jax.tree.map(bool, flags)
 
 

@@ -16,7 +16,9 @@ from typing import Any, Callable, NamedTuple, Union
 import jax
 import jax.numpy as jnp
 
-from jdl.optim.base import GradientTransformation, check_same_structure, safe_increment, zero_count
+from jdl.optim.base import (
+    GradientTransformation, check_same_structure, check_transformation, safe_increment, zero_count,
+)
 
 
 def _zeros_like_output(fn, *args):
@@ -24,17 +26,13 @@ def _zeros_like_output(fn, *args):
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, *args))
 
 
+def _is_whole_number(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _keep_dtypes(new_tree, old_tree):
     """Cast ``new_tree``'s leaves to ``old_tree``'s dtypes, so a state never drifts in dtype."""
     return jax.tree.map(lambda new, old: jnp.asarray(new).astype(jnp.asarray(old).dtype), new_tree, old_tree)
-
-
-def _check_transformation(where: str, inner: Any) -> None:
-    if not (hasattr(inner, "init") and hasattr(inner, "update")):
-        raise TypeError(
-            f"{where}: expected a gradient transformation (init and update) to wrap, got "
-            f"{type(inner).__name__}"
-        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -82,20 +80,15 @@ def multi_steps(
         Array([-2., -3.], dtype=float32)
     """
     where = "multi_steps"
-    _check_transformation(where, opt)
-    if callable(every_k_schedule):
-        k_at = every_k_schedule
-    elif isinstance(every_k_schedule, numbers.Integral) and not isinstance(every_k_schedule, bool):
+    check_transformation(where, opt, "to wrap")
+    if not callable(every_k_schedule):
+        if not _is_whole_number(every_k_schedule):
+            raise TypeError(f"{where}: expected every_k_schedule to be a whole number >= 1 or a function of the step "
+                            f"count, got {every_k_schedule!r}")
         if every_k_schedule < 1:
-            raise ValueError(
-                f"{where}: expected every_k_schedule (k micro-batches per step) >= 1, got {every_k_schedule}"
-            )
-        k_at = lambda gradient_step: every_k_schedule  # noqa: E731
-    else:
-        raise TypeError(
-            f"{where}: expected every_k_schedule to be a whole number >= 1 or a function of the "
-            f"step count, got {every_k_schedule!r}"
-        )
+            raise ValueError(f"{where}: expected every_k_schedule (k micro-batches per step) >= 1, "
+                             f"got {every_k_schedule}")
+    k_at = every_k_schedule if callable(every_k_schedule) else lambda gradient_step: every_k_schedule
 
     def accumulate(grad, acc, count):
         if use_grad_mean:
@@ -205,18 +198,15 @@ def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) 
         >>> import jax.numpy as jnp
         >>> from jdl import optim
         >>> optimizer = optim.apply_if_finite(optim.scale_by_learning_rate(0.1), max_consecutive_errors=3)
-        >>> params = jnp.ones(2)
-        >>> state = optimizer.init(params)
-        >>> updates, state = optimizer.update(jnp.array([1.0, jnp.nan]), state, params)
-        >>> optim.apply_updates(params, updates), int(state.total_notfinite)
-        (Array([1., 1.], dtype=float32), 1)
+        >>> updates, state = optimizer.update(jnp.array([1.0, jnp.nan]), optimizer.init(jnp.ones(2)))
+        >>> updates, int(state.total_notfinite)          # the step is skipped (zero updates) and counted
+        (Array([0., 0.], dtype=float32), 1)
     """
     where = "apply_if_finite"
-    _check_transformation(where, inner)
-    if not (isinstance(max_consecutive_errors, numbers.Integral) and not isinstance(max_consecutive_errors, bool)):
-        raise TypeError(
-            f"{where}: expected max_consecutive_errors to be a whole number, got {max_consecutive_errors!r}"
-        )
+    check_transformation(where, inner, "to wrap")
+    if not _is_whole_number(max_consecutive_errors):
+        raise TypeError(f"{where}: expected max_consecutive_errors to be a whole number, "
+                        f"got {max_consecutive_errors!r}")
     if max_consecutive_errors < 0:
         raise ValueError(f"{where}: expected max_consecutive_errors >= 0, got {max_consecutive_errors}")
 

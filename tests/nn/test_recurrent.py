@@ -1,6 +1,7 @@
-"""Recurrent cells and layers: LSTM and GRU against flax.linen (same weights copied in),
-the Elman RNN and the simplified GRU against NumPy loops transcribing the seeds' equations,
-padding, reverse, bidirectional, scan against a Python loop, finite differences, errors."""
+"""Recurrent layers: RNN and Bidirectional LSTM/GRU against flax.linen (same weights copied
+in), padding, reverse, bidirectional, stacking, finite differences, transforms, errors.
+(The cells are tested in test_cells.py, the scan and its fused backward pass in
+test_recurrent_scan.py.)"""
 import flax.linen as fnn
 import jax
 import jax.numpy as jnp
@@ -9,38 +10,13 @@ import pytest
 
 from jdl import init as initializers
 from jdl import losses, nn, optim
+from tests.nn.test_cells import F, H, T
+from tests.nn.test_cells import flat as _flat
+from tests.nn.test_cells import flax_twins as _cells
+from tests.nn.test_cells import random_carry as _random_carry
+from tests.nn.test_cells import to_flax_cell as _to_flax_cell
 
-H, F, T = 4, 3, 5
 LENGTHS = np.array([5, 2, 3], np.int32)
-
-
-# ------------------------------------------------------------------ flax weight mapping
-
-
-def _to_flax_cell(params, kind):
-    """jdl's stacked params -> flax's per-gate Dense params (slices, so gradients flow back)."""
-    gates = {"lstm": "ifgo", "gru": "rzn"}[kind]
-    w_in, b_in, w_h = params["input"]["w"], params["input"]["b"], params["hidden"]["w"]
-    out = {}
-    for k, g in enumerate(gates):
-        sl = slice(k * H, (k + 1) * H)
-        if kind == "lstm":  # flax puts the LSTM's one bias on the hidden side
-            out[f"i{g}"] = {"kernel": w_in[:, sl]}
-            out[f"h{g}"] = {"kernel": w_h[:, sl], "bias": b_in[sl]}
-        else:
-            out[f"i{g}"] = {"kernel": w_in[:, sl], "bias": b_in[sl]}
-            out[f"h{g}"] = {"kernel": w_h[:, sl]}
-    if kind == "gru":
-        out["hn"]["bias"] = params["hidden"]["b"]
-    return out
-
-
-def _cells(kind):
-    return {"lstm": (nn.LSTMCell(H), fnn.LSTMCell(H)), "gru": (nn.GRUCell(H), fnn.GRUCell(H))}[kind]
-
-
-def _flat(outputs, carry):
-    return jnp.concatenate([outputs.ravel()] + [leaf.ravel() for leaf in jax.tree.leaves(carry)])
 
 
 def _mask(outputs, lengths):
@@ -48,29 +24,6 @@ def _mask(outputs, lengths):
         return outputs
     valid = jnp.arange(outputs.shape[1])[None, :] < jnp.asarray(lengths)[:, None]
     return jnp.where(valid[..., None], outputs, 0.0)
-
-
-def _random_carry(cell, batch, seed):
-    rng = np.random.default_rng(seed)
-    make = lambda: jnp.asarray(rng.standard_normal((batch, H)).astype(np.float32))  # noqa: E731
-    return (make(), make()) if cell.is_pair else make()
-
-
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_cell_matches_flax(kind, randn, compare_with_flax):
-    cell, flax_cell = _cells(kind)
-    x = randn((3, F), seed=1)
-    params = jax.tree.map(lambda a: jnp.asarray(a) * 0.7, cell.init_params(jax.random.key(0), F))
-    params["input"]["b"] = randn((len(cell.gates) * H,), seed=2)
-    if kind == "gru":
-        params["hidden"]["b"] = randn((H,), seed=3)
-    carry = _random_carry(cell, 3, seed=4)
-    y = compare_with_flax(
-        lambda p, v: _flat(*cell(p, carry, v)[::-1]),
-        lambda p, v: _flat(*flax_cell.apply({"params": _to_flax_cell(p, kind)}, carry, v)[::-1]),
-        params, x,
-    )
-    assert y.shape == (3 * H * (3 if kind == "lstm" else 2),)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
@@ -109,55 +62,6 @@ def test_layer_matches_flax(kind, mode, randn, random_params, compare_with_flax)
     (outputs, _), _ = layer.apply(params, {}, x, lengths=jnp.asarray(LENGTHS), initial_carry=carry)
     assert outputs.shape == (3, T, 2 * H if mode == "bidirectional" else H)
     assert float(jnp.abs(outputs[1, 2:]).max()) == 0.0 and float(jnp.abs(outputs[1, :2]).min()) > 0.0
-
-
-# ------------------------------------------------------------------ the seeds' equations in NumPy
-
-
-def _numpy_elman(params, x, h, activation):
-    U, W, b = (np.asarray(params["input"]["w"], np.float64).T, np.asarray(params["hidden"]["w"], np.float64).T,
-               np.asarray(params["input"]["b"], np.float64))
-    outputs = []
-    for x_t in np.asarray(x, np.float64):  # a = b + W h + U x, h = tanh(a)
-        a = b + W @ h + U @ x_t
-        h = np.tanh(a) if activation == "tanh" else np.maximum(a, 0.0)
-        outputs.append(h)
-    return np.stack(outputs), h
-
-
-def _numpy_simplified_gru(params, x, m):
-    w_in, w_h, b = (np.asarray(params[k][s], np.float64) for k, s in [("input", "w"), ("hidden", "w"), ("input", "b")])
-    W_u = np.concatenate([w_h[:, :H], w_in[:, :H]]).T  # acts on [m_{t-1}, x_t]
-    W_c = np.concatenate([w_h[:, H:], w_in[:, H:]]).T
-    b_u, b_m = b[:H], b[H:]
-    sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
-    outputs = []
-    for x_t in np.asarray(x, np.float64):
-        mx = np.concatenate([m, x_t])
-        m_tilde = np.tanh(W_c @ mx + b_m)
-        gamma_u = sigmoid(W_u @ mx + b_u)
-        m = gamma_u * m_tilde + (1 - gamma_u) * m
-        outputs.append(m)
-    return np.stack(outputs), m
-
-
-@pytest.mark.parametrize("cell_name", ["tanh", "relu", "simplified_gru"])
-def test_seed_cells_match_numpy(cell_name, randn, random_params):
-    cell = nn.SimplifiedGRUCell(H) if cell_name == "simplified_gru" else nn.SimpleRNNCell(H, activation=cell_name)
-    layer = nn.RNN(cell)
-    x = randn((2, T, F), seed=20)
-    params = random_params(layer, x, seed=21, scale=0.6)
-    carry = _random_carry(cell, 2, seed=22)
-    (outputs, final), _ = jax.jit(lambda p, v, c: layer.apply(p, {}, v, initial_carry=c))(params, x, carry)
-    for b in range(2):
-        if cell_name == "simplified_gru":
-            want, want_final = _numpy_simplified_gru(params, x[b], np.asarray(carry[b], np.float64))
-        else:
-            want, want_final = _numpy_elman(params, x[b], np.asarray(carry[b], np.float64), cell_name)
-        np.testing.assert_allclose(outputs[b], want, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(final[b], want_final, rtol=1e-5, atol=1e-5)
-    if cell_name == "relu":
-        assert float(outputs.min()) == 0.0 and float(outputs.max()) > 1.0  # ReLU, not tanh
 
 
 # ------------------------------------------------------------------ padding, reverse, bidirectional
@@ -203,40 +107,7 @@ def test_bidirectional_equals_forward_plus_reversed_sequences(randn, random_para
             np.testing.assert_allclose(got[b], expected[0], rtol=1e-5, atol=1e-5)
 
 
-def test_flip_sequences_keeps_padding_at_the_end():
-    x = jnp.arange(1, 10, dtype=jnp.float32).reshape(3, 3).T  # time-major [time=3, batch=3]
-    flipped = nn.flip_sequences(x, jnp.array([1, 2, 3]))
-    np.testing.assert_array_equal(flipped.T, [[1, 2, 3], [5, 4, 6], [9, 8, 7]])  # batch-major rows
-    np.testing.assert_array_equal(nn.flip_sequences(flipped, jnp.array([1, 2, 3])), x)
-
-
-# ------------------------------------------------------------------ scan, gradients, transforms
-
-
-def test_scan_matches_python_loop(randn, random_params):
-    cell = nn.LSTMCell(H)
-    layer = nn.LSTM(H)
-    x = randn((2, T, F), seed=50)
-    params = random_params(layer, x, seed=51, scale=0.5)
-    r = randn((2, T, H), seed=52)
-
-    def loop_loss(p, v):
-        carry, outputs = cell.initial_carry((2,)), []
-        for t in range(T):
-            carry, y = cell(p, carry, v[:, t])
-            outputs.append(y)
-        return jnp.sum(jnp.stack(outputs, axis=1) * r) + jnp.sum(carry[0])
-
-    def scan_loss(p, v):
-        (outputs, (c, _)), _ = layer.apply(p, {}, v)
-        return jnp.sum(outputs * r) + jnp.sum(c)
-
-    value, grads = jax.jit(jax.value_and_grad(scan_loss, argnums=(0, 1)))(params, x)
-    value_ref, grads_ref = jax.jit(jax.value_and_grad(loop_loss, argnums=(0, 1)))(params, x)
-    np.testing.assert_allclose(value, value_ref, rtol=1e-5)
-    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads)) > 1e-2
+# ------------------------------------------------------------------ gradients, transforms
 
 
 def test_finite_differences(randn, random_params, finite_differences):
@@ -258,20 +129,6 @@ def test_transforms(randn, random_params, check_transforms):
     params = random_params(layer, x, seed=71, scale=0.5)
     y = check_transforms(layer, params, {}, x)  # vmap of a single [time, features] sequence
     assert y.shape == (3, T, H)
-
-
-def test_init():
-    params, state = nn.LSTM(H, forget_bias=1.0).init(jax.random.key(0), jax.ShapeDtypeStruct((2, T, 50), jnp.float32))
-    assert state == {}
-    assert jax.tree.map(jnp.shape, params) == {"input": {"w": (50, 4 * H), "b": (4 * H,)}, "hidden": {"w": (H, 4 * H)}}
-    np.testing.assert_array_equal(params["input"]["b"], np.repeat([0.0, 1.0, 0.0, 0.0], H))  # gates i f g o
-    for k in range(4):  # each gate's recurrent kernel is orthogonal on its own
-        w_k = params["hidden"]["w"][:, k * H:(k + 1) * H]
-        np.testing.assert_allclose(w_k.T @ w_k, np.eye(H), atol=1e-5)
-    np.testing.assert_allclose(jnp.std(params["input"]["w"]), (1 / 50) ** 0.5, rtol=0.15)  # LeCun normal
-    gru, _ = nn.GRU(H).init(jax.random.key(0), jnp.zeros((1, T, F)))
-    assert jax.tree.map(jnp.shape, gru["hidden"]) == {"w": (H, 3 * H), "b": (H,)}
-    np.testing.assert_array_equal(gru["hidden"]["b"], 0.0)
 
 
 # ------------------------------------------------------------------ errors
@@ -342,6 +199,23 @@ def test_bad_construction_and_params():
     with pytest.raises(ValueError, match=r"RNN\(LSTMCell\(hidden_size=4\)\): expected params\['hidden'\] with "
                                          r"keys \['w'\], got keys \['b', 'w'\]"):
         nn.LSTM(H).apply(_zero_params(nn.GRU(H), x.shape), {}, x)
+
+
+def test_layers_are_values_with_the_old_descriptions():
+    assert repr(nn.LSTM(H)) == "RNN(LSTMCell(hidden_size=4))" and isinstance(nn.LSTM(H), nn.RNN)
+    gru = nn.GRU(H, reverse=True, time_major=True)
+    assert repr(gru) == "RNN(GRUCell(hidden_size=4), time_major=True, reverse=True)"
+    assert repr(nn.Bidirectional(nn.GRUCell(H))) == "Bidirectional(GRUCell(hidden_size=4), GRUCell(hidden_size=4))"
+    assert (nn.LSTM(H).name, nn.GRU(H).name, nn.RNN(nn.GRUCell(H)).name) == ("lstm", "gru", "rnn")
+    stacked = nn.StackedRNN([nn.GRUCell(H), nn.GRUCell(H)])
+    assert repr(stacked) == "StackedRNN([GRUCell(hidden_size=4), GRUCell(hidden_size=4)], dropout_rate=0.0)"
+    assert stacked == nn.StackedRNN([nn.GRUCell(H), nn.GRUCell(H)]) and hash(stacked) == hash(nn.StackedRNN(
+        (nn.GRUCell(H), nn.GRUCell(H))))  # the list is kept as a tuple: layers stay hashable values
+    x = jnp.zeros((2, T, F))
+    params = _zero_params(stacked, x.shape)
+    with pytest.raises(ValueError, match=r"StackedRNN\(.*\): expected params\['layer_1'\]\['input'\]\['w'\] of "
+                                         r"shape \(4, 12\), got \(3, 12\)"):
+        stacked.apply({"layer_0": params["layer_0"], "layer_1": params["layer_0"]}, {}, x)
 
 
 # ---------------------------------------------------------------------------------------
@@ -421,84 +295,6 @@ def test_gradient_clipping_keeps_a_long_sequence_stable():
     assert clipped_losses.max() < 5 * clipped_losses[0]  # bounded: the updates are at most 0.3 long
 
 
-# ------------------------------------------------------------------ the fused backward pass
-
-ALL_CELLS = [nn.SimpleRNNCell(H), nn.SimpleRNNCell(H, activation="relu"), nn.LSTMCell(H), nn.GRUCell(H),
-             nn.SimplifiedGRUCell(H)]
-
-
-@pytest.mark.parametrize("cell", ALL_CELLS, ids=lambda c: c.description)
-def test_hand_written_backward_step_matches_jax_vjp(cell, randn):
-    """Each cell's backward(saved, h_prev, d_carry, d_y) against jax.vjp of its gates_fn."""
-    width = len(cell.gates) * H
-    pre, rec = randn((3, width), seed=80), randn((3, width), seed=81)
-    carry = _random_carry(cell, 3, 82)
-    d_carry, d_y = _random_carry(cell, 3, 83), randn((3, H), seed=84)
-    (new_carry, y, saved), vjp = jax.vjp(cell.gates_fn, carry, pre, rec)
-    want_carry, want_pre, want_rec = vjp((d_carry, d_y, jax.tree.map(jnp.zeros_like, saved)))
-    got_direct, got_pre, got_rec = cell.backward(saved, cell.hidden(carry), d_carry, d_y)
-    got_rec = got_pre if got_rec is None else got_rec
-    for got, want in [(got_pre, want_pre), (got_rec, want_rec)] + list(zip(jax.tree.leaves(got_direct),
-                                                                        jax.tree.leaves(want_carry))):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("cell, steps, chunk", [(ALL_CELLS[1], T, None), (ALL_CELLS[2], 11, 4), (ALL_CELLS[3], 9, 3),
-                                                (ALL_CELLS[4], T, 2)], ids=lambda v: getattr(v, "description", v))
-def test_fused_gradients_equal_autodiff(cell, steps, chunk, randn, random_params):
-    """Params, inputs and initial carry, with lengths and reverse, time-major, in several chunks
-    (11 steps in chunks of 4: one padded step): the fused custom VJP against JAX
-    differentiating the plain scan."""
-    x = randn((steps, 3, F), seed=90)
-    layers = {impl: nn.RNN(cell, reverse=True, time_major=True, implementation=impl, time_chunk=chunk)
-              for impl in ("fused", "autodiff")}
-    params = random_params(layers["fused"], x, seed=91, scale=0.5)
-    carry = _random_carry(cell, 3, 92)
-    r = randn((steps, 3, H), seed=93)
-    lengths = jnp.asarray([steps, 2, steps - 1])
-
-    def loss(impl):
-        def fn(p, v, c):
-            (outputs, final), _ = layers[impl].apply(p, {}, v, lengths=lengths, initial_carry=c)
-            return jnp.sum(outputs * r) + sum(jnp.sum(leaf ** 2) for leaf in jax.tree.leaves(final))
-        return jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2)))
-
-    value, grads = loss("fused")(params, x, carry)
-    value_ref, grads_ref = loss("autodiff")(params, x, carry)
-    np.testing.assert_allclose(value, value_ref, rtol=1e-6)
-    assert jax.tree.structure(grads) == jax.tree.structure(grads_ref)
-    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-
-
-def test_time_major_equals_batch_major_and_second_order_gradients(randn, random_params):
-    cell = nn.LSTMCell(H)
-    batch_major, time_major = nn.RNN(cell), nn.RNN(cell, time_major=True)
-    x = randn((2, T, F), seed=95)
-    params = random_params(batch_major, x, seed=96, scale=0.5)
-    (outputs, carry), _ = batch_major.apply(params, {}, x)
-    (outputs_tm, carry_tm), _ = time_major.apply(params, {}, jnp.swapaxes(x, 0, 1))
-    np.testing.assert_allclose(jnp.swapaxes(outputs_tm, 0, 1), outputs, rtol=1e-6)
-    np.testing.assert_allclose(carry_tm[1], carry[1], rtol=1e-6)
-
-    # Reverse over reverse (a Hessian-vector product) goes through the hand-written backward.
-    def hvp(layer):
-        loss = lambda p: jnp.sum(layer.apply(p, {}, x)[0][0] ** 2)  # noqa: E731
-        grad_dot = lambda p: sum(jnp.vdot(g, v) for g, v in zip(jax.tree.leaves(jax.grad(loss)(p)),  # noqa: E731
-                                                               jax.tree.leaves(params)))
-        return jax.jit(jax.grad(grad_dot))(params)
-
-    for got, want in zip(jax.tree.leaves(hvp(batch_major)), jax.tree.leaves(hvp(nn.RNN(cell, implementation="autodiff")))):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    # Forward mode needs the autodiff implementation; the fused one says so (JAX's error).
-    autodiff = nn.RNN(cell, implementation="autodiff")
-    tangent = jax.tree.map(jnp.ones_like, params)
-    _, jvp_out = jax.jvp(lambda p: autodiff.apply(p, {}, x)[0][0], (params,), (tangent,))
-    assert jvp_out.shape == outputs.shape
-    with pytest.raises(TypeError, match="forward-mode"):
-        jax.jvp(lambda p: batch_major.apply(p, {}, x)[0][0], (params,), (tangent,))
-
-
 def test_bad_options():
     with pytest.raises(ValueError, match=r"RNN: expected implementation to be one of \('fused', 'autodiff'\), got 'cudnn'"):
         nn.RNN(nn.GRUCell(H), implementation="cudnn")
@@ -508,13 +304,3 @@ def test_bad_options():
         nn.StackedRNN([nn.GRUCell(H)], implementation="scan")
     with pytest.raises(ValueError, match=r"RNN: expected time_chunk to be a positive int or None, got 0"):
         nn.LSTM(H, time_chunk=0)
-
-
-def test_time_chunk_size():
-    assert nn.recurrent.time_chunk_size(5) == 5
-    assert nn.recurrent.time_chunk_size(100) == 10  # a divisor near 8: no padding
-    assert nn.recurrent.time_chunk_size(400) == 8
-    for steps in range(1, 1000):  # chunks of 4 to 16 steps, at most 3 steps of padding
-        size = nn.recurrent.time_chunk_size(steps)
-        padding = -(-steps // size) * size - steps
-        assert (size == steps if steps <= 8 else 4 <= size <= 16) and padding <= 3, (steps, size)

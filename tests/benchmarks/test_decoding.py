@@ -16,8 +16,10 @@ import numpy as np
 from benchmarks import decoding as bench
 from jdl import models
 
-TINY = bench.DecodingCase(batch=3, source_length=8, lengths=(6,), repeats=1, warmup=0, vocab_size=20,
-                          d_model=16, num_heads=2, num_layers=1, mlp_features=32)
+# The benchmark's model (the paper's base layout, dropout off) at toy sizes.
+TINY_MODEL = models.transformer_base(20, d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=1,
+                                     mlp_features=32, dropout_rate=0.0)
+TINY = bench.DecodingCase(TINY_MODEL, batch=3, source_length=8, lengths=(6,), repeats=1, warmup=0)
 
 
 def test_run_records_equal_tokens_and_full_length_beams():
