@@ -1,9 +1,10 @@
 """Input validation shared by every layer, loss and metric: each check under one name.
 
 The first argument, ``where``, is the context that errors start with: a layer (its repr,
-``Dense(features=10)``) or a function's name (``"padding_mask"``). Each check runs at trace time (on shapes and dtypes, never on values), so a bad input
-fails with a message that names the function that saw it, what it expected and what it
-got, instead of an XLA error deep inside `jit`. Checks of values (token ids in range)
+``Dense(features=10)``) or a function's name (``"padding_mask"``). Each check runs at
+trace time (on shapes and dtypes, never on values), so a bad input fails with a message
+that names the function that saw it, what it expected and what it got, instead of an XLA
+error deep inside `jit`. Checks of values (token ids in range)
 run only on concrete arrays; under `jit` they cannot.
 """
 from __future__ import annotations
@@ -48,29 +49,23 @@ def check_real(where: str, x: Any, what: str = "input") -> None:
 def check_min_rank(where: str, x: Any, min_ndim: int, layout: str, what: str = "input") -> None:
     check_array(where, x, what)
     if x.ndim < min_ndim:
-        raise ValueError(
-            f"{where}: expected {what} of rank >= {min_ndim} ({layout}), "
-            f"got rank {x.ndim} with shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"{where}: expected {what} of rank >= {min_ndim} ({layout}), got rank {x.ndim} with "
+                         f"shape {tuple(x.shape)}")
 
 
 def check_rank(where: str, x: Any, ndim: int, layout: str, what: str = "input") -> None:
     check_array(where, x, what)
     if x.ndim != ndim:
-        raise ValueError(
-            f"{where}: expected {what} of rank {ndim} ({layout}), "
-            f"got rank {x.ndim} with shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"{where}: expected {what} of rank {ndim} ({layout}), got rank {x.ndim} with shape "
+                         f"{tuple(x.shape)}")
 
 
 def check_same_shape(where: str, a: Any, b: Any, a_name: str, b_name: str) -> None:
     check_array(where, a, a_name)
     check_array(where, b, b_name)
     if tuple(a.shape) != tuple(b.shape):
-        raise ValueError(
-            f"{where}: expected {a_name} and {b_name} of the same shape (nothing is "
-            f"broadcast), got {a_name} {tuple(a.shape)} and {b_name} {tuple(b.shape)}"
-        )
+        raise ValueError(f"{where}: expected {a_name} and {b_name} of the same shape (nothing is broadcast), got "
+                         f"{a_name} {tuple(a.shape)} and {b_name} {tuple(b.shape)}")
 
 
 def check_same_dtype(where: Any, arrays: Any, what: str) -> None:
@@ -106,45 +101,11 @@ def check_last_axis(where: Any, x: Any, size: int, source: str, what: str = "inp
 
 def check_keys(where: str, tree: Any, expected: set[str] | list[str], what: str = "params") -> None:
     """Check that a params/state dict has exactly the expected keys."""
-    expected = set(expected)
+    expected = sorted(expected)
     if not isinstance(tree, Mapping):
-        raise TypeError(
-            f"{where}: expected {what} to be a dict with keys {sorted(expected)}, "
-            f"got {type(tree).__name__}; are these {what} from another model?"
-        )
-    got = set(tree.keys())
-    if got != expected:
-        raise ValueError(
-            f"{where}: expected {what} with keys {sorted(expected)}, got keys {sorted(got)}; "
-            f"are these {what} from another model?"
-        )
-
-
-def check_param_shape(where: str, param: Any, expected: tuple[int, ...], name: str, what: str = "params") -> None:
-    """Check the shape of ``params[name]`` (or, with ``what="state"``, of ``state[name]``)."""
-    check_array(where, param, f"{what}[{name!r}]")
-    if tuple(param.shape) != tuple(expected):
-        question = "are these params" if what == "params" else f"is this {what}"
-        raise ValueError(
-            f"{where}: expected {what}[{name!r}] of shape {tuple(expected)}, got "
-            f"{tuple(param.shape)}; {question} from another model?"
-        )
-
-
-def check_kernel_matches_input(where: str, w: Any, x: Any, out_features: int, name: str = "w") -> None:
-    """A ``(in_features, out_features)`` kernel, and an input whose last axis is its ``in_features``.
-
-    The kernel is checked first, so params from another model are reported as such; a
-    kernel that fits but an input that does not is reported as the input's fault.
-    """
-    check_array(where, w, f"params[{name!r}]")
-    if w.ndim != 2 or w.shape[1] != out_features:
-        check_param_shape(where, w, (x.shape[-1], out_features), name)
-    if x.shape[-1] != w.shape[0]:
-        raise ValueError(
-            f"{where}: expected input with last axis {w.shape[0]} (the params' in_features), "
-            f"got input of shape {tuple(x.shape)}"
-        )
+        raise TypeError(f"{where}: expected {what} to be a dict with keys {expected}, got {type(tree).__name__}")
+    if sorted(tree) != expected:
+        raise ValueError(f"{where}: expected {what} with keys {expected}, got keys {sorted(tree)}")
 
 
 def as_shape_struct(x: Any) -> jax.ShapeDtypeStruct:
@@ -153,9 +114,7 @@ def as_shape_struct(x: Any) -> jax.ShapeDtypeStruct:
         return x
     if hasattr(x, "shape") and hasattr(x, "dtype"):
         return jax.ShapeDtypeStruct(tuple(x.shape), x.dtype)
-    raise TypeError(
-        f"expected an array or a jax.ShapeDtypeStruct as the example input, got {type(x).__name__}"
-    )
+    raise TypeError(f"expected an array or a jax.ShapeDtypeStruct as the example input, got {type(x).__name__}")
 
 
 def is_concrete(x: Any) -> bool:
@@ -221,10 +180,8 @@ def check_class_labels(where: str, scores: Any, labels: Any, scores_name: str = 
 
 
 def check_bool_mask(where: str, mask: Any, shape: tuple[int, ...], source: str, what: str = "mask") -> None:
-    """A bool ``mask`` of exactly ``shape`` (``source`` says whose shape that is); nothing is cast or broadcast."""
-    check_array(where, mask, what)
-    if mask.dtype != jnp.bool_:
-        raise TypeError(f"{where}: expected a bool {what}, got {jnp.dtype(mask.dtype).name}")
+    """A boolean ``mask`` of exactly ``shape`` (``source`` says whose shape that is); nothing is cast or broadcast."""
+    check_mask_dtype(where, mask, f"a boolean {what}", meaning="True = keep", hint="")
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{where}: expected {what} of shape {tuple(shape)} ({source}), got {tuple(mask.shape)}")
 
@@ -289,12 +246,12 @@ def check_divisible(where: Any, name: str, value: int, by_name: str, by: int, *,
         raise ValueError(f"{where}: expected {name} divisible by {by_name}={by}{note}, got {value}{source}")
 
 
-def check_boolean_mask(where: Any, mask: Any, what: str = "a boolean mask",
-                       hint: str = "; pass mask.astype(bool)") -> None:
-    """A boolean mask (``True`` = attend / keep), of any shape: masks are never cast (flax's float 1/0 masks)."""
+def check_mask_dtype(where: Any, mask: Any, what: str = "a boolean mask", *, meaning: str = "True = attend",
+                     hint: str = "; pass mask.astype(bool)") -> None:
+    """A boolean mask, of any shape: masks are never cast (flax's float 1/0 masks)."""
     check_array(where, mask, "mask")
     if mask.dtype != jnp.bool_:
-        raise TypeError(f"{where}: expected {what} (True = attend), got {jnp.dtype(mask.dtype).name} of shape "
+        raise TypeError(f"{where}: expected {what} ({meaning}), got {jnp.dtype(mask.dtype).name} of shape "
                         f"{tuple(mask.shape)}{hint}")
 
 

@@ -536,7 +536,7 @@ def test_masked_mean_never_lets_masked_values_in():
 def test_masked_loss_errors():
     with pytest.raises(ValueError, match=r"^masked_cross_entropy: expected labels of shape \(2, 5\)"):
         losses.masked_cross_entropy(_zeros((2, 5, 3)), _zeros((2, 4), np.int32))
-    with pytest.raises(TypeError, match=r"^masked_cross_entropy: expected a bool mask, got float32"):
+    with pytest.raises(TypeError, match=r"^masked_cross_entropy: expected a boolean mask \(True = keep\), got float32"):
         losses.masked_cross_entropy(_zeros((2, 5, 3)), _zeros((2, 5), np.int32), _ones((2, 5)))
     with pytest.raises(ValueError, match=r"^masked_cross_entropy: expected mask of shape \(2, 5\) \(the labels'\)"):
         losses.masked_cross_entropy(_zeros((2, 5, 3)), _zeros((2, 5), np.int32), np.ones((2, 4), bool))

@@ -119,7 +119,7 @@ def test_masked_accuracy_counts_only_the_real_steps():
 
 
 def test_masked_accuracy_errors():
-    with pytest.raises(TypeError, match=r"^masked_accuracy: expected a bool mask"):
+    with pytest.raises(TypeError, match=r"^masked_accuracy: expected a boolean mask"):
         metrics.masked_accuracy(_zeros((2, 5, 3)), _zeros((2, 5), np.int32), np.ones((2, 5), np.float32))
     with pytest.raises(ValueError, match=r"^masked_accuracy: expected labels of shape \(2, 5\)"):
         metrics.masked_accuracy(_zeros((2, 5, 3)), _zeros((2, 4), np.int32))

@@ -5,7 +5,7 @@ from jdl.nn.masks import causal_mask, combine_masks, masked_softmax, padding_mas
 from jdl.nn.multi_head import KVCache, MultiHeadAttention, init_kv_cache
 from jdl.nn.scaled_dot_product import dot_product_attention, dot_product_attention_weights
 from jdl.nn.conv import Conv, Conv1D, Conv2D, conv_output_size
-from jdl.nn.core import Concat, Lambda, Layer, Parallel, Residual, Sequential, make_layer, output_shape, stateless
+from jdl.nn.core import Concat, Lambda, Layer, Parallel, Residual, Sequential, ParamFree, check_params, output_shape
 from jdl.nn.dense import Dense
 from jdl.nn.dropout import Dropout
 from jdl.nn.embed import Embedding, attend
@@ -18,7 +18,7 @@ from jdl.nn.recurrent import GRU, LSTM, RNN, Bidirectional, StackedRNN
 from jdl.nn.recurrent_scan import flip_sequences
 
 __all__ = [
-    "Layer", "make_layer", "stateless", "output_shape",
+    "Layer", "ParamFree", "check_params", "output_shape",
     "Sequential", "Residual", "Parallel", "Concat", "Lambda",
     "Dense", "Conv", "Conv1D", "Conv2D", "conv_output_size",
     "MaxPool", "AvgPool", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool", "GlobalMaxPool",

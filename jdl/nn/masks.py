@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdl._checks import check_array, check_boolean_mask, check_int_at_least, check_integer
+from jdl._checks import check_array, check_mask_dtype, check_int_at_least, check_integer
 
 
 def _valid_tokens(where: str, valid, length: int | None, what: str) -> jax.Array:
@@ -107,7 +107,7 @@ def combine_masks(*masks) -> jax.Array | None:
     if not present:
         return None
     for m in present:
-        check_boolean_mask("combine_masks", m, "boolean masks")
+        check_mask_dtype("combine_masks", m, "boolean masks")
     try:
         np.broadcast_shapes(*(tuple(m.shape) for m in present))
     except ValueError:

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from jdl._checks import (
-    check_array, check_boolean_mask, check_broadcasts_to, check_choice, check_floating, check_min_rank, check_rate,
+    check_array, check_mask_dtype, check_broadcasts_to, check_choice, check_floating, check_min_rank, check_rate,
     check_same_axes, check_same_dtype,
 )
 from jdl.nn.masks import masked_softmax
@@ -54,7 +54,7 @@ LOGITS_LAYOUT = "batch..., heads, q_len, kv_len"
 
 def check_attention_mask(where, mask, logits_shape: tuple[int, ...]) -> None:
     """A boolean mask that broadcasts to the logits ``[batch..., heads, q_len, kv_len]``."""
-    check_boolean_mask(where, mask, hint="; flax's float masks convert with mask.astype(bool)")
+    check_mask_dtype(where, mask, hint="; flax's float masks convert with mask.astype(bool)")
     check_broadcasts_to(where, mask, logits_shape, "mask of shape [batch..., heads or 1, q_len or 1, kv_len or 1]",
                         LOGITS_LAYOUT, min_ndim=3, hint="; build it with padding_mask / causal_mask")
 
