@@ -128,7 +128,7 @@ def _optimizer_details(r: dict) -> str:
             f"{megabytes(r['ref_compiled_bytes_per_step'])} MB (ideal {megabytes(r['bytes_per_step'])})")
 
 
-def markdown_table(records: list[dict]) -> str:
+def results_tables(records: list[dict]) -> str:
     """One table for the train-step cases, another for the optimizer cases (those present)."""
     train = [r for r in records if not _is_optimizer(r) and not _is_recurrent(r)]
     optim = [r for r in records if _is_optimizer(r)]
@@ -218,7 +218,7 @@ def main(argv=None) -> list[dict]:
             continue
         print(f"{name}: {time.perf_counter() - case_start:.1f} s", file=sys.stderr, flush=True)
     if records:
-        print(markdown_table(records))
+        print(results_tables(records))
     else:
         print("no case ran", file=sys.stderr)
     if skipped:

@@ -58,3 +58,15 @@ def test_mlp_case_times_the_experiments_model_against_an_equal_twin():
     assert jax.tree.map(lambda a: a.shape, params) == jax.tree.map(lambda a: a.shape, expected)
     agreement = built["check"](built["jdl_call"](), built["ref_call"]())
     assert agreement["max_abs_loss_diff"] <= 1e-4
+
+
+def test_run_prints_and_writes_its_report(tmp_path, capsys):
+    """The command line end to end on the smallest case: the table printed, the JSON and markdown written."""
+    from benchmarks import run
+
+    json_path, markdown_path = tmp_path / "mlp.json", tmp_path / "mlp.md"
+    records = run.main(["--only", "mlp_train_step", "--steps-per-call", "2", "--repeats", "1",
+                        "--json", str(json_path), "--markdown", str(markdown_path)])
+    assert [r["case"] for r in records] == ["mlp_train_step"] and records[0]["ratio"] > 0
+    assert "| mlp_train_step |" in capsys.readouterr().out
+    assert "mlp_train_step" in json_path.read_text() and markdown_path.read_text().startswith("# Benchmarks")
