@@ -57,9 +57,11 @@ class _Normalization(Layer):
 
     def normalize(self, params, x, mean, var):
         """``gamma * (x - mean) * rsqrt(var + epsilon) + beta``, in ``x``'s dtype."""
-        y = (x - mean) * lax.rsqrt(var + jnp.asarray(self.epsilon, var.dtype))
+        # gamma joins the per-example factor before it meets x: one full-size product, not two.
+        scale = lax.rsqrt(var + jnp.asarray(self.epsilon, var.dtype))
         if self.use_scale:
-            y = y * params["gamma"]
+            scale = scale * params["gamma"]
+        y = (x - mean) * scale
         if self.use_bias:
             y = y + params["beta"]
         return y.astype(x.dtype)
