@@ -1,4 +1,4 @@
-"""Layers: each a pair of pure functions ``init`` and ``apply`` (see :mod:`jdl.nn.core`)."""
+"""Layers: each a frozen dataclass with the pure methods ``init`` and ``apply`` (see :mod:`jdl.nn.core`)."""
 from jdl.nn.activation import ELU, GELU, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, Softmax, Step, Tanh
 from jdl.nn.additive import AdditiveAttention, additive_attention_keys
 from jdl.nn.masks import causal_mask, combine_masks, masked_softmax, padding_mask
