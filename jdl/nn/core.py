@@ -312,6 +312,10 @@ class Parallel(_Branches):
 
     def apply(self, params, state, x, *, key=None, train=False):
         check_params(self, params, state, x)
+        return self.apply_children(params, state, x, key=key, train=train)
+
+    def apply_children(self, params, state, x, *, key=None, train=False):
+        """Every child on ``x``: the tuple of their outputs, and their new states."""
         outputs, new_state = [], {}
         for index, (child_name, layer) in enumerate(self.layers):
             out, new_state[child_name] = layer.apply(params[child_name], state[child_name], x,
@@ -320,7 +324,7 @@ class Parallel(_Branches):
         return tuple(outputs), new_state
 
 
-class Concat(_Branches):
+class Concat(Parallel):
     """Apply every layer to the same input and concatenate the outputs along ``axis``.
 
     This is an Inception block's join: branches may differ in size along ``axis`` only.
@@ -346,12 +350,12 @@ class Concat(_Branches):
 
     def init(self, key, x):
         params, state = self.init_children(key, x)
-        outputs = Parallel(self.layers).apply  # fail at init, not at first use
-        jax.eval_shape(lambda p, s, v: self._concatenate(outputs(p, s, v)[0]), params, state, x)
+        # Fail at init, not at first use: the branches' outputs must concatenate.
+        jax.eval_shape(lambda p, s, v: self._concatenate(self.apply_children(p, s, v)[0]), params, state, x)
         return params, state
 
     def apply(self, params, state, x, *, key=None, train=False):
-        outputs, state = Parallel(self.layers).apply(params, state, x, key=key, train=train)
+        outputs, state = super().apply(params, state, x, key=key, train=train)
         return self._concatenate(outputs), state
 
 
