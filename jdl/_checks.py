@@ -9,13 +9,26 @@ run only on concrete arrays; under `jit` they cannot.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
+import types
+import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Callable, ClassVar, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+def check_that(condition: Any, where: Any, expected: str, got: str, error: type = ValueError) -> None:
+    """The one form of a failed check: ``{where}: expected {expected}, got {got}``.
+
+    ``condition`` is what must hold (a Python bool, decided at trace time).
+    """
+    if not condition:
+        raise error(f"{where}: expected {expected}, got {got}")
 
 
 def check_array(where: str, x: Any, what: str = "input") -> None:
@@ -291,3 +304,95 @@ def check_token_id(where: Any, name: str, value: Any, vocab_size: int, vocabular
     """One configured token id (``bos_id``, ``pad_id``): an int in ``[0, vocab_size)``."""
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= value < vocab_size:
         raise ValueError(f"{where}: expected {name} in [0, {vocab_size}) ({vocabulary}), got {value!r}")
+
+
+# ----------------------------------------------------------------------------- declared checks
+#
+# A configuration value is checked where it is declared: a layer's field or a function's
+# parameter annotated with one of the types below (``features: PositiveInt``,
+# ``activation: Literal["tanh", "relu"]``, ``use_bias: bool``, ``b1: DecayRate``) is checked by
+# :func:`check_declared` (a layer, on construction) or :func:`checks_arguments` (a function,
+# on each call), with the message the named check gives. ``X | None`` lets ``None`` through.
+
+
+class Constraint(NamedTuple):
+    """The check ``check(where, name, value)`` that an ``Annotated`` type carries."""
+
+    check: Callable[[Any, str, Any], None]
+
+
+def check_bool(where: Any, name: str, value: Any) -> None:
+    """A switch: ``True`` or ``False`` (``1`` or ``"yes"`` are not silently taken for ``True``)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{where}: expected {name} to be a bool, got {value!r}")
+
+
+def check_non_negative_int(where: Any, name: str, value: Any) -> None:
+    check_int_at_least(where, name, value, 0)
+
+
+PositiveInt = Annotated[int, Constraint(check_positive_int)]
+NonNegativeInt = Annotated[int, Constraint(check_non_negative_int)]
+Positive = Annotated[float, Constraint(check_positive)]
+Rate = Annotated[float, Constraint(check_rate)]
+UnitInterval = Annotated[float, Constraint(check_unit_interval)]
+
+
+def _constraint_of(hint: Any) -> tuple[Callable | None, bool]:
+    """The check a type hint declares, and whether ``None`` is allowed."""
+    none_ok = False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        members = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        none_ok = len(members) < len(typing.get_args(hint))
+        if len(members) != 1:
+            return None, none_ok
+        hint = members[0]
+    if typing.get_origin(hint) is Annotated:
+        checks = [m.check for m in hint.__metadata__ if isinstance(m, Constraint)]
+        return (checks[0] if checks else None), none_ok
+    if typing.get_origin(hint) is Literal:
+        choices = typing.get_args(hint)
+        return (lambda where, name, value: check_choice(where, name, value, choices)), none_ok
+    if hint is bool:
+        return check_bool, none_ok
+    return None, none_ok
+
+
+@functools.cache
+def declared_checks(owner: Any) -> tuple[tuple[str, Callable, bool], ...]:
+    """``(name, check, none_ok)`` for each annotated field or parameter of ``owner`` that declares one.
+
+    Resolved on first use, when every name the annotations mention exists.
+    """
+    hints = typing.get_type_hints(owner, include_extras=True)
+    declared = []
+    for name, hint in hints.items():
+        if name == "return" or typing.get_origin(hint) is ClassVar:
+            continue
+        check, none_ok = _constraint_of(hint)
+        if check is not None:
+            declared.append((name, check, none_ok))
+    return tuple(declared)
+
+
+def check_declared(where: Any, owner: Any, values: Any) -> None:
+    """Run ``owner``'s declared checks on ``values`` (a dataclass instance, or a mapping of arguments)."""
+    read = values.get if isinstance(values, Mapping) else functools.partial(getattr, values)
+    for name, check, none_ok in declared_checks(owner):
+        value = read(name, None) if isinstance(values, Mapping) else read(name)
+        if not (none_ok and value is None):
+            check(where, name, value)
+
+
+def checks_arguments(fn: Callable) -> Callable:
+    """Decorate ``fn`` so that each call checks the arguments whose annotations declare a check."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def checked(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        check_declared(fn.__name__, fn, bound.arguments)
+        return fn(*args, **kwargs)
+
+    return checked

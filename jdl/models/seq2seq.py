@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import field
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +67,7 @@ import numpy as np
 
 from jdl import decoding
 from jdl._checks import (
-    check_batch_axes, check_bool_mask, check_choice, check_floating, check_integer, check_keys, check_lengths,
+    PositiveInt, check_batch_axes, check_bool_mask, check_floating, check_integer, check_keys, check_lengths,
     check_positive_int, check_rank, check_shape, check_token_id, check_token_ids, is_concrete,
 )
 from jdl.losses import masked_cross_entropy, sequence_mask
@@ -119,17 +119,17 @@ class AttentionSeq2Seq(Layer):
     NaN (the :class:`~jdl.nn.Embedding` rule).
     """
 
-    source_vocab_size: int
-    target_vocab_size: int
-    hidden_size: int = 64
+    source_vocab_size: PositiveInt
+    target_vocab_size: PositiveInt
+    hidden_size: PositiveInt = 64
     _: KW_ONLY
-    embed_features: int | None = None
-    decoder_hidden_size: int | None = None
-    attention_features: int | None = None
-    readout_features: int | None = None
-    readout: str = "maxout"
-    readout_state: str = "previous"
-    initial_state: str = "backward"
+    embed_features: PositiveInt | None = None
+    decoder_hidden_size: PositiveInt | None = None
+    attention_features: PositiveInt | None = None
+    readout_features: PositiveInt | None = None
+    readout: Literal["maxout", "linear"] = "maxout"
+    readout_state: Literal["previous", "current"] = "previous"
+    initial_state: Literal["backward", "both"] = "backward"
     bos_id: int = BOS_ID
     eos_id: int = EOS_ID
     pad_id: int = PAD_ID
@@ -139,17 +139,9 @@ class AttentionSeq2Seq(Layer):
     layers: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        where = "AttentionSeq2Seq"
-        for size in ("source_vocab_size", "target_vocab_size", "hidden_size"):
-            check_positive_int(where, size, getattr(self, size))
-        self._resolve_sizes()
-        for size in ("embed_features", "decoder_hidden_size", "attention_features", "readout_features"):
-            check_positive_int(where, size, getattr(self, size))
-        check_choice(where, "readout", self.readout, ("maxout", "linear"))
-        check_choice(where, "readout_state", self.readout_state, ("previous", "current"))
-        check_choice(where, "initial_state", self.initial_state, ("backward", "both"))
         for token in ("bos_id", "eos_id", "pad_id"):
-            check_token_id(where, token, getattr(self, token), self.target_vocab_size, "the target vocabulary")
+            check_token_id("AttentionSeq2Seq", token, getattr(self, token), self.target_vocab_size, "the target vocabulary")
+        self._resolve_sizes()
         object.__setattr__(self, "layers", {  # in the order of their PRNG keys
             "source_embedding": Embedding(self.source_vocab_size, self.embed_features),
             "encoder": Bidirectional(GRUCell(self.hidden_size)),

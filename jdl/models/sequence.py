@@ -34,14 +34,14 @@ from __future__ import annotations
 import functools
 import numbers
 from dataclasses import field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
 
 from jdl._checks import (
-    check_array, check_choice, check_floating, check_lengths, check_min_rank, check_positive_int, check_rank,
-    check_rate, check_temperature, check_token_ids, check_tuple, is_concrete,
+    PositiveInt, Rate, check_array, check_floating, check_lengths, check_min_rank, check_positive_int, check_rank,
+    check_temperature, check_token_ids, check_tuple, is_concrete,
 )
 from jdl.decoding import sample_tokens
 from jdl.losses import masked_cross_entropy, sequence_mask
@@ -88,18 +88,12 @@ class _RecurrentModel(Layer):
     head: Dense = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        where = type(self).__name__
-        check_positive_int(where, self.head_size, getattr(self, self.head_size))
-        cells = _as_cells(where, self.cell)
-        check_rate(where, "dropout_rate", self.dropout_rate)
+        cells = _as_cells(type(self).__name__, self.cell)
         embedding = None
         if self.vocab_size is not None:
-            check_positive_int(where, "vocab_size", self.vocab_size)
-            features = cells[0].hidden_size if self.embed_features is None else self.embed_features
-            check_positive_int(where, "embed_features", features)
-            embedding = Embedding(self.vocab_size, features)
+            embedding = Embedding(self.vocab_size, self.embed_features or cells[0].hidden_size)
         elif self.embed_features is not None:
-            raise ValueError(f"{where}: embed_features={self.embed_features!r} needs vocab_size (token ids to "
+            raise ValueError(f"{type(self).__name__}: embed_features={self.embed_features!r} needs vocab_size (token ids to "
                              f"embed); leave both out for float features")
         if not isinstance(self.cell, Cell):
             object.__setattr__(self, "cell", cells)  # a list of cells, as a (hashable) tuple
@@ -188,19 +182,15 @@ class SequenceClassifier(_RecurrentModel):
     """
 
     head_size: ClassVar[str] = "num_classes"
-    num_classes: int
+    num_classes: PositiveInt
     cell: Any
     _: KW_ONLY
-    readout: str = "final"
-    vocab_size: int | None = None
-    embed_features: int | None = None
+    readout: Literal["final", "mean"] = "final"
+    vocab_size: PositiveInt | None = None
+    embed_features: PositiveInt | None = None
     bidirectional: bool = False
-    dropout_rate: float = 0.0
+    dropout_rate: Rate = 0.0
     name: str = "sequence_classifier"
-
-    def __post_init__(self):
-        check_choice("SequenceClassifier", "readout", self.readout, ("final", "mean"))
-        super().__post_init__()
 
     def _readout(self, outputs, carries, lengths) -> jax.Array:
         """The summary ``s`` of each sequence."""
@@ -248,13 +238,13 @@ class SequenceTagger(_RecurrentModel):
     """
 
     head_size: ClassVar[str] = "num_tags"
-    num_tags: int
+    num_tags: PositiveInt
     cell: Any
     _: KW_ONLY
-    vocab_size: int | None = None
-    embed_features: int | None = None
+    vocab_size: PositiveInt | None = None
+    embed_features: PositiveInt | None = None
     bidirectional: bool = False
-    dropout_rate: float = 0.0
+    dropout_rate: Rate = 0.0
     name: str = "sequence_tagger"
 
 
@@ -299,11 +289,11 @@ class CharLM(_RecurrentModel):
 
     head_size: ClassVar[str] = "vocab_size"  # the next token's logits
     bidirectional: ClassVar[bool] = False  # a language model reads left to right only
-    vocab_size: int
+    vocab_size: PositiveInt
     cell: Any
     _: KW_ONLY
-    embed_features: int | None = None
-    dropout_rate: float = 0.0
+    embed_features: PositiveInt | None = None
+    dropout_rate: Rate = 0.0
     name: str = "char_lm"
 
     def apply(self, params, state, ids, *, key=None, train=False, lengths=None, initial_carry=None):

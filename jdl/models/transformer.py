@@ -51,7 +51,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,7 +59,7 @@ import numpy as np
 
 from jdl import decoding, losses
 from jdl._checks import (
-    check_choice, check_divisible, check_int_at_least, check_positive_int, check_rank, check_rate, check_token_id,
+    Positive, PositiveInt, Rate, check_declared, check_divisible, check_rank, check_rate, check_token_id,
     check_token_ids, check_tuple,
 )
 from jdl.nn import (
@@ -67,6 +67,7 @@ from jdl.nn import (
     TransformerDecoderBlock, TransformerEncoderBlock, attend, causal_mask, padding_mask,
 )
 from jdl.nn.core import KW_ONLY, Layer, check_params, child_key
+from jdl.nn.scaled_dot_product import Implementation as AttentionImplementation
 
 __all__ = ["TransformerConfig", "transformer_base", "Transformer", "EncoderDecoderTransformer", "DecodeState",
            "count_params"]
@@ -76,39 +77,35 @@ __all__ = ["TransformerConfig", "transformer_base", "Transformer", "EncoderDecod
 class TransformerConfig:
     """Every size and switch of the encoder-decoder (defaults: the paper's base model)."""
 
-    source_vocab_size: int
-    target_vocab_size: int
-    d_model: int = 512
-    num_heads: int = 8
-    num_encoder_layers: int = 6
-    num_decoder_layers: int = 6
-    mlp_features: int = 2048
-    dropout_rate: float = 0.1
-    attention_dropout_rate: float = 0.0
-    max_length: int = 256  # the longest source or target the positional encodings cover
+    source_vocab_size: PositiveInt
+    target_vocab_size: PositiveInt
+    d_model: PositiveInt = 512
+    num_heads: PositiveInt = 8
+    num_encoder_layers: PositiveInt = 6
+    num_decoder_layers: PositiveInt = 6
+    mlp_features: PositiveInt = 2048
+    dropout_rate: Rate = 0.1
+    attention_dropout_rate: Rate = 0.0
+    max_length: PositiveInt = 256  # the longest source or target the positional encodings cover
     pre_ln: bool = False  # True: LayerNorm before each sublayer (and at the end of each stack)
     share_embeddings: bool = False  # one table for source and target (the vocabularies must match)
     tie_output: bool = True  # logits = h E_target^T (else a Dense layer)
-    positional: str = "sinusoidal"  # or "learned"
-    activation: str = "relu"
-    epsilon: float = 1e-6
+    positional: Literal["sinusoidal", "learned"] = "sinusoidal"
+    activation: Literal["gelu", "relu"] = "relu"
+    epsilon: Positive = 1e-6
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
     param_dtype: Any = jnp.float32
-    attention_implementation: str = "auto"
+    attention_implementation: AttentionImplementation = "auto"
 
     def __post_init__(self):
         where = "TransformerConfig"
-        for size in ("source_vocab_size", "target_vocab_size", "d_model", "num_heads", "mlp_features", "max_length"):
-            check_positive_int(where, size, getattr(self, size))
-        for layers in ("num_encoder_layers", "num_decoder_layers"):
-            check_int_at_least(where, layers, getattr(self, layers), 1)
+        check_declared(where, TransformerConfig, self)
         check_divisible(where, "d_model", self.d_model, "num_heads", self.num_heads)
         if self.share_embeddings and self.source_vocab_size != self.target_vocab_size:
             raise ValueError(f"{where}: share_embeddings needs one vocabulary, got source_vocab_size="
                              f"{self.source_vocab_size} and target_vocab_size={self.target_vocab_size}")
-        check_choice(where, "positional", self.positional, ("sinusoidal", "learned"))
         for token in ("pad_id", "bos_id", "eos_id"):
             check_token_id(where, token, getattr(self, token), self.target_vocab_size, "the target vocabulary")
 

@@ -29,8 +29,7 @@ import jax.numpy as jnp
 
 from jdl import init as initializers
 from jdl._checks import (
-    check_batch_axes, check_bool_mask, check_floating, check_int_at_least, check_last_axis, check_min_rank,
-    check_positive_int, check_shape,
+    PositiveInt, check_batch_axes, check_bool_mask, check_floating, check_last_axis, check_min_rank, check_shape,
 )
 from jdl.nn.core import KW_ONLY, Layer, check_params
 from jdl.nn.masks import masked_softmax
@@ -78,19 +77,15 @@ class AdditiveAttention(Layer):
     ``[batch..., kv_len]``.
     """
 
-    attention_features: int
+    attention_features: PositiveInt
     _: KW_ONLY
-    context_features: int | None = None
+    context_features: PositiveInt | None = None
     use_bias: bool = False
     kernel_init: Callable = field(default=initializers.lecun_normal(), repr=False)
     bias_init: Callable = field(default=initializers.zeros, repr=False)
     param_dtype: Any = jnp.float32
     dtype: Any = None
     name: str = "additive_attention"
-
-    def __post_init__(self):
-        check_positive_int("AdditiveAttention", "attention_features", self.attention_features)
-        check_int_at_least("AdditiveAttention", "context_features", self.context_features, 1, none_ok=True)
 
     def _check_query(self, s) -> None:
         check_floating(self, s)

@@ -50,15 +50,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
 
 from jdl import init as initializers
-from jdl._checks import (
-    check_floating, check_last_axis, check_min_rank, check_positive_int, check_shape, check_tuple,
-)
+from jdl._checks import PositiveInt, check_floating, check_last_axis, check_min_rank, check_shape, check_tuple
 from jdl.nn.core import KW_ONLY, Layer, check_params
 
 Carry = Any
@@ -106,7 +104,7 @@ class Cell(Layer):
         (the GRU's ``b_hn``), added to the last gate's slice of ``rec``.
     """
 
-    hidden_size: int
+    hidden_size: PositiveInt
     _: KW_ONLY
     kernel_init: Callable = field(default=initializers.lecun_normal(), repr=False)
     recurrent_kernel_init: Callable = field(default=initializers.orthogonal(), repr=False)
@@ -117,9 +115,6 @@ class Cell(Layer):
     gates: ClassVar[str] = ""
     is_pair: ClassVar[bool] = False
     hidden_bias: ClassVar[bool] = False
-
-    def __post_init__(self):
-        check_positive_int(type(self).__name__, "hidden_size", self.hidden_size)
 
     # ------------------------------------------------------------------ params
 
@@ -257,16 +252,11 @@ class SimpleRNNCell(Cell):
     """
 
     _: KW_ONLY
-    activation: str = "tanh"
+    activation: Literal["tanh", "relu"] = "tanh"
     name: str = "simple_rnn_cell"
 
     gates: ClassVar[str] = "h"
     always_shown: ClassVar[tuple[str, ...]] = ("activation",)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.activation not in ("tanh", "relu"):
-            raise ValueError(f"SimpleRNNCell: expected activation 'tanh' or 'relu', got {self.activation!r}")
 
     def gates_fn(self, h, pre, rec):
         h = (jnp.tanh if self.activation == "tanh" else jax.nn.relu)(pre + rec)

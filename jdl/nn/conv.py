@@ -30,21 +30,23 @@ from __future__ import annotations
 
 import itertools
 import math
+import typing
 from collections.abc import Sequence
 from dataclasses import field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from jdl import init as initializers
-from jdl._checks import check_choice, check_floating, check_min_rank, check_positive_int
+from jdl._checks import PositiveInt, check_floating, check_min_rank
 from jdl.nn.core import KW_ONLY, Layer, check_params
 from jdl.nn.dense import init_kernel_and_bias
 
 PADDING_STRINGS = ("SAME", "VALID", "CAUSAL")
-IMPLEMENTATIONS = ("auto", "xla", "matmul")
+Implementation = Literal["auto", "xla", "matmul"]
+IMPLEMENTATIONS = typing.get_args(Implementation)
 
 
 def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding=0, dilation: int = 1) -> int:
@@ -140,19 +142,19 @@ class Conv(Layer):
     (see :func:`convolve`); every choice gives the same numbers.
     """
 
-    features: int
+    features: PositiveInt
     kernel_size: int | Sequence[int]
     strides: int | Sequence[int] = 1
     padding: Any = "SAME"
     kernel_dilation: int | Sequence[int] = 1
-    feature_group_count: int = 1
+    feature_group_count: PositiveInt = 1
     _: KW_ONLY
     use_bias: bool = True
     dtype: Any = None
     param_dtype: Any = jnp.float32
     kernel_init: Callable = field(default=initializers.lecun_normal(), repr=False)
     bias_init: Callable = field(default=initializers.zeros, repr=False)
-    implementation: str = "auto"
+    implementation: Implementation = "auto"
     name: str = "conv"
     always_shown: ClassVar[tuple] = ("strides", "padding")
 
@@ -164,12 +166,9 @@ class Conv(Layer):
         n = len(kernel_size)
         if not 1 <= n <= 3 or not all(isinstance(k, int) and k > 0 for k in kernel_size):
             raise ValueError(f"{self}: expected 1 to 3 positive kernel sizes, got {kernel_size!r}")
-        check_positive_int(self, "features", self.features)
-        check_positive_int(self, "feature_group_count", self.feature_group_count)
         if self.features % self.feature_group_count:
             raise ValueError(f"{self}: expected features divisible by feature_group_count "
                              f"{self.feature_group_count}, got {self.features}")
-        check_choice(self, "implementation", self.implementation, IMPLEMENTATIONS)
         # The forms lax takes, derived once (not fields: the repr shows the arguments as given).
         window_strides = _as_tuple(self.strides, n, "strides", self)
         dilation = _as_tuple(self.kernel_dilation, n, "kernel_dilation", self)

@@ -46,7 +46,7 @@ from typing import Any, Callable, ClassVar
 import jax
 import jax.numpy as jnp
 
-from jdl._checks import as_shape_struct, check_floating, check_same_dtype
+from jdl._checks import as_shape_struct, check_declared, check_floating, check_same_dtype
 
 Params = Any  # a nested dict of arrays
 State = Any  # a nested dict of arrays
@@ -67,7 +67,10 @@ class Layer:
     """The base of every layer, combinator and model: a frozen dataclass with ``init``/``apply``.
 
     Subclasses declare their configuration as annotated fields (they become frozen dataclass
-    fields; do not decorate them again), validate it in ``__post_init__``, and implement
+    fields; do not decorate them again). A field whose type declares a check
+    (``features: PositiveInt``, ``rate: Rate``, ``readout: Literal["final", "mean"]``,
+    ``use_bias: bool``) is checked on construction; ``__post_init__`` checks what the types
+    cannot say (how two fields relate) and builds sub-layers. Subclasses implement
     ``init`` and ``apply``. Each declares a keyword-only ``name: str = "..."``, the key a
     combinator files its params under (``"dense"`` gives ``"dense_0"``).
     """
@@ -79,6 +82,10 @@ class Layer:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         dataclasses.dataclass(frozen=True, repr=False)(cls)
+        cls.__post_init__ = _checking_fields_first(cls.__post_init__)
+
+    def __post_init__(self):
+        pass
 
     def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         raise NotImplementedError
@@ -102,6 +109,23 @@ class Layer:
     def description(self) -> str:
         """How the layer introduces itself in errors: ``Dense(features=10)``."""
         return repr(self)
+
+
+def _checking_fields_first(post_init: Callable) -> Callable:
+    """``__post_init__`` that first runs the checks the fields' annotations declare
+    (``features: PositiveInt``, ``activation: Literal["tanh", "relu"]``; see ``jdl._checks``).
+
+    Only the outermost class's wrapper checks, so a ``super().__post_init__()`` chain checks once.
+    """
+    post_init = getattr(post_init, "__wrapped__", post_init)
+
+    @functools.wraps(post_init)
+    def __post_init__(self):
+        if type(self).__post_init__ is __post_init__:
+            check_declared(self, type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init})
+        post_init(self)
+
+    return __post_init__
 
 
 def _same(value, default) -> bool:

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jdl import init as initializers
-from jdl._checks import check_floating, check_last_axis, check_min_rank, check_positive_int
+from jdl._checks import PositiveInt, check_floating, check_last_axis, check_min_rank
 from jdl.nn.core import KW_ONLY, Layer, check_params
 
 
@@ -60,7 +60,7 @@ class Dense(Layer):
       dtype: dtype of the computation; ``None`` promotes the input's and the params'.
     """
 
-    features: int
+    features: PositiveInt
     _: KW_ONLY
     use_bias: bool = True
     kernel_init: Callable = initializers.lecun_normal()
@@ -68,9 +68,6 @@ class Dense(Layer):
     param_dtype: Any = jnp.float32
     dtype: Any = None
     name: str = "dense"
-
-    def __post_init__(self):
-        check_positive_int("Dense", "features", self.features)
 
     def init(self, key, x):
         check_features(self, x)

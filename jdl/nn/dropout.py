@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jdl._checks import check_rate, check_training_key
+from jdl._checks import Rate, check_training_key
 from jdl.nn.core import KW_ONLY, ParamFree
 
 
@@ -29,13 +29,12 @@ class Dropout(ParamFree):
     channels of a ``(batch, length, channels)`` input: spatial dropout).
     """
 
-    rate: float
+    rate: Rate
     broadcast_dims: tuple[int, ...] = ()
     _: KW_ONLY
     name: str = "dropout"
 
     def __post_init__(self):
-        check_rate("Dropout", "rate", self.rate)
         object.__setattr__(self, "broadcast_dims", tuple(self.broadcast_dims))
 
     def fn(self, x):

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import jax.numpy as jnp
 
 from jdl import init as initializers
-from jdl._checks import check_floating, check_integer, check_positive_int
+from jdl._checks import PositiveInt, check_floating, check_integer
 from jdl.nn.core import KW_ONLY, Layer, check_params
 
 
@@ -33,17 +33,13 @@ class Embedding(Layer):
     The default initialiser is flax's: ``N(0, 1/sqrt(features))``.
     """
 
-    num_embeddings: int
-    features: int
+    num_embeddings: PositiveInt
+    features: PositiveInt
     _: KW_ONLY
     embedding_init: Callable = field(
         default=initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0), repr=False)
     param_dtype: Any = jnp.float32
     name: str = "embedding"
-
-    def __post_init__(self):
-        check_positive_int("Embedding", "num_embeddings", self.num_embeddings)
-        check_positive_int("Embedding", "features", self.features)
 
     def init(self, key, ids):
         check_integer(self, ids, "ids")

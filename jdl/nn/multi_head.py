@@ -39,14 +39,14 @@ import jax.numpy as jnp
 
 from jdl import init as initializers
 from jdl._checks import (
-    check_batch_axes, check_choice, check_divisible, check_floating, check_int_at_least, check_integer_scalar,
-    check_last_axis, check_min_rank, check_positive_int, check_rank, check_rate, check_training_key,
+    PositiveInt, Rate, check_batch_axes, check_divisible, check_floating, check_integer_scalar, check_last_axis,
+    check_min_rank, check_positive_int, check_rank, check_training_key,
 )
 from jdl.nn.core import KW_ONLY, Layer, check_params
 from jdl.nn.dense import init_kernel_and_bias
 from jdl.nn.masks import combine_masks
 from jdl.nn.scaled_dot_product import (
-    IMPLEMENTATIONS, attend_heads_first, attention_weights_heads_first, check_attention_mask,
+    Implementation, attend_heads_first, attention_weights_heads_first, check_attention_mask,
 )
 
 PROJECTIONS = ("query", "key", "value")
@@ -196,27 +196,22 @@ class MultiHeadAttention(Layer):
         True
     """
 
-    num_heads: int
+    num_heads: PositiveInt
     _: KW_ONLY
-    qkv_features: int | None = None
-    out_features: int | None = None
-    context_features: int | None = None
-    dropout_rate: float = 0.0
+    qkv_features: PositiveInt | None = None
+    out_features: PositiveInt | None = None
+    context_features: PositiveInt | None = None
+    dropout_rate: Rate = 0.0
     use_bias: bool = True
     kernel_init: Callable = field(default=initializers.lecun_normal(), repr=False)
     bias_init: Callable = field(default=initializers.zeros, repr=False)
     out_kernel_init: Callable | None = field(default=None, repr=False)
     param_dtype: Any = jnp.float32
     dtype: Any = None
-    implementation: str = "auto"
+    implementation: Implementation = "auto"
     name: str = "attention"
 
     def __post_init__(self):
-        check_positive_int("MultiHeadAttention", "num_heads", self.num_heads)
-        for option in ("qkv_features", "out_features", "context_features"):
-            check_int_at_least("MultiHeadAttention", option, getattr(self, option), 1, none_ok=True)
-        check_rate("MultiHeadAttention", "dropout_rate", self.dropout_rate)
-        check_choice("MultiHeadAttention", "implementation", self.implementation, IMPLEMENTATIONS)
         check_divisible(self, "qkv_features", self.qkv_features or 0, "num_heads", self.num_heads)
 
     def init(self, key, x):

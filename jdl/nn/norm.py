@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jdl import init as initializers
-from jdl._checks import check_floating, check_min_rank, check_positive, check_unit_interval
+from jdl._checks import Positive, UnitInterval, check_floating, check_min_rank
 from jdl.nn.core import KW_ONLY, Layer, check_params
 
 
@@ -77,16 +77,12 @@ class BatchNorm(_Normalization):
     (``jax.pmap``/``shard_map`` data parallelism), so every device uses the global batch.
     """
 
-    momentum: float = 0.99
-    epsilon: float = 1e-5
+    momentum: UnitInterval = 0.99
+    epsilon: Positive = 1e-5
     _: KW_ONLY
     axis_name: str | None = None
     name: str = "batch_norm"
     always_shown: ClassVar[tuple] = ("momentum", "epsilon")
-
-    def __post_init__(self):
-        check_unit_interval("BatchNorm", "momentum", self.momentum)
-        check_positive("BatchNorm", "epsilon", self.epsilon)
 
     def check_input(self, x):
         check_floating(self, x)
@@ -126,13 +122,10 @@ class BatchNorm(_Normalization):
 class LayerNorm(_Normalization):
     """Layer normalisation over the last axis of each example (defaults as flax's ``LayerNorm``)."""
 
-    epsilon: float = 1e-6
+    epsilon: Positive = 1e-6
     _: KW_ONLY
     name: str = "layer_norm"
     always_shown: ClassVar[tuple] = ("epsilon",)
-
-    def __post_init__(self):
-        check_positive("LayerNorm", "epsilon", self.epsilon)
 
     def init(self, key, x):
         check_floating(self, x)

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import jax.numpy as jnp
 from jax import lax
 
-from jdl._checks import check_positive_int
+from jdl._checks import PositiveInt
 from jdl.nn.conv import _as_tuple, check_output_sizes, check_spatial_input, fold_batch_axes, frozen
 from jdl.nn.core import KW_ONLY, ParamFree
 
@@ -133,13 +133,10 @@ def AvgPool2D(window: int | Sequence[int], strides=None, padding="VALID", count_
 class _GlobalPool(ParamFree):
     """Reduce the ``num_spatial`` axes before the channel axis: ``(*batch, *spatial, C) -> (*batch, C)``."""
 
-    num_spatial: int = 1
+    num_spatial: PositiveInt = 1
     _: KW_ONLY
     name: str = "global_pool"
     always_shown: ClassVar[tuple] = ("num_spatial",)
-
-    def __post_init__(self):
-        check_positive_int(type(self).__name__, "num_spatial", self.num_spatial)
 
     def check_input(self, x):
         check_spatial_input(self, x, self.num_spatial)

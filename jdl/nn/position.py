@@ -45,8 +45,8 @@ import numpy as np
 
 from jdl import init as initializers
 from jdl._checks import (
-    check_floating, check_int_at_least, check_integer, check_integer_scalar, check_last_axis, check_max_length,
-    check_min_rank, check_positive_int, is_concrete,
+    PositiveInt, check_floating, check_int_at_least, check_integer, check_integer_scalar, check_last_axis,
+    check_max_length, check_min_rank, check_positive_int, is_concrete,
 )
 from jdl.nn.core import KW_ONLY, Layer, check_params
 
@@ -86,10 +86,7 @@ class _PositionalEncoding(Layer):
     the dtype of the sum); positions outside ``[0, max_length)`` give NaN rows.
     """
 
-    max_length: int
-
-    def __post_init__(self):
-        check_positive_int(type(self).__name__, "max_length", self.max_length)
+    max_length: PositiveInt
 
     def check_input(self, x):
         check_floating(self, x)

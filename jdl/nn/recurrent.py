@@ -50,11 +50,11 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from jdl._checks import check_floating, check_lengths, check_min_rank, check_tuple
+from jdl._checks import PositiveInt, Rate, check_floating, check_lengths, check_min_rank, check_tuple
 from jdl.nn.cells import Cell, GRUCell, LSTMCell, SimpleRNNCell, SimplifiedGRUCell, compute_dtype
 from jdl.nn.core import KW_ONLY, Layer, check_params, child_key
 from jdl.nn.dropout import Dropout
-from jdl.nn.recurrent_scan import IMPLEMENTATIONS, flip_sequences, scan_cell, time_chunk_size
+from jdl.nn.recurrent_scan import IMPLEMENTATIONS, Implementation, flip_sequences, scan_cell, time_chunk_size
 
 __all__ = [
     "RNN", "LSTM", "GRU", "Bidirectional", "StackedRNN",
@@ -80,21 +80,11 @@ class _Recurrent(Layer):
     _: KW_ONLY
     return_carry: bool = True
     time_major: bool = False
-    implementation: str = "fused"
-    time_chunk: int | None = None
+    implementation: Implementation = "fused"
+    time_chunk: PositiveInt | None = None
 
     kind: ClassVar[str] = ""  # the name errors use (LSTM and GRU are RNNs)
     cell_fields: ClassVar[tuple[str, ...]] = ()  # shown first, by value
-
-    def __post_init__(self):
-        where, implementation, time_major, time_chunk = self.kind, self.implementation, self.time_major, self.time_chunk
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"{where}: expected implementation to be one of {IMPLEMENTATIONS}, got {implementation!r}")
-        if not isinstance(time_major, bool):
-            raise ValueError(f"{where}: expected time_major to be a bool, got {time_major!r}")
-        if time_chunk is not None and (not isinstance(time_chunk, int) or isinstance(time_chunk, bool)
-                                       or time_chunk <= 0):
-            raise ValueError(f"{where}: expected time_chunk to be a positive int or None, got {time_chunk!r}")
 
     def __repr__(self) -> str:
         # The cells by value, then the options that differ from their defaults, as errors have always
@@ -294,7 +284,7 @@ class StackedRNN(_Recurrent):
     cells: Sequence[Cell]
     _: KW_ONLY
     bidirectional: bool = False
-    dropout_rate: float = 0.0
+    dropout_rate: Rate = 0.0
     name: str = "stacked_rnn"
     # Built from the fields in __post_init__: the layers by params key, and the dropout between them.
     layers: dict = field(init=False, repr=False, compare=False)

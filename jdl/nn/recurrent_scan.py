@@ -33,13 +33,16 @@ Example:
 from __future__ import annotations
 
 import functools
+import typing
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
 from jdl.nn.cells import Cell, compute_dtype, dot_promoted
 
-IMPLEMENTATIONS = ("fused", "autodiff")
+Implementation = Literal["fused", "autodiff"]
+IMPLEMENTATIONS = typing.get_args(Implementation)
 
 
 def flip_sequences(x: jax.Array, lengths: jax.Array | None) -> jax.Array:

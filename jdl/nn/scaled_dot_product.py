@@ -33,6 +33,8 @@ Example:
 from __future__ import annotations
 
 import math
+import typing
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +45,8 @@ from jdl._checks import (
 )
 from jdl.nn.masks import masked_softmax
 
-IMPLEMENTATIONS = ("auto", "jax", "cudnn", "plain")
+Implementation = Literal["auto", "jax", "cudnn", "plain"]
+IMPLEMENTATIONS = typing.get_args(Implementation)
 
 
 # ----------------------------------------------------------------------------- checks

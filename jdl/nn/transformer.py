@@ -45,20 +45,19 @@ Example:
 from __future__ import annotations
 
 from dataclasses import field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
 
 from jdl import init as initializers
-from jdl._checks import (
-    check_choice, check_floating, check_int_at_least, check_last_axis, check_min_rank, check_positive_int, check_rate,
-)
+from jdl._checks import Positive, PositiveInt, Rate, check_floating, check_last_axis, check_min_rank
 from jdl.nn.core import KW_ONLY, Layer, check_params, child_key
 from jdl.nn.dense import check_features, in_features_of, init_kernel_and_bias
 from jdl.nn.dropout import Dropout
 from jdl.nn.multi_head import KVCache, MultiHeadAttention
 from jdl.nn.norm import LayerNorm
+from jdl.nn.scaled_dot_product import Implementation as AttentionImplementation
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -88,11 +87,11 @@ class FeedForward(Layer):
         ((8, 32), (32, 8))
     """
 
-    mlp_features: int
+    mlp_features: PositiveInt
     _: KW_ONLY
-    out_features: int | None = None
-    activation: str = "relu"
-    dropout_rate: float = 0.0
+    out_features: PositiveInt | None = None
+    activation: Literal["gelu", "relu"] = "relu"
+    dropout_rate: Rate = 0.0
     kernel_init: Callable = field(default=initializers.lecun_normal(), repr=False)
     param_dtype: Any = jnp.float32
     name: str = "feed_forward"
@@ -100,10 +99,6 @@ class FeedForward(Layer):
     dropout: Dropout = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        check_positive_int("FeedForward", "mlp_features", self.mlp_features)
-        check_int_at_least("FeedForward", "out_features", self.out_features, 1, none_ok=True)
-        check_choice("FeedForward", "activation", self.activation, tuple(sorted(ACTIVATIONS)))
-        check_rate("FeedForward", "dropout_rate", self.dropout_rate)
         object.__setattr__(self, "dropout", Dropout(self.dropout_rate))
 
     def init(self, key, x):
@@ -131,17 +126,17 @@ class _Block(Layer):
     """What the two blocks share: the configuration, the sublayers built from it, and the
     residual-and-norm wiring of each sublayer."""
 
-    num_heads: int
-    mlp_features: int
+    num_heads: PositiveInt
+    mlp_features: PositiveInt
     _: KW_ONLY
-    dropout_rate: float = 0.1
-    attention_dropout_rate: float = 0.0
+    dropout_rate: Rate = 0.1
+    attention_dropout_rate: Rate = 0.0
     pre_ln: bool = False
-    activation: str = "relu"
-    epsilon: float = 1e-6
+    activation: Literal["gelu", "relu"] = "relu"
+    epsilon: Positive = 1e-6
     kernel_init: Callable = field(default=initializers.lecun_normal(), repr=False)
     param_dtype: Any = jnp.float32
-    attention_implementation: str = "auto"
+    attention_implementation: AttentionImplementation = "auto"
     name: str = "block"
     always_shown: ClassVar[tuple] = ("dropout_rate",)
     # The sublayers, built once from the configuration (one LayerNorm serves every norm_k).
@@ -151,10 +146,6 @@ class _Block(Layer):
     dropout: Dropout = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        where = type(self).__name__
-        check_positive_int(where, "num_heads", self.num_heads)
-        check_positive_int(where, "mlp_features", self.mlp_features)
-        check_rate(where, "dropout_rate", self.dropout_rate)
         sublayers = dict(
             self_attention=self.attention("self_attention"),
             feed_forward=FeedForward(self.mlp_features, activation=self.activation, kernel_init=self.kernel_init,

@@ -13,6 +13,8 @@ A jdl transformation can sit inside ``optax.chain`` and an optax one inside
 
 Example:
     >>> import jax.numpy as jnp
+
+from jdl._checks import Constraint, checks_arguments
     >>> from jdl import optim
     >>> params = {"w": jnp.ones(3)}
     >>> optimizer = optim.chain(optim.clip(1.0), optim.scale_by_learning_rate(0.1))
@@ -24,10 +26,12 @@ Example:
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, NamedTuple, Union
+from typing import Annotated, Any, Callable, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+
+from jdl._checks import Constraint, checks_arguments
 
 Params = Any
 Updates = Any
@@ -63,19 +67,26 @@ def check_positive_number(where: str, name: str, value: Any) -> None:
         raise ValueError(f"{where}: expected {name} > 0, got {value}")
 
 
-def check_learning_rate(where: str, learning_rate: Any) -> None:
+def check_non_negative_or_schedule(where: str, name: str, value: Any) -> None:
     """A number >= 0, a schedule, or a scalar array (which cannot be checked by value under jit)."""
-    scalar_array = hasattr(learning_rate, "shape") and jnp.ndim(learning_rate) == 0
-    if not (callable(learning_rate) or isinstance(learning_rate, numbers.Real) or scalar_array):
-        raise TypeError(f"{where}: expected learning_rate to be a number or a schedule (a function of the step "
-                        f"count), got {type(learning_rate).__name__}")
-    check_non_negative(where, "learning_rate", learning_rate)
+    scalar_array = hasattr(value, "shape") and jnp.ndim(value) == 0
+    if not (callable(value) or isinstance(value, numbers.Real) or scalar_array):
+        raise TypeError(f"{where}: expected {name} to be a number or a schedule (a function of the step "
+                        f"count), got {type(value).__name__}")
+    check_non_negative(where, name, value)
 
 
 def check_decay_rate(where: str, name: str, value: Any) -> None:
     """A decay rate such as Adam's b1, b2 must lie in [0, 1)."""
     if isinstance(value, numbers.Real) and not 0.0 <= value < 1.0:
         raise ValueError(f"{where}: expected {name} in [0, 1), got {value}")
+
+
+# The types that declare them (``b1: DecayRate``), checked by ``jdl._checks.checks_arguments``.
+NonNegative = Annotated[Any, Constraint(check_non_negative)]
+PositiveNumber = Annotated[Any, Constraint(check_positive_number)]
+DecayRate = Annotated[Any, Constraint(check_decay_rate)]
+NonNegativeOrSchedule = Annotated[Any, Constraint(check_non_negative_or_schedule)]
 
 
 def check_same_structure(where: str, updates: Any, reference: Any, reference_name: str = "the state") -> None:
@@ -198,9 +209,9 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
-def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *, flip_sign: bool = True) -> GradientTransformation:
+@checks_arguments
+def scale_by_learning_rate(learning_rate: NonNegativeOrSchedule, *, flip_sign: bool = True) -> GradientTransformation:
     """Scale by ``-learning_rate`` (a number or a schedule): the descent step of every optimizer."""
-    check_learning_rate("scale_by_learning_rate", learning_rate)
     sign = -1 if flip_sign else 1
     if callable(learning_rate):
         return scale_by_schedule(lambda count: sign * learning_rate(count))

@@ -25,7 +25,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jdl.optim.base import EmptyState, GradientTransformation, check_non_negative, check_positive_number
+from jdl._checks import checks_arguments
+from jdl.optim.base import EmptyState, GradientTransformation, NonNegative, PositiveNumber
 
 
 def _squared_sum(leaf: jax.Array) -> jax.Array:
@@ -63,7 +64,8 @@ def _stateless(update_leaves) -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
-def clip(max_delta: Any) -> GradientTransformation:
+@checks_arguments
+def clip(max_delta: NonNegative) -> GradientTransformation:
     """Clip every element of the updates into ``[-max_delta, max_delta]``.
 
     Example:
@@ -73,11 +75,11 @@ def clip(max_delta: Any) -> GradientTransformation:
         >>> clipped
         Array([-1. ,  0.5,  1. ], dtype=float32)
     """
-    check_non_negative("clip", "max_delta", max_delta)
     return _stateless(lambda updates: jax.tree.map(lambda u: jnp.clip(u, -max_delta, max_delta), updates))
 
 
-def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
+@checks_arguments
+def clip_by_global_norm(max_norm: PositiveNumber) -> GradientTransformation:
     """Rescale the whole gradient so its global norm is at most ``max_norm``.
 
     The course's gradient clipping (seed 002), with ``c = max_norm`` and ``||g||``
@@ -95,7 +97,6 @@ def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
         >>> optim.clip_by_global_norm(5.0).update(grads, optim.EmptyState())[0]
         (Array([3., 4.], dtype=float32),)
     """
-    check_positive_number("clip_by_global_norm", "max_norm", max_norm)
 
     def clip_all(updates):
         norm = global_norm(updates)
@@ -107,7 +108,8 @@ def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
     return _stateless(clip_all)
 
 
-def clip_by_leaf_norm(max_norm: Any) -> GradientTransformation:
+@checks_arguments
+def clip_by_leaf_norm(max_norm: PositiveNumber) -> GradientTransformation:
     """Apply the clipping rule to each leaf (each weight array) on its own.
 
     For every leaf ``g_i``, with ``c = max_norm`` and ``||g_i||`` its own L2 norm::
@@ -128,7 +130,6 @@ def clip_by_leaf_norm(max_norm: Any) -> GradientTransformation:
         >>> clipped["big"], clipped["small"]
         (Array([0.6, 0.8], dtype=float32), Array([0.3, 0.4], dtype=float32))
     """
-    check_positive_number("clip_by_leaf_norm", "max_norm", max_norm)
 
     def clip_leaf(u):
         wide = jnp.asarray(u).astype(jnp.promote_types(u.dtype, jnp.float32))
@@ -139,7 +140,8 @@ def clip_by_leaf_norm(max_norm: Any) -> GradientTransformation:
     return _stateless(lambda updates: jax.tree.map(clip_leaf, updates))
 
 
-def clip_by_block_rms(threshold: Any) -> GradientTransformation:
+@checks_arguments
+def clip_by_block_rms(threshold: PositiveNumber) -> GradientTransformation:
     """Scale each leaf so its root-mean-square is at most ``threshold`` (as optax).
 
     For every leaf ``g_i`` with ``n_i`` elements, ``rms_i = sqrt(sum(g_i ** 2) / n_i)``::
@@ -152,7 +154,6 @@ def clip_by_block_rms(threshold: Any) -> GradientTransformation:
         >>> optim.clip_by_block_rms(1.0).update([jnp.array([4.0, -4.0])], optim.EmptyState())[0]
         [Array([ 1., -1.], dtype=float32)]
     """
-    check_positive_number("clip_by_block_rms", "threshold", threshold)
 
     def clip_leaf(u):
         rms = jnp.sqrt(jnp.mean((u.conj() * u).real))

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional
+import functools
+from typing import Annotated, Any, Optional
 
 import jax.numpy as jnp
 
-from jdl.optim.base import Schedule, check_positive_number
+from jdl._checks import Constraint, checks_arguments
+from jdl.optim.base import PositiveNumber, Schedule
 
 # ---------------------------------------------------------------------------------------
 # Checks (at construction, on Python numbers; arrays cannot be checked by value under jit)
@@ -41,6 +43,10 @@ def _check_steps(where: str, name: str, value: Any, *, positive: bool = False) -
         raise ValueError(f"{where}: expected {name} > 0, got {value}")
     if not value >= 0:
         raise ValueError(f"{where}: expected {name} >= 0, got {value}")
+
+
+Steps = Annotated[int, Constraint(_check_steps)]
+PositiveSteps = Annotated[int, Constraint(functools.partial(_check_steps, positive=True))]
 
 
 def _as_float_count(count: Any) -> Any:
@@ -63,8 +69,9 @@ def constant_schedule(value: Any) -> Schedule:
     return lambda count: value
 
 
+@checks_arguments
 def polynomial_schedule(
-    init_value: Any, end_value: Any, power: Any, transition_steps: int, transition_begin: int = 0
+    init_value: Any, end_value: Any, power: Any, transition_steps: Steps, transition_begin: Steps = 0
 ) -> Schedule:
     """From ``init_value`` to ``end_value`` along a power of the remaining fraction.
 
@@ -82,13 +89,10 @@ def polynomial_schedule(
         >>> [round(float(schedule(k)), 4) for k in (0, 5, 10, 20)]
         [1.0, 0.25, 0.0, 0.0]
     """
-    return _polynomial("polynomial_schedule", init_value, end_value, power, transition_steps, transition_begin)
+    return _polynomial(init_value, end_value, power, transition_steps, transition_begin)
 
 
-def _polynomial(where: str, init_value: Any, end_value: Any, power: Any, transition_steps: int,
-                transition_begin: int) -> Schedule:
-    _check_steps(where, "transition_steps", transition_steps)
-    _check_steps(where, "transition_begin", transition_begin)
+def _polynomial(init_value: Any, end_value: Any, power: Any, transition_steps: int, transition_begin: int) -> Schedule:
     if transition_steps == 0:
         return lambda count: init_value
 
@@ -100,8 +104,9 @@ def _polynomial(where: str, init_value: Any, end_value: Any, power: Any, transit
     return schedule
 
 
+@checks_arguments
 def linear_schedule(
-    init_value: Any, end_value: Any, transition_steps: int, transition_begin: int = 0
+    init_value: Any, end_value: Any, transition_steps: Steps, transition_begin: Steps = 0
 ) -> Schedule:
     """Linear decay (or growth) from ``init_value`` to ``end_value``, then held there.
 
@@ -123,10 +128,11 @@ def linear_schedule(
         >>> [round(float(schedule(k)), 4) for k in (0, 10, 60, 110, 500)]
         [1.0, 1.0, 0.505, 0.01, 0.01]
     """
-    return _polynomial("linear_schedule", init_value, end_value, 1, transition_steps, transition_begin)
+    return _polynomial(init_value, end_value, 1, transition_steps, transition_begin)
 
 
-def exponential_decay(init_value: Any, transition_steps: int, decay_rate: float, transition_begin: int = 0,
+@checks_arguments
+def exponential_decay(init_value: Any, transition_steps: Steps, decay_rate: PositiveNumber, transition_begin: Steps = 0,
                       staircase: bool = False, end_value: Optional[Any] = None) -> Schedule:
     """Multiply by ``decay_rate`` every ``transition_steps`` steps, smoothly or in stairs.
 
@@ -148,10 +154,6 @@ def exponential_decay(init_value: Any, transition_steps: int, decay_rate: float,
         >>> [round(float(stairs(k)), 4) for k in (0, 5, 10, 15, 20)]
         [1.0, 1.0, 0.5, 0.5, 0.25]
     """
-    where = "exponential_decay"
-    _check_steps(where, "transition_steps", transition_steps)
-    _check_steps(where, "transition_begin", transition_begin)
-    check_positive_number(where, "decay_rate", decay_rate)
     if transition_steps == 0:
         return lambda count: init_value
     bound = None
@@ -171,8 +173,9 @@ def exponential_decay(init_value: Any, transition_steps: int, decay_rate: float,
     return schedule
 
 
+@checks_arguments
 def cosine_decay_schedule(
-    init_value: Any, decay_steps: int, alpha: Any = 0.0, exponent: Any = 1.0
+    init_value: Any, decay_steps: PositiveSteps, alpha: Any = 0.0, exponent: Any = 1.0
 ) -> Schedule:
     """Half a cosine from ``init_value`` down to ``alpha * init_value`` over ``decay_steps``.
 
@@ -186,7 +189,6 @@ def cosine_decay_schedule(
         >>> [round(float(schedule(k)), 4) for k in (0, 50, 100, 200)]
         [1.0, 0.55, 0.1, 0.1]
     """
-    _check_steps("cosine_decay_schedule", "decay_steps", decay_steps, positive=True)
     total_steps = float(decay_steps)
 
     def schedule(count):
@@ -226,7 +228,8 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     return schedule
 
 
-def warmup_cosine_decay_schedule(init_value: Any, peak_value: Any, warmup_steps: int, decay_steps: int,
+@checks_arguments
+def warmup_cosine_decay_schedule(init_value: Any, peak_value: Any, warmup_steps: Steps, decay_steps: Steps,
                                  end_value: Any = 0.0, exponent: Any = 1.0) -> Schedule:
     """Linear warmup from ``init_value`` to ``peak_value``, then cosine decay to ``end_value``.
 
@@ -242,8 +245,6 @@ def warmup_cosine_decay_schedule(init_value: Any, peak_value: Any, warmup_steps:
         [0.0, 0.5, 1.0, 0.5, 0.0, 0.0]
     """
     where = "warmup_cosine_decay_schedule"
-    _check_steps(where, "warmup_steps", warmup_steps)
-    _check_steps(where, "decay_steps", decay_steps)
     if not decay_steps > warmup_steps:
         raise ValueError(f"{where}: expected decay_steps (which include the warmup) > warmup_steps, got "
                          f"decay_steps={decay_steps} and warmup_steps={warmup_steps}")

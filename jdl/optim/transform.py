@@ -36,20 +36,21 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Union
+import typing
+from typing import Any, Callable, Literal, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdl._checks import check_choice
+from jdl._checks import checks_arguments
 from jdl.optim.base import (
     EmptyState,
     GradientTransformation,
-    ScalarOrSchedule,
     Updates,
-    check_decay_rate,
-    check_non_negative,
+    DecayRate,
+    NonNegative,
+    NonNegativeOrSchedule,
     check_same_structure,
     safe_increment,
     zero_count,
@@ -68,7 +69,8 @@ __all__ = [
     "check_updates",
 ]
 
-NESTEROV_FORMS = ("dozat", "textbook")
+NesterovForm = Literal["dozat", "textbook"]
+NESTEROV_FORMS = typing.get_args(NesterovForm)
 
 
 # ---------------------------------------------------------------------------------------
@@ -86,11 +88,6 @@ def check_updates(where: str, updates: Any, reference: Any, reference_name: str 
         if jnp.shape(update) != jnp.shape(expected):
             raise ValueError(f"{where}: expected updates{jax.tree_util.keystr(path)} of shape {jnp.shape(expected)} "
                              f"(as {reference_name}), got {jnp.shape(update)}")
-
-
-def _check_bool(where: str, name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{where}: expected {name} to be True or False, got {value!r}")
 
 
 def _full_like(tree: Any, value: float, dtype: Any = None) -> Any:
@@ -129,8 +126,9 @@ class TraceState(NamedTuple):
     trace: Updates  # the momentum m_t, in accumulator_dtype (default: the params' dtype)
 
 
+@checks_arguments
 def trace(
-    decay: float,
+    decay: DecayRate,
     nesterov: bool = False,
     accumulator_dtype: Optional[Any] = None,
     *,
@@ -173,9 +171,6 @@ def trace(
         Array([1.5, 3. ], dtype=float32)
     """
     where = "trace"
-    check_decay_rate(where, "decay", decay)
-    _check_bool(where, "nesterov", nesterov)
-    _check_bool(where, "moving_average", moving_average)
     accumulator_dtype = _canonical_dtype(accumulator_dtype)
     def accumulate(g, m):
         if moving_average:  # optax's ema arithmetic
@@ -203,7 +198,8 @@ class EmaState(NamedTuple):
     ema: Updates  # the moving average m_t
 
 
-def ema(decay: float, debias: bool = True, accumulator_dtype: Optional[Any] = None) -> GradientTransformation:
+@checks_arguments
+def ema(decay: DecayRate, debias: bool = True, accumulator_dtype: Optional[Any] = None) -> GradientTransformation:
     r"""Exponential moving average of the updates (optax's ``ema``).
 
     ``m_t = (1 - decay) g_t + decay m_{t-1}``, returned as ``m_t / (1 - decay^t)`` when
@@ -220,8 +216,6 @@ def ema(decay: float, debias: bool = True, accumulator_dtype: Optional[Any] = No
         Array([2.], dtype=float32)
     """
     where = "ema"
-    check_decay_rate(where, "decay", decay)
-    _check_bool(where, "debias", debias)
     accumulator_dtype = _canonical_dtype(accumulator_dtype)
 
     def init(params):
@@ -249,7 +243,8 @@ class ScaleByRssState(NamedTuple):
     sum_of_squares: Updates  # G_t = G_0 + sum of g^2
 
 
-def scale_by_rss(initial_accumulator_value: float = 0.1, eps: float = 1e-7) -> GradientTransformation:
+@checks_arguments
+def scale_by_rss(initial_accumulator_value: NonNegative = 0.1, eps: NonNegative = 1e-7) -> GradientTransformation:
     r"""AdaGrad's scaling: divide by the root of the sum of all squared gradients so far.
 
     ::
@@ -274,8 +269,6 @@ def scale_by_rss(initial_accumulator_value: float = 0.1, eps: float = 1e-7) -> G
         Array([ 1., -1.], dtype=float32)
     """
     where = "scale_by_rss"
-    check_non_negative(where, "initial_accumulator_value", initial_accumulator_value)
-    check_non_negative(where, "eps", eps)
 
     def init(params):
         return ScaleByRssState(sum_of_squares=_full_like(params, initial_accumulator_value))
@@ -321,11 +314,6 @@ def _scale_by_rms(where: str, decay: float, eps: float, initial_scale: float, ep
                   bias_correction: bool, centered: bool) -> GradientTransformation:
     """RMSProp's scaling ``g / sqrt(v_hat (- m_hat^2 if centered) + eps)``: :func:`scale_by_rms` and
     :func:`scale_by_stddev` (``centered``)."""
-    check_decay_rate(where, "decay", decay)
-    check_non_negative(where, "eps", eps)
-    check_non_negative(where, "initial_scale", initial_scale)
-    _check_bool(where, "eps_in_sqrt", eps_in_sqrt)
-    _check_bool(where, "bias_correction", bias_correction)
     inverse_root = _inverse_root(eps, eps_in_sqrt)
 
     def init(params):
@@ -349,8 +337,9 @@ def _scale_by_rms(where: str, decay: float, eps: float, initial_scale: float, ep
     return GradientTransformation(init, update)
 
 
-def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0, eps_in_sqrt: bool = True,
-                 bias_correction: bool = False) -> GradientTransformation:
+@checks_arguments
+def scale_by_rms(decay: DecayRate = 0.9, eps: NonNegative = 1e-8, initial_scale: NonNegative = 0.0,
+                 eps_in_sqrt: bool = True, bias_correction: bool = False) -> GradientTransformation:
     r"""RMSProp's scaling: divide by the root of a moving average of squared gradients.
 
     ::
@@ -386,8 +375,9 @@ class ScaleByRStdDevWithCountState(NamedTuple):
     nu: Updates
 
 
-def scale_by_stddev(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0, eps_in_sqrt: bool = True,
-                    bias_correction: bool = False) -> GradientTransformation:
+@checks_arguments
+def scale_by_stddev(decay: DecayRate = 0.9, eps: NonNegative = 1e-8, initial_scale: NonNegative = 0.0,
+                    eps_in_sqrt: bool = True, bias_correction: bool = False) -> GradientTransformation:
     r"""Centred RMSProp's scaling: divide by a moving estimate of the gradient's std. deviation.
 
     ::
@@ -418,9 +408,10 @@ class ScaleByAdamState(NamedTuple):
     nu: Updates  # second moment v_t
 
 
-def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, eps_root: float = 0.0,
+@checks_arguments
+def scale_by_adam(b1: DecayRate = 0.9, b2: DecayRate = 0.999, eps: NonNegative = 1e-8, eps_root: NonNegative = 0.0,
                   mu_dtype: Optional[Any] = None, *, nesterov: bool = False,
-                  nesterov_form: str = "dozat") -> GradientTransformation:
+                  nesterov_form: NesterovForm = "dozat") -> GradientTransformation:
     r"""Adam's scaling (Kingma & Ba 2014, Algorithm 1), optionally with Nesterov momentum.
 
     ::
@@ -464,12 +455,6 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, eps_roo
         Array([ 1., -1.], dtype=float32)
     """
     where = "scale_by_adam"
-    check_decay_rate(where, "b1", b1)
-    check_decay_rate(where, "b2", b2)
-    check_non_negative(where, "eps", eps)
-    check_non_negative(where, "eps_root", eps_root)
-    _check_bool(where, "nesterov", nesterov)
-    check_choice(where, "nesterov_form", nesterov_form, NESTEROV_FORMS)
     mu_dtype = _canonical_dtype(mu_dtype)
     textbook = nesterov_form == "textbook"
 
@@ -507,7 +492,8 @@ class ScaleByAdaDeltaState(NamedTuple):
     e_x: Updates  # E[dx^2]_t, the moving average of squared updates
 
 
-def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransformation:
+@checks_arguments
+def scale_by_adadelta(rho: DecayRate = 0.9, eps: NonNegative = 1e-6) -> GradientTransformation:
     r"""AdaDelta's scaling (Zeiler 2012): the ratio of two running RMS values.
 
     seeds/002 2.5.4::
@@ -529,8 +515,6 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
         Array([0.8660254], dtype=float32)
     """
     where = "scale_by_adadelta"
-    check_decay_rate(where, "rho", rho)
-    check_non_negative(where, "eps", eps)
 
     def init(params):
         return ScaleByAdaDeltaState(e_g=jax.tree.map(jnp.zeros_like, params), e_x=jax.tree.map(jnp.zeros_like, params))
@@ -549,7 +533,8 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
     return GradientTransformation(init, update)
 
 
-def scale_by_normalized_gradient(eps: float = 1e-8) -> GradientTransformation:
+@checks_arguments
+def scale_by_normalized_gradient(eps: NonNegative = 1e-8) -> GradientTransformation:
     r"""The course's "normalized gradients": ``u = m / (sqrt(v) + eps)`` with ``m = g, v = g^2``.
 
     seeds/001 "Normalized Gradients" (``m <- dL/dphi``, ``v <- (dL/dphi)^2``,
@@ -567,7 +552,6 @@ def scale_by_normalized_gradient(eps: float = 1e-8) -> GradientTransformation:
         Array([ 1., -1.,  1.], dtype=float32)
     """
     where = "scale_by_normalized_gradient"
-    check_non_negative(where, "eps", eps)
 
     def init(params):
         del params
@@ -603,8 +587,9 @@ def _expand_mask(where: str, mask: Any, updates: Any) -> Any:
     return jax.tree.map(bool, flags)
 
 
+@checks_arguments
 def add_decayed_weights(
-    weight_decay: ScalarOrSchedule = 0.0,
+    weight_decay: NonNegativeOrSchedule = 0.0,
     mask: Optional[Union[Any, Callable[[Any], Any]]] = None,
 ) -> GradientTransformation:
     r"""L2 weight decay as a transformation: ``u = g + weight_decay * params``.
@@ -627,8 +612,6 @@ def add_decayed_weights(
         (Array([2.], dtype=float32), Array([1.], dtype=float32))
     """
     where = "add_decayed_weights"
-    if not callable(weight_decay):
-        check_non_negative(where, "weight_decay", weight_decay)
     scheduled = callable(weight_decay)
 
     def init(params):

@@ -343,7 +343,7 @@ def test_bad_input_errors_name_the_function():
         model.beam_decode(params, SOURCE, lengths, 4, beam_size=0)
     with pytest.raises(ValueError, match=r"\.beam_decode: expected source_ids in \[0, 11\)"):
         model.beam_decode(params, SOURCE.at[2, 1].set(-1), lengths, 4)
-    with pytest.raises(ValueError, match=r"AttentionSeq2Seq: expected readout in \('maxout', 'linear'\)"):
+    with pytest.raises(ValueError, match=r"AttentionSeq2Seq\(.*\): expected readout in \('maxout', 'linear'\)"):
         models.AttentionSeq2Seq(5, 5, readout="softmax")
     with pytest.raises(ValueError, match=r"AttentionSeq2Seq: expected eos_id in \[0, 2\)"):
         models.AttentionSeq2Seq(5, 2)

@@ -165,7 +165,7 @@ def test_norm_errors():
     with pytest.raises(ValueError, match=r"BatchNorm\(.*\): expected state\['var'\] of shape \(4,\), got \(3,\); "
                                          r"is this state from another model\?"):
         layer.apply(params, {"mean": jnp.zeros(4), "var": jnp.ones(3)}, jnp.ones((2, 4)))
-    with pytest.raises(ValueError, match=r"BatchNorm: expected momentum in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"BatchNorm\(.*\): expected momentum in \[0, 1\], got 1.5"):
         nn.BatchNorm(momentum=1.5)
     with pytest.raises(ValueError, match=r"LayerNorm\(epsilon=1e-06\): expected params\['(?:beta|gamma)'\] "
                                          r"of shape \(3,\), got \(4,\)"):

@@ -191,9 +191,9 @@ def test_wrong_initial_carry():
 def test_bad_construction_and_params():
     with pytest.raises(TypeError, match=r"RNN: expected a jdl recurrent Cell"):
         nn.RNN(fnn.LSTMCell(H))
-    with pytest.raises(ValueError, match=r"LSTMCell: expected hidden_size to be a positive int, got 0"):
+    with pytest.raises(ValueError, match=r"LSTMCell\(.*\): expected hidden_size to be a positive int, got 0"):
         nn.LSTMCell(0)
-    with pytest.raises(ValueError, match=r"SimpleRNNCell: expected activation 'tanh' or 'relu', got 'gelu'"):
+    with pytest.raises(ValueError, match=r"SimpleRNNCell\(.*\): expected activation in \('tanh', 'relu'\), got 'gelu'"):
         nn.SimpleRNNCell(H, activation="gelu")
     x = jnp.zeros((2, T, F))
     with pytest.raises(ValueError, match=r"RNN\(LSTMCell\(hidden_size=4\)\): expected params\['hidden'\] with "
@@ -296,11 +296,11 @@ def test_gradient_clipping_keeps_a_long_sequence_stable():
 
 
 def test_bad_options():
-    with pytest.raises(ValueError, match=r"RNN: expected implementation to be one of \('fused', 'autodiff'\), got 'cudnn'"):
+    with pytest.raises(ValueError, match=r"RNN\(.*\): expected implementation in \('fused', 'autodiff'\), got 'cudnn'"):
         nn.RNN(nn.GRUCell(H), implementation="cudnn")
-    with pytest.raises(ValueError, match=r"Bidirectional: expected time_major to be a bool, got 1"):
+    with pytest.raises(ValueError, match=r"Bidirectional\(.*\): expected time_major to be a bool, got 1"):
         nn.Bidirectional(nn.GRUCell(H), time_major=1)
-    with pytest.raises(ValueError, match=r"StackedRNN: expected implementation"):
+    with pytest.raises(ValueError, match=r"StackedRNN\(.*\): expected implementation"):
         nn.StackedRNN([nn.GRUCell(H)], implementation="scan")
-    with pytest.raises(ValueError, match=r"RNN: expected time_chunk to be a positive int or None, got 0"):
+    with pytest.raises(ValueError, match=r"RNN\(.*\): expected time_chunk to be a positive int, got 0"):
         nn.LSTM(H, time_chunk=0)
