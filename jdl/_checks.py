@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def check_that(condition: Any, where: Any, expected: str, got: str, error: type = ValueError) -> None:
+def check_that(condition: Any, where: Any, expected: str, got: Any, error: type = ValueError) -> None:
     """The one form of a failed check: ``{where}: expected {expected}, got {got}``.
 
     ``condition`` is what must hold (a Python bool, decided at trace time).
@@ -31,17 +31,23 @@ def check_that(condition: Any, where: Any, expected: str, got: str, error: type 
         raise error(f"{where}: expected {expected}, got {got}")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)  # True is not a count
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_array(where: str, x: Any, what: str = "input") -> None:
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise TypeError(f"{where}: expected {what} to be an array, got {type(x).__name__}")
+    check_that(hasattr(x, "shape") and hasattr(x, "dtype"), where, f"{what} to be an array", type(x).__name__, TypeError)
 
 
 def _check_dtype_kind(where: str, x: Any, what: str, kinds: tuple, expected: str, hint: str = "") -> None:
     """An array whose dtype is a subtype of one of ``kinds``; ``expected`` says which in words."""
     check_array(where, x, what)
-    if not any(jnp.issubdtype(x.dtype, kind) for kind in kinds):
-        raise TypeError(f"{where}: expected {expected}, got {jnp.dtype(x.dtype).name} {what} of shape "
-                        f"{tuple(x.shape)}{hint}")
+    check_that(any(jnp.issubdtype(x.dtype, kind) for kind in kinds), where, expected,
+               f"{jnp.dtype(x.dtype).name} {what} of shape {tuple(x.shape)}{hint}", TypeError)
 
 
 def check_floating(where: str, x: Any, what: str = "input") -> None:
@@ -61,55 +67,51 @@ def check_real(where: str, x: Any, what: str = "input") -> None:
 
 def check_min_rank(where: str, x: Any, min_ndim: int, layout: str, what: str = "input") -> None:
     check_array(where, x, what)
-    if x.ndim < min_ndim:
-        raise ValueError(f"{where}: expected {what} of rank >= {min_ndim} ({layout}), got rank {x.ndim} with "
-                         f"shape {tuple(x.shape)}")
+    check_that(x.ndim >= min_ndim, where, f"{what} of rank >= {min_ndim} ({layout})",
+               f"rank {x.ndim} with shape {tuple(x.shape)}")
+
+
+def check_floating_min_rank(where: str, x: Any, min_ndim: int, layout: str, what: str = "input") -> None:
+    """A floating ``x`` with at least ``min_ndim`` axes (``layout`` names them): most layers' input."""
+    check_floating(where, x, what)
+    check_min_rank(where, x, min_ndim, layout, what)
 
 
 def check_rank(where: str, x: Any, ndim: int, layout: str, what: str = "input") -> None:
     check_array(where, x, what)
-    if x.ndim != ndim:
-        raise ValueError(f"{where}: expected {what} of rank {ndim} ({layout}), got rank {x.ndim} with shape "
-                         f"{tuple(x.shape)}")
+    check_that(x.ndim == ndim, where, f"{what} of rank {ndim} ({layout})", f"rank {x.ndim} with shape {tuple(x.shape)}")
 
 
 def check_same_shape(where: str, a: Any, b: Any, a_name: str, b_name: str) -> None:
     check_array(where, a, a_name)
     check_array(where, b, b_name)
-    if tuple(a.shape) != tuple(b.shape):
-        raise ValueError(f"{where}: expected {a_name} and {b_name} of the same shape (nothing is broadcast), got "
-                         f"{a_name} {tuple(a.shape)} and {b_name} {tuple(b.shape)}")
+    check_that(tuple(a.shape) == tuple(b.shape), where, f"{a_name} and {b_name} of the same shape (nothing is "
+               f"broadcast)", f"{a_name} {tuple(a.shape)} and {b_name} {tuple(b.shape)}")
 
 
 def check_same_dtype(where: Any, arrays: Any, what: str) -> None:
     """Arrays of one dtype: nothing is cast to make them agree."""
     dtypes = [jnp.dtype(a.dtype).name for a in arrays]
-    if len(set(dtypes)) > 1:
-        raise TypeError(f"{where}: expected {what} (nothing is cast), got {' and '.join(dtypes)}")
+    check_that(len(set(dtypes)) <= 1, where, f"{what} (nothing is cast)", " and ".join(dtypes), TypeError)
 
 
 def check_positive_int(where: Any, name: str, value: Any) -> None:
     """A configuration size: a positive int (``True`` is not a size)."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{where}: expected {name} to be a positive int, got {value!r}")
+    check_that(_is_int(value) and value > 0, where, f"{name} to be a positive int", repr(value))
 
 
 def check_rate(where: Any, name: str, value: Any) -> None:
     """A probability that may be zero but not one (dropout, label smoothing): ``[0, 1)``."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{where}: expected {name} in [0, 1), got {value!r}")
+    check_that(_is_real(value) and 0.0 <= value < 1.0, where, f"{name} in [0, 1)", repr(value))
 
 
 def check_choice(where: Any, name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{where}: expected {name} in {choices}, got {value!r}")
+    check_that(value in choices, where, f"{name} in {choices}", repr(value))
 
 
 def check_last_axis(where: Any, x: Any, size: int, source: str, what: str = "input") -> None:
     """``x.shape[-1] == size``: an input that does not fit good params is the input's fault."""
-    if x.shape[-1] != size:
-        raise ValueError(f"{where}: expected {what} with last axis {size} ({source}), got {what} of shape "
-                         f"{tuple(x.shape)}")
+    check_that(x.shape[-1] == size, where, f"{what} with last axis {size} ({source})", f"{what} of shape {tuple(x.shape)}")
 
 
 def check_keys(where: str, tree: Any, expected: set[str] | list[str], what: str = "params") -> None:
@@ -154,9 +156,8 @@ def check_token_ids(where: str, ids: Any, vocab_size: int, what: str = "ids") ->
 def check_lengths(where: str, lengths: Any, batch_shape: tuple[int, ...], steps: int) -> None:
     """Integer sequence lengths, one per sequence; when concrete, each in ``[0, steps]``."""
     check_integer(where, lengths, "lengths")
-    if tuple(lengths.shape) != tuple(batch_shape):
-        raise ValueError(f"{where}: expected lengths of shape {tuple(batch_shape)} (one per sequence), "
-                         f"got shape {tuple(lengths.shape)}")
+    check_that(tuple(lengths.shape) == tuple(batch_shape), where, f"lengths of shape {tuple(batch_shape)} (one per "
+               f"sequence)", f"shape {tuple(lengths.shape)}")
     if is_concrete(lengths):
         values = np.asarray(lengths)
         if values.size and (values.min() < 0 or values.max() > steps):
@@ -166,17 +167,15 @@ def check_lengths(where: str, lengths: Any, batch_shape: tuple[int, ...], steps:
 
 def check_int_at_least(where: Any, name: str, value: Any, low: int, *, none_ok: bool = False) -> None:
     """A count: an int ``>= low`` (``True`` is not a count); with ``none_ok``, ``None`` as well."""
-    if not (none_ok and value is None) and (
-            not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low):
-        or_none = " or None" if none_ok else ""
-        raise ValueError(f"{where}: expected {name} to be an int >= {low}{or_none}, got {value!r}")
+    if not (none_ok and value is None):
+        check_that(_is_int(value) and value >= low, where, f"{name} to be an int >= {low}" + " or None" * none_ok,
+                   repr(value))
 
 
 def check_class_labels(where: str, scores: Any, labels: Any, scores_name: str = "logits", mask: Any = None) -> None:
     """Floating ``scores [..., num_classes]``, integer class ``labels`` of shape ``scores.shape[:-1]``, and
     optionally a bool ``mask`` of the labels' shape (which labels count: ``sequence_mask(lengths, time)``)."""
-    check_floating(where, scores, scores_name)
-    check_min_rank(where, scores, 1, "..., num_classes", scores_name)
+    check_floating_min_rank(where, scores, 1, "..., num_classes", scores_name)
     check_array(where, labels, "labels")
     expected = tuple(scores.shape[:-1])
     if jnp.issubdtype(labels.dtype, jnp.floating) and tuple(labels.shape) == tuple(scores.shape):
@@ -195,8 +194,7 @@ def check_class_labels(where: str, scores: Any, labels: Any, scores_name: str = 
 def check_bool_mask(where: str, mask: Any, shape: tuple[int, ...], source: str, what: str = "mask") -> None:
     """A boolean ``mask`` of exactly ``shape`` (``source`` says whose shape that is); nothing is cast or broadcast."""
     check_mask_dtype(where, mask, f"a boolean {what}", meaning="True = keep", hint="")
-    if tuple(mask.shape) != tuple(shape):
-        raise ValueError(f"{where}: expected {what} of shape {tuple(shape)} ({source}), got {tuple(mask.shape)}")
+    check_that(tuple(mask.shape) == tuple(shape), where, f"{what} of shape {tuple(shape)} ({source})", tuple(mask.shape))
 
 
 def check_temperature(where: str, temperature: Any) -> None:
@@ -212,14 +210,12 @@ def check_temperature(where: str, temperature: Any) -> None:
 
 def check_positive(where: Any, name: str, value: Any) -> None:
     """A positive real number (an epsilon, a scale): ``value > 0``."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{where}: expected {name} > 0, got {value!r}")
+    check_that(_is_real(value) and value > 0, where, f"{name} > 0", repr(value))
 
 
 def check_unit_interval(where: Any, name: str, value: Any) -> None:
     """A weight in ``[0, 1]``, both ends included (a momentum, a mixing coefficient)."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{where}: expected {name} in [0, 1], got {value!r}")
+    check_that(_is_real(value) and 0.0 <= value <= 1.0, where, f"{name} in [0, 1]", repr(value))
 
 
 def check_training_key(where: Any, key: Any) -> None:
@@ -233,16 +229,14 @@ def check_batch_axes(where: Any, x: Any, batch_shape: tuple[int, ...], trailing:
     """``x`` is ``[*batch_shape, <trailing axes>]``, the batch axes of another input (``source``): nothing is
     broadcast (an attention's context and its queries, ``"the input's"``)."""
     batch_shape = tuple(batch_shape)
-    if x.ndim != len(batch_shape) + trailing or tuple(x.shape[:len(batch_shape)]) != batch_shape:
-        raise ValueError(f"{where}: expected {what} with {source} batch axes {batch_shape} (nothing is broadcast), "
-                         f"got {what} of shape {tuple(x.shape)}")
+    check_that(x.ndim == len(batch_shape) + trailing and tuple(x.shape[:len(batch_shape)]) == batch_shape, where,
+               f"{what} with {source} batch axes {batch_shape} (nothing is broadcast)", f"{what} of shape {tuple(x.shape)}")
 
 
 def check_shape(where: Any, x: Any, shape: tuple[int, ...], layout: str, what: str = "input") -> None:
     """An array of exactly ``shape`` (``layout`` names its axes: ``"[*batch, hidden_size]"``)."""
     check_array(where, x, what)
-    if tuple(x.shape) != tuple(shape):
-        raise ValueError(f"{where}: expected {what} of shape {tuple(shape)} ({layout}), got shape {tuple(x.shape)}")
+    check_that(tuple(x.shape) == tuple(shape), where, f"{what} of shape {tuple(shape)} ({layout})", f"shape {tuple(x.shape)}")
 
 
 def check_tuple(where: Any, value: Any, length: int, what: str, meaning: str) -> None:
@@ -255,17 +249,15 @@ def check_tuple(where: Any, value: Any, length: int, what: str, meaning: str) ->
 def check_divisible(where: Any, name: str, value: int, by_name: str, by: int, *, note: str = "",
                     source: str = "") -> None:
     """``value % by == 0`` (features split evenly into heads); ``note`` follows the divisor, ``source`` the value."""
-    if value % by:
-        raise ValueError(f"{where}: expected {name} divisible by {by_name}={by}{note}, got {value}{source}")
+    check_that(value % by == 0, where, f"{name} divisible by {by_name}={by}{note}", f"{value}{source}")
 
 
 def check_mask_dtype(where: Any, mask: Any, what: str = "a boolean mask", *, meaning: str = "True = attend",
                      hint: str = "; pass mask.astype(bool)") -> None:
     """A boolean mask, of any shape: masks are never cast (flax's float 1/0 masks)."""
     check_array(where, mask, "mask")
-    if mask.dtype != jnp.bool_:
-        raise TypeError(f"{where}: expected {what} ({meaning}), got {jnp.dtype(mask.dtype).name} of shape "
-                        f"{tuple(mask.shape)}{hint}")
+    check_that(mask.dtype == jnp.bool_, where, f"{what} ({meaning})",
+               f"{jnp.dtype(mask.dtype).name} of shape {tuple(mask.shape)}{hint}", TypeError)
 
 
 def check_broadcasts_to(where: Any, x: Any, target: tuple[int, ...], what: str, layout: str, *, min_ndim: int = 0,
@@ -273,9 +265,7 @@ def check_broadcasts_to(where: Any, x: Any, target: tuple[int, ...], what: str, 
     """``x`` broadcasts to ``target`` by numpy's rule (from the right), with ``min_ndim`` to ``len(target)`` axes."""
     fits = min_ndim <= x.ndim <= len(target) and all(
         size in (1, want) for size, want in zip(x.shape[::-1], target[::-1]))
-    if not fits:
-        raise ValueError(f"{where}: expected a {what} that broadcasts to {tuple(target)} ({layout}), got shape "
-                         f"{tuple(x.shape)}{hint}")
+    check_that(fits, where, f"a {what} that broadcasts to {tuple(target)} ({layout})", f"shape {tuple(x.shape)}{hint}")
 
 
 def check_same_axes(where: Any, a: Any, b: Any, axes: slice, names: tuple[str, str], layout: str) -> None:
@@ -295,15 +285,13 @@ def check_integer_scalar(where: Any, x: Any, what: str) -> None:
 
 def check_max_length(where: Any, x: Any, max_length: int, axis: int = -2, what: str = "input") -> None:
     """At most ``max_length`` positions along ``x``'s sequence ``axis`` (a table or cache of fixed size)."""
-    if x.shape[axis] > max_length:
-        raise ValueError(f"{where}: expected a sequence of at most max_length={max_length} positions (axis {axis}), "
-                         f"got {what} of shape {tuple(x.shape)} with {x.shape[axis]}")
+    check_that(x.shape[axis] <= max_length, where, f"a sequence of at most max_length={max_length} positions (axis "
+               f"{axis})", f"{what} of shape {tuple(x.shape)} with {x.shape[axis]}")
 
 
 def check_token_id(where: Any, name: str, value: Any, vocab_size: int, vocabulary: str = "the vocabulary") -> None:
     """One configured token id (``bos_id``, ``pad_id``): an int in ``[0, vocab_size)``."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= value < vocab_size:
-        raise ValueError(f"{where}: expected {name} in [0, {vocab_size}) ({vocabulary}), got {value!r}")
+    check_that(_is_int(value) and 0 <= value < vocab_size, where, f"{name} in [0, {vocab_size}) ({vocabulary})", repr(value))
 
 
 # ----------------------------------------------------------------------------- declared checks
@@ -323,8 +311,7 @@ class Constraint(NamedTuple):
 
 def check_bool(where: Any, name: str, value: Any) -> None:
     """A switch: ``True`` or ``False`` (``1`` or ``"yes"`` are not silently taken for ``True``)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{where}: expected {name} to be a bool, got {value!r}")
+    check_that(isinstance(value, (bool, np.bool_)), where, f"{name} to be a bool", repr(value))
 
 
 def check_non_negative_int(where: Any, name: str, value: Any) -> None:

@@ -74,8 +74,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jdl._checks import (
-    check_floating, check_int_at_least, check_integer, check_min_rank, check_positive_int, check_rank,
-    check_temperature, is_concrete,
+    check_floating_min_rank, check_int_at_least, check_integer, check_positive_int, check_rank, check_temperature,
+    check_that, is_concrete,
 )
 
 __all__ = [
@@ -120,9 +120,8 @@ def _check_search(where: str, step_fn: Any, state: Any, start_tokens: Any, max_l
     ``state``'s Python and NumPy scalars become arrays; ``step_fn`` is traced once on shapes
     (:func:`jax.eval_shape`) with ``N = batch * beam_size`` hypotheses (:func:`_probe_step`).
     """
-    if not callable(step_fn):
-        raise TypeError(f"{where}: expected step_fn to be a function step_fn(state, tokens, step) -> "
-                        f"(log_probs, new_state), got {type(step_fn).__name__}")
+    check_that(callable(step_fn), where, "step_fn to be a function step_fn(state, tokens, step) -> (log_probs, "
+               "new_state)", type(step_fn).__name__, TypeError)
     check_positive_int(where, "beam_size", beam_size)
     check_positive_int(where, "max_length", max_length)
     check_int_at_least(where, "eos_id", eos_id, 0)
@@ -134,9 +133,8 @@ def _check_search(where: str, step_fn: Any, state: Any, start_tokens: Any, max_l
     hypotheses = f"batch = {batch}" if beam_size == 1 else f"batch * beam_size = {batch} * {beam_size}"
     vocab, log_probs_dtype = _probe_step(where, step_fn, state, batch * beam_size, hypotheses)
     for name, token in (("eos_id", eos_id), ("pad_id", pad_id)):
-        if token >= vocab:
-            raise ValueError(f"{where}: expected {name} in [0, {vocab}) (the vocabulary of the log_probs returned by "
-                             f"step_fn), got {name}={token}")
+        check_that(token < vocab, where, f"{name} in [0, {vocab}) (the vocabulary of the log_probs returned by "
+                   f"step_fn)", f"{name}={token}")
     return state, vocab, jnp.promote_types(log_probs_dtype, jnp.float32)
 
 
@@ -148,9 +146,9 @@ def _as_state(where: str, state: Any, batch: int) -> Any:
         at = f"state{jax.tree_util.keystr(path)}"
         if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
             raise TypeError(f"{where}: expected every leaf of state to be an array, got {type(leaf).__name__} at {at}")
-        if leaf.ndim > 0 and leaf.shape[0] != batch:
-            raise ValueError(f"{where}: expected every leaf of state to be a scalar (shared, left alone) or to have "
-                             f"leading axis {batch} (the batch of start_tokens), got shape {tuple(leaf.shape)} at {at}")
+        check_that(leaf.ndim == 0 or leaf.shape[0] == batch, where, f"every leaf of state to be a scalar (shared, "
+                   f"left alone) or to have leading axis {batch} (the batch of start_tokens)",
+                   f"shape {tuple(leaf.shape)} at {at}")
         return leaf
 
     return jax.tree_util.tree_map_with_path(convert, state)
@@ -174,18 +172,16 @@ def _probe_step(where: str, step_fn: StepFn, state: Any, n: int, hypotheses: str
         got = (f"{jnp.dtype(log_probs.dtype).name} log_probs of shape {tuple(log_probs.shape)}"
                if hasattr(log_probs, "dtype") else type(log_probs).__name__)
         raise TypeError(f"{where}: expected step_fn to return floating-point log_probs, got {got}")
-    if log_probs.ndim != 2 or log_probs.shape[0] != n or log_probs.shape[1] < 1:
-        raise ValueError(f"{where}: expected step_fn to return log_probs of shape ({n}, vocab) ({hypotheses} "
-                         f"hypotheses, one row each), got shape {tuple(log_probs.shape)}")
+    check_that(log_probs.ndim == 2 and log_probs.shape[0] == n and log_probs.shape[1] >= 1, where, f"step_fn to "
+               f"return log_probs of shape ({n}, vocab) ({hypotheses} hypotheses, one row each)",
+               f"shape {tuple(log_probs.shape)}")
     expected, got = jax.tree_util.tree_structure(state), jax.tree_util.tree_structure(new_state)
-    if got != expected:
-        raise ValueError(f"{where}: expected step_fn to return a new_state of the same structure as state, got {got} "
-                         f"for state {expected}")
+    check_that(got == expected, where, "step_fn to return a new_state of the same structure as state",
+               f"{got} for state {expected}")
     for (path, old), new in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree_util.tree_leaves(new_state)):
-        if (old.shape, old.dtype) != (new.shape, jnp.dtype(new.dtype)):
-            raise ValueError(f"{where}: expected step_fn to keep the shape and dtype of every state leaf, got "
-                             f"{jnp.dtype(new.dtype).name}{list(new.shape)} for {old.dtype.name}{list(old.shape)} at "
-                             f"state{jax.tree_util.keystr(path)}")
+        check_that((old.shape, old.dtype) == (new.shape, jnp.dtype(new.dtype)), where, "step_fn to keep the shape "
+                   "and dtype of every state leaf", f"{jnp.dtype(new.dtype).name}{list(new.shape)} for "
+                   f"{old.dtype.name}{list(old.shape)} at state{jax.tree_util.keystr(path)}")
     return int(log_probs.shape[1]), jnp.dtype(log_probs.dtype)
 
 
@@ -259,10 +255,8 @@ def gather_beams(tree: Any, parents: jax.Array) -> Any:
         if jnp.ndim(leaf) == 0:
             return leaf
         rows = leaf.shape[0]
-        if batch == 0 or rows % batch:
-            raise ValueError(f"{where}: expected every non-scalar leaf to have a leading axis of batch * beams rows "
-                             f"(batch {batch} from parents), got shape {tuple(leaf.shape)} at "
-                             f"tree{jax.tree_util.keystr(path)}")
+        check_that(batch > 0 and rows % batch == 0, where, f"every non-scalar leaf to have a leading axis of batch *"
+                   f" beams rows (batch {batch} from parents)", f"shape {tuple(leaf.shape)} at tree{jax.tree_util.keystr(path)}")
         old_beams = rows // batch
         flat = (jnp.arange(batch, dtype=jnp.int32)[:, None] * old_beams
                 + parents.astype(jnp.int32)).reshape(batch * new_beams)
@@ -529,8 +523,7 @@ def sample_tokens(key: jax.Array, logits: jax.Array, temperature: Any = 1.0) -> 
         Array([1], dtype=int32)
     """
     where = "sample_tokens"
-    check_floating(where, logits, "logits")
-    check_min_rank(where, logits, 1, "..., vocab_size", "logits")
+    check_floating_min_rank(where, logits, 1, "..., vocab_size", "logits")
     check_temperature(where, temperature)
     if is_concrete(temperature) and float(temperature) == 0.0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)

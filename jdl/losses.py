@@ -49,8 +49,8 @@ import jax
 import jax.numpy as jnp
 
 from jdl._checks import (
-    check_class_labels, check_floating, check_int_at_least, check_integer, check_min_rank, check_real,
-    check_same_shape,
+    check_class_labels, check_floating, check_floating_min_rank, check_int_at_least, check_integer, check_min_rank,
+    check_real, check_same_shape,
 )
 from jdl.activations import log_sigmoid, log_softmax
 
@@ -287,8 +287,7 @@ def smooth_labels(labels: jax.Array, alpha: float) -> jax.Array:
         Array([0.05, 0.85, 0.05, 0.05], dtype=float32)
     """
     where = "smooth_labels"
-    check_floating(where, labels, "labels")
-    check_min_rank(where, labels, 1, "..., num_classes", "labels")
+    check_floating_min_rank(where, labels, 1, "..., num_classes", "labels")
     _check_smoothing(where, alpha, "alpha")
     return _smooth(labels, alpha)
 

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jdl._checks import check_class_labels, check_int_at_least
+from jdl._checks import check_class_labels, check_int_at_least, check_that
 from jdl.losses import masked_mean
 
 __all__ = ["BleuScore", "accuracy", "masked_accuracy", "corpus_bleu", "sentence_bleu", "top_k_accuracy"]
@@ -227,8 +227,7 @@ def _check_strings(where: str, values: Any, what: str, expected: str, empty: str
     if not values:
         raise ValueError(f"{where}: expected {empty}, got an empty list")
     for i, value in enumerate(values):
-        if not isinstance(value, str):
-            raise TypeError(f"{where}: expected {what}[{i}] to be a str, got {type(value).__name__}")
+        check_that(isinstance(value, str), where, f"{what}[{i}] to be a str", type(value).__name__, TypeError)
     return values
 
 
@@ -240,13 +239,11 @@ def _check_references(where: str, references: Any, what: str) -> list[str]:
 def _check_references_list(where: str, references: Any, num_hypotheses: int) -> list[list[str]]:
     layout = ("references[i] is the list of reference strings for hypotheses[i], the transpose of sacrebleu's "
               "reference streams")
-    if not _is_sequence(references):
-        raise TypeError(f"{where}: expected references to be a list of lists of str ({layout}), got "
-                        f"{type(references).__name__}")
+    check_that(_is_sequence(references), where, f"references to be a list of lists of str ({layout})",
+               type(references).__name__, TypeError)
     references = list(references)
-    if len(references) != num_hypotheses:
-        raise ValueError(f"{where}: expected one list of references per hypothesis ({layout}), got {num_hypotheses} "
-                         f"hypotheses and {len(references)} lists of references")
+    check_that(len(references) == num_hypotheses, where, f"one list of references per hypothesis ({layout})",
+               f"{num_hypotheses} hypotheses and {len(references)} lists of references")
     return [_check_references(where, r, f"references[{i}]") for i, r in enumerate(references)]
 
 

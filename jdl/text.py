@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from jdl._checks import check_int_at_least
+from jdl._checks import check_int_at_least, check_that
 
 __all__ = ["PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID", "Vocab"]
 
@@ -53,8 +53,7 @@ def _texts_list(where: str, texts: Any) -> list[str]:
         raise TypeError(f"{where}: expected a list of str, got {type(texts).__name__}{hint}")
     texts = list(texts)
     for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"{where}: expected texts[{i}] to be a str, got {type(text).__name__}")
+        check_that(isinstance(text, str), where, f"texts[{i}] to be a str", type(text).__name__, TypeError)
     return texts
 
 
@@ -203,9 +202,8 @@ class Vocab:
         rows = [bos + self._ids(where, i, text) + eos for i, text in enumerate(texts)]
         per_text = "tokens per text (with <bos>/<eos>)" if add_bos or add_eos else "tokens per text"
         for i, row in enumerate(rows):
-            if max_length is not None and len(row) > max_length:
-                raise ValueError(f"{where}: expected at most max_length = {max_length} {per_text}, got {len(row)} for "
-                                 f"texts[{i}] = {texts[i]!r}; raise max_length (nothing is truncated)")
+            check_that(max_length is None or len(row) <= max_length, where, f"at most max_length = {max_length} "
+                       f"{per_text}", f"{len(row)} for texts[{i}] = {texts[i]!r}; raise max_length (nothing is truncated)")
         lengths = np.array([len(r) for r in rows], dtype=np.int32)
         width = max_length if max_length is not None else int(lengths.max(initial=0))
         ids = np.full((len(rows), width), PAD_ID, dtype=np.int32)

@@ -68,7 +68,7 @@ import numpy as np
 from jdl import decoding
 from jdl._checks import (
     PositiveInt, check_batch_axes, check_bool_mask, check_floating, check_integer, check_keys, check_lengths,
-    check_positive_int, check_rank, check_shape, check_token_id, check_token_ids, is_concrete,
+    check_positive_int, check_rank, check_shape, check_that, check_token_id, check_token_ids, is_concrete,
 )
 from jdl.losses import masked_cross_entropy, sequence_mask
 from jdl.nn import AdditiveAttention, Bidirectional, Dense, Embedding, GRUCell, additive_attention_keys
@@ -205,13 +205,11 @@ class AttentionSeq2Seq(Layer):
         if target_ids is None:
             raise ValueError(f"{where}: expected target_ids [batch, target_len] (the tokens to predict), got None")
         check_rank(where, target_ids, 2, "batch, target_len", "target_ids")
-        if target_ids.shape[0] != source_ids.shape[0]:
-            raise ValueError(f"{where}: expected target_ids with the source's batch size {source_ids.shape[0]}, "
-                             f"got target_ids of shape {tuple(target_ids.shape)} for source_ids of shape "
-                             f"{tuple(source_ids.shape)}")
-        if target_ids.shape[1] < 1:
-            raise ValueError(f"{where}: expected at least one target step, got target_ids of shape "
-                             f"{tuple(target_ids.shape)}")
+        check_that(target_ids.shape[0] == source_ids.shape[0], where, f"target_ids with the source's batch size "
+                   f"{source_ids.shape[0]}", f"target_ids of shape {tuple(target_ids.shape)} for source_ids of shape "
+                   f"{tuple(source_ids.shape)}")
+        check_that(target_ids.shape[1] >= 1, where, "at least one target step",
+                   f"target_ids of shape {tuple(target_ids.shape)}")
         check_integer(where, target_ids, "target_ids")
         if target_lengths is not None:
             check_lengths(where, target_lengths, target_ids.shape[:1], target_ids.shape[1])

@@ -40,8 +40,8 @@ import jax
 import jax.numpy as jnp
 
 from jdl._checks import (
-    PositiveInt, Rate, check_array, check_floating, check_lengths, check_min_rank, check_positive_int, check_rank,
-    check_temperature, check_token_ids, check_tuple, is_concrete,
+    PositiveInt, Rate, check_array, check_floating_min_rank, check_lengths, check_min_rank, check_positive_int,
+    check_rank, check_temperature, check_that, check_token_ids, check_tuple, is_concrete,
 )
 from jdl.decoding import sample_tokens
 from jdl.losses import masked_cross_entropy, sequence_mask
@@ -57,9 +57,8 @@ EMBEDDING_KEY, RNN_KEY, HEAD_KEY = 0, 1, 2
 
 def _as_cells(where: str, cell: Any) -> tuple[Cell, ...]:
     cells = (cell,) if isinstance(cell, Cell) else tuple(cell) if isinstance(cell, (list, tuple)) else None
-    if not cells or not all(isinstance(c, Cell) for c in cells):
-        raise TypeError(f"{where}: expected a jdl recurrent Cell (nn.LSTMCell(64), ...) or a non-empty list of "
-                        f"them (stacked layers), got {cell!r}")
+    check_that(cells and all(isinstance(c, Cell) for c in cells), where, "a jdl recurrent Cell (nn.LSTMCell(64), "
+               "...) or a non-empty list of them (stacked layers)", repr(cell), TypeError)
     return cells
 
 
@@ -68,8 +67,7 @@ def _check_features(where: Any, x: Any) -> None:
     if jnp.issubdtype(x.dtype, jnp.integer):
         raise TypeError(f"{where}: expected float features [*batch, time, features], got integer input of shape "
                         f"{tuple(x.shape)}; give vocab_size= to embed token ids")
-    check_floating(where, x)
-    check_min_rank(where, x, 2, "*batch, time, features")
+    check_floating_min_rank(where, x, 2, "*batch, time, features")
 
 
 class _RecurrentModel(Layer):
@@ -334,9 +332,8 @@ class CharLM(_RecurrentModel):
     def _check_sequences(self, where: str, ids: Any, lengths: Any) -> None:
         check_rank(where, ids, 2, "batch, time", "ids")
         check_token_ids(where, ids, self.vocab_size)
-        if ids.shape[1] < 2:
-            raise ValueError(f"{where}: expected ids with at least 2 steps (an input and its next token), "
-                             f"got shape {tuple(ids.shape)}")
+        check_that(ids.shape[1] >= 2, where, "ids with at least 2 steps (an input and its next token)",
+                   f"shape {tuple(ids.shape)}")
         if lengths is not None:
             check_lengths(where, lengths, ids.shape[:1], ids.shape[1])
 
@@ -475,9 +472,8 @@ class CharLM(_RecurrentModel):
         """
         where = f"{self}.generate"
         check_array(where, prompt_ids, "prompt_ids")
-        if prompt_ids.ndim not in (1, 2) or prompt_ids.shape[-1] < 1:
-            raise ValueError(f"{where}: expected prompt_ids of shape [prompt_len] or [batch, prompt_len] with "
-                             f"prompt_len >= 1, got shape {tuple(prompt_ids.shape)}")
+        check_that(prompt_ids.ndim in (1, 2) and prompt_ids.shape[-1] >= 1, where, "prompt_ids of shape [prompt_len]"
+                   " or [batch, prompt_len] with prompt_len >= 1", f"shape {tuple(prompt_ids.shape)}")
         check_token_ids(where, prompt_ids, self.vocab_size, "prompt_ids")
         check_positive_int(where, "length", length)
         check_temperature(where, temperature)

@@ -59,7 +59,7 @@ import numpy as np
 
 from jdl import decoding, losses
 from jdl._checks import (
-    Positive, PositiveInt, Rate, check_declared, check_divisible, check_rank, check_rate, check_token_id,
+    Positive, PositiveInt, Rate, check_declared, check_divisible, check_rank, check_rate, check_that, check_token_id,
     check_token_ids, check_tuple,
 )
 from jdl.nn import (
@@ -238,9 +238,8 @@ class Transformer(Layer):
     def _check_ids(self, where: str, ids: Any, vocab_size: int, what: str) -> None:
         check_rank(where, ids, 2, "batch, length", what)
         check_token_ids(where, ids, vocab_size, what)
-        if ids.shape[1] > self.config.max_length:
-            raise ValueError(f"{where}: expected {what} of at most max_length={self.config.max_length} tokens "
-                             f"(the positional encodings' range), got length {ids.shape[1]}")
+        check_that(ids.shape[1] <= self.config.max_length, where, f"{what} of at most max_length="
+                   f"{self.config.max_length} tokens (the positional encodings' range)", f"length {ids.shape[1]}")
 
     def _embed(self, params, side: str, ids, offset, key, train) -> jax.Array:
         """3.4 and 3.5: ``Dropout(E[ids] sqrt(d_model) + PE[offset + t])``."""
@@ -327,9 +326,8 @@ class Transformer(Layer):
 
     def init_decode_state(self, params, source_ids, max_length: int) -> DecodeState:
         """Encode the source and make empty caches for ``max_length`` decoder positions."""
-        if not isinstance(max_length, int) or not 0 < max_length <= self.config.max_length:
-            raise ValueError(f"{self}.init_decode_state: expected max_length in [1, {self.config.max_length}] (the "
-                             f"positional encodings' range), got {max_length!r}")
+        check_that(isinstance(max_length, int) and 0 < max_length <= self.config.max_length, f"{self}.init_decode_"
+                   f"state", f"max_length in [1, {self.config.max_length}] (the positional encodings' range)", repr(max_length))
         memory = self.encode(params, source_ids)
         caches = tuple(block.self_attention.init_cache(params["decoder"][f"block_{index}"]["self_attention"],
                                                        source_ids.shape[:1], max_length, dtype=memory.dtype)

@@ -29,7 +29,8 @@ import jax.numpy as jnp
 
 from jdl import init as initializers
 from jdl._checks import (
-    PositiveInt, check_batch_axes, check_bool_mask, check_floating, check_last_axis, check_min_rank, check_shape,
+    PositiveInt, check_batch_axes, check_bool_mask, check_floating, check_floating_min_rank, check_last_axis,
+    check_shape,
 )
 from jdl.nn.core import KW_ONLY, Layer, check_params
 from jdl.nn.masks import masked_softmax
@@ -88,8 +89,7 @@ class AdditiveAttention(Layer):
     name: str = "additive_attention"
 
     def _check_query(self, s) -> None:
-        check_floating(self, s)
-        check_min_rank(self, s, 1, "batch..., query_features")
+        check_floating_min_rank(self, s, 1, "batch..., query_features")
 
     def init(self, key, s):
         self._check_query(s)

@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from jdl import init as initializers
-from jdl._checks import PositiveInt, check_floating, check_last_axis, check_min_rank, check_shape, check_tuple
+from jdl._checks import PositiveInt, check_floating, check_floating_min_rank, check_last_axis, check_shape, check_tuple
 from jdl.nn.core import KW_ONLY, Layer, check_params
 
 Carry = Any
@@ -147,8 +147,7 @@ class Cell(Layer):
     # ------------------------------------------------------------------ the step
 
     def apply(self, params, state, x, *, key=None, train=False, carry=None):
-        check_floating(self, x)
-        check_min_rank(self, x, 1, "*batch, input_features")
+        check_floating_min_rank(self, x, 1, "*batch, input_features")
         self.check_fits(self, params, x)
         check_params(self, params, state, x)
         batch_shape = tuple(x.shape[:-1])

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jdl import init as initializers
-from jdl._checks import PositiveInt, check_floating, check_min_rank
+from jdl._checks import PositiveInt, check_divisible, check_floating, check_min_rank, check_that
 from jdl.nn.core import KW_ONLY, Layer, check_params
 from jdl.nn.dense import init_kernel_and_bias
 
@@ -74,11 +74,8 @@ def check_output_sizes(where, spatial, window, strides, padding, dilation) -> No
     if padding == "SAME":
         return  # ceil(N / S) >= 1 for any N >= 1
     for axis, (size, k, s, p, d) in enumerate(zip(spatial, window, strides, pads, dilation)):
-        if conv_output_size(size, k, s, p, d) < 1:
-            raise ValueError(
-                f"{where}: expected spatial axis {axis} of at least {d * (k - 1) + 1 - p[0] - p[1]} "
-                f"(the window {d * (k - 1) + 1} minus padding {tuple(p)}), got {size}"
-            )
+        check_that(conv_output_size(size, k, s, p, d) >= 1, where, f"spatial axis {axis} of at least "
+                   f"{d * (k - 1) + 1 - p[0] - p[1]} (the window {d * (k - 1) + 1} minus padding {tuple(p)})", size)
 
 
 def _as_tuple(value, n: int, what: str, where) -> tuple[int, ...]:
@@ -166,9 +163,7 @@ class Conv(Layer):
         n = len(kernel_size)
         if not 1 <= n <= 3 or not all(isinstance(k, int) and k > 0 for k in kernel_size):
             raise ValueError(f"{self}: expected 1 to 3 positive kernel sizes, got {kernel_size!r}")
-        if self.features % self.feature_group_count:
-            raise ValueError(f"{self}: expected features divisible by feature_group_count "
-                             f"{self.feature_group_count}, got {self.features}")
+        check_divisible(self, "features", self.features, "feature_group_count", self.feature_group_count)
         # The forms lax takes, derived once (not fields: the repr shows the arguments as given).
         window_strides = _as_tuple(self.strides, n, "strides", self)
         dilation = _as_tuple(self.kernel_dilation, n, "kernel_dilation", self)
@@ -179,9 +174,8 @@ class Conv(Layer):
     def check_input(self, x):
         n = len(self.kernel_size)
         check_spatial_input(self, x, n)
-        if x.shape[-1] % self.feature_group_count:
-            raise ValueError(f"{self}: expected input channels divisible by feature_group_count "
-                             f"{self.feature_group_count}, got input of shape {tuple(x.shape)}")
+        check_divisible(self, "input channels", x.shape[-1], "feature_group_count", self.feature_group_count,
+                        source=f" (input of shape {tuple(x.shape)})")
         check_output_sizes(self, x.shape[x.ndim - n - 1: -1], self.kernel_size, self._window_strides,
                            self._lax_padding, self._dilation)
 

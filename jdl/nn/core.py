@@ -46,7 +46,7 @@ from typing import Any, Callable, ClassVar
 import jax
 import jax.numpy as jnp
 
-from jdl._checks import as_shape_struct, check_declared, check_floating, check_same_dtype
+from jdl._checks import as_shape_struct, check_declared, check_floating, check_same_dtype, check_that
 
 Params = Any  # a nested dict of arrays
 State = Any  # a nested dict of arrays
@@ -171,17 +171,15 @@ def _compare(layer: Layer, what: str, got: Any, want: Any, path: tuple = ()) -> 
     here = _path_text(what, path)
     origin = f"are these {what} from another model?" if what == "params" else f"is this {what} from another model?"
     if isinstance(want, Mapping):
-        if not isinstance(got, Mapping):
-            raise TypeError(f"{layer}: expected {here} to be a dict with keys {sorted(want)}, got "
-                            f"{type(got).__name__}; {origin}")
+        check_that(isinstance(got, Mapping), layer, f"{here} to be a dict with keys {sorted(want)}",
+                   f"{type(got).__name__}; {origin}", TypeError)
         if set(got) != set(want):
             raise ValueError(f"{layer}: expected {here} with keys {sorted(want)}, got keys {sorted(got)}; {origin}")
         for name in sorted(want):
             _compare(layer, what, got[name], want[name], path + (name,))
         return
-    if not hasattr(got, "shape") or not hasattr(got, "dtype"):
-        raise TypeError(f"{layer}: expected {here} to be an array of shape {tuple(want.shape)}, got "
-                        f"{type(got).__name__}; {origin}")
+    check_that(hasattr(got, "shape") and hasattr(got, "dtype"), layer, f"{here} to be an array of shape "
+               f"{tuple(want.shape)}", f"{type(got).__name__}; {origin}", TypeError)
     if tuple(got.shape) != tuple(want.shape):
         raise ValueError(f"{layer}: expected {here} of shape {tuple(want.shape)}, got {tuple(got.shape)}; {origin}")
 
@@ -271,11 +269,9 @@ def _named_children(owner: str, layers: Any) -> tuple[tuple[str, Layer], ...]:
     if not children:
         raise ValueError(f"{owner}: expected at least one layer, got none")
     for child_name, layer in children:
-        if not isinstance(layer, Layer):
-            raise TypeError(f"{owner}: expected every child to be a jdl Layer, got {type(layer).__name__} "
-                            f"for {child_name!r}")
-        if not isinstance(child_name, str):
-            raise TypeError(f"{owner}: expected string names for the layers, got {child_name!r}")
+        check_that(isinstance(layer, Layer), owner, "every child to be a jdl Layer",
+                   f"{type(layer).__name__} for {child_name!r}", TypeError)
+        check_that(isinstance(child_name, str), owner, "string names for the layers", repr(child_name), TypeError)
     return children
 
 

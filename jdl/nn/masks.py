@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdl._checks import check_array, check_mask_dtype, check_int_at_least, check_integer
+from jdl._checks import check_array, check_int_at_least, check_integer, check_mask_dtype, check_that
 
 
 def _valid_tokens(where: str, valid, length: int | None, what: str) -> jax.Array:
@@ -69,9 +69,8 @@ def padding_mask(key_valid, *, query_valid=None, key_length: int | None = None,
     if query_valid is None:
         return keys[..., None, None, :]
     queries = _valid_tokens("padding_mask", query_valid, query_length, "query")
-    if queries.shape[:-1] != keys.shape[:-1]:
-        raise ValueError(f"padding_mask: expected query and key masks with the same batch axes, got query "
-                         f"{tuple(queries.shape)} and key {tuple(keys.shape)}")
+    check_that(queries.shape[:-1] == keys.shape[:-1], "padding_mask", "query and key masks with the same batch axes",
+               f"query {tuple(queries.shape)} and key {tuple(keys.shape)}")
     return (queries[..., :, None] & keys[..., None, :])[..., None, :, :]
 
 

@@ -39,8 +39,8 @@ import jax.numpy as jnp
 
 from jdl import init as initializers
 from jdl._checks import (
-    PositiveInt, Rate, check_batch_axes, check_divisible, check_floating, check_integer_scalar, check_last_axis,
-    check_min_rank, check_positive_int, check_rank, check_training_key,
+    PositiveInt, Rate, check_batch_axes, check_divisible, check_floating_min_rank, check_integer_scalar,
+    check_last_axis, check_positive_int, check_rank, check_that, check_training_key,
 )
 from jdl.nn.core import KW_ONLY, Layer, check_params
 from jdl.nn.dense import init_kernel_and_bias
@@ -109,12 +109,10 @@ def _check_cache(where, cache, keys, values) -> None:
     batch, max_length = tuple(keys.shape[:-3]), cache.key.shape[-2] if cache.key.ndim >= 3 else 0
     expected = tuple(batch + (new.shape[-3], max_length, new.shape[-1]) for new in (keys, values))
     got = (tuple(cache.key.shape), tuple(cache.value.shape))
-    if got != expected:
-        raise ValueError(f"{where}: expected a cache with key shape {expected[0]} (value {expected[1]}) for an input "
-                         f"with batch axes {batch}, got cache.key of shape {got[0]} (value {got[1]})")
-    if cache.key.dtype != keys.dtype or cache.value.dtype != values.dtype:
-        raise TypeError(f"{where}: expected a cache of dtype {keys.dtype} (the projected keys'; nothing is cast), "
-                        f"got {cache.key.dtype}")
+    check_that(got == expected, where, f"a cache with key shape {expected[0]} (value {expected[1]}) for an input "
+               f"with batch axes {batch}", f"cache.key of shape {got[0]} (value {got[1]})")
+    check_that(cache.key.dtype == keys.dtype and cache.value.dtype == values.dtype, where, f"a cache of dtype "
+               f"{keys.dtype} (the projected keys'; nothing is cast)", cache.key.dtype, TypeError)
     check_integer_scalar(where, cache.index, "cache.index")
 
 
@@ -240,8 +238,7 @@ class MultiHeadAttention(Layer):
     # ------------------------------------------------------------------------- checks
 
     def _check_input(self, x, what: str = "input") -> None:
-        check_floating(self, x, what)
-        check_min_rank(self, x, 2, "batch..., length, features", what)
+        check_floating_min_rank(self, x, 2, "batch..., length, features", what)
 
     def _fan_in(self, params, projection: str, x) -> int:
         """The input size the ``(in, heads, head_dim)`` kernel of ``projection`` was made for; ``x``'s own
@@ -256,9 +253,9 @@ class MultiHeadAttention(Layer):
         check_last_axis(self, x, self._fan_in(params, "query", x), "the params' in_features")
         source = x if context is None else context
         context_in = self._fan_in(params, "key", source)
-        if context is None and context_in != x.shape[-1]:
-            raise ValueError(f"{self}: expected a context with last axis {context_in} (the key and value params' in_"
-                             f"features) for cross attention, got context=None (self-attention on {tuple(x.shape)})")
+        check_that(context is not None or context_in == x.shape[-1], self, f"a context with last axis {context_in} "
+                   f"(the key and value params' in_features) for cross attention", f"context=None (self-attention on "
+                   f"{tuple(x.shape)})")
         if context is not None:
             self._check_input(context, "context")
             check_batch_axes(self, context, x.shape[:-2], 2, "context", "the input's")

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jdl import init as initializers
-from jdl._checks import Positive, UnitInterval, check_floating, check_min_rank
+from jdl._checks import Positive, UnitInterval, check_floating, check_floating_min_rank, check_min_rank
 from jdl.nn.core import KW_ONLY, Layer, check_params
 
 
@@ -128,13 +128,11 @@ class LayerNorm(_Normalization):
     always_shown: ClassVar[tuple] = ("epsilon",)
 
     def init(self, key, x):
-        check_floating(self, x)
-        check_min_rank(self, x, 1, "..., features")
+        check_floating_min_rank(self, x, 1, "..., features")
         return self.init_scale_and_shift(key, x.shape[-1]), {}
 
     def apply(self, params, state, x, *, key=None, train=False):
-        check_floating(self, x)
-        check_min_rank(self, x, 1, "..., features")
+        check_floating_min_rank(self, x, 1, "..., features")
         check_params(self, params, state, x)
 
         x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))

@@ -45,8 +45,8 @@ import numpy as np
 
 from jdl import init as initializers
 from jdl._checks import (
-    PositiveInt, check_floating, check_int_at_least, check_integer, check_integer_scalar, check_last_axis,
-    check_max_length, check_min_rank, check_positive_int, is_concrete,
+    PositiveInt, check_floating_min_rank, check_int_at_least, check_integer, check_integer_scalar, check_last_axis,
+    check_max_length, check_positive_int, check_that, is_concrete,
 )
 from jdl.nn.core import KW_ONLY, Layer, check_params
 
@@ -89,8 +89,7 @@ class _PositionalEncoding(Layer):
     max_length: PositiveInt
 
     def check_input(self, x):
-        check_floating(self, x)
-        check_min_rank(self, x, 2, "batch..., length, features")
+        check_floating_min_rank(self, x, 2, "batch..., length, features")
         check_max_length(self, x, self.max_length)
 
     def check_fits_params(self, params, x):
@@ -110,16 +109,16 @@ class _PositionalEncoding(Layer):
             if not (isinstance(offset, int) and offset == 0):
                 raise ValueError(f"{self}: expected either offset or positions, got both")
             check_integer(self, positions, "positions")
-            if positions.shape[-1:] != (length,) or not _broadcasts_to(positions.shape, x.shape[:-1]):
-                raise ValueError(f"{self}: expected positions of shape [batch..., {length}] matching the input "
-                                 f"{tuple(x.shape)} (batch axes may be 1 or absent), got {tuple(positions.shape)}")
+            check_that(positions.shape[-1:] == (length,) and _broadcasts_to(positions.shape, x.shape[:-1]), self,
+                       f"positions of shape [batch..., {length}] matching the input {tuple(x.shape)} (batch axes may "
+                       f"be 1 or absent)", tuple(positions.shape))
             return jnp.asarray(positions)
         offset = jnp.asarray(offset)
         check_integer_scalar(self, offset, "offset")
         # A traced offset (a decoding step under jit) cannot be checked: its positions past the table give NaN.
-        if is_concrete(offset) and not 0 <= int(offset) <= self.max_length - length:
-            raise ValueError(f"{self}: expected positions in [0, {self.max_length}), got positions "
-                             f"{int(offset)}..{int(offset) + length - 1} (offset {int(offset)}, length {length})")
+        if is_concrete(offset):
+            check_that(0 <= int(offset) <= self.max_length - length, self, f"positions in [0, {self.max_length})",
+                       f"positions {int(offset)}..{int(offset) + length - 1} (offset {int(offset)}, length {length})")
         return offset + jnp.arange(length)
 
     def encode(self, params, positions, x):

@@ -50,7 +50,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from jdl._checks import PositiveInt, Rate, check_floating, check_lengths, check_min_rank, check_tuple
+from jdl._checks import PositiveInt, Rate, check_floating_min_rank, check_lengths, check_tuple
 from jdl.nn.cells import Cell, GRUCell, LSTMCell, SimpleRNNCell, SimplifiedGRUCell, compute_dtype
 from jdl.nn.core import KW_ONLY, Layer, check_params, child_key
 from jdl.nn.dropout import Dropout
@@ -98,8 +98,7 @@ class _Recurrent(Layer):
 
     def check_sequences(self, x: Any, lengths: Any = None) -> tuple[int, ...]:
         """A floating input in this layer's layout and, if given, one length per sequence; returns the batch shape."""
-        check_floating(self, x)
-        check_min_rank(self, x, 2, "time, *batch, features" if self.time_major else "*batch, time, features")
+        check_floating_min_rank(self, x, 2, "time, *batch, features" if self.time_major else "*batch, time, features")
         batch_shape, steps = (x.shape[1:-1], x.shape[0]) if self.time_major else (x.shape[:-2], x.shape[-2])
         if lengths is not None:
             check_lengths(self, lengths, tuple(batch_shape), steps)

@@ -40,8 +40,8 @@ import jax
 import jax.numpy as jnp
 
 from jdl._checks import (
-    check_array, check_mask_dtype, check_broadcasts_to, check_choice, check_floating, check_min_rank, check_rate,
-    check_same_axes, check_same_dtype,
+    check_array, check_broadcasts_to, check_choice, check_floating, check_floating_min_rank, check_mask_dtype,
+    check_rate, check_same_axes, check_same_dtype,
 )
 from jdl.nn.masks import masked_softmax
 
@@ -64,8 +64,7 @@ def check_attention_mask(where, mask, logits_shape: tuple[int, ...]) -> None:
 
 def _check_query_key(where, query, key) -> None:
     for name, array in (("query", query), ("key", key)):
-        check_floating(where, array, name)
-        check_min_rank(where, array, 3, "batch..., length, heads, head_dim", name)
+        check_floating_min_rank(where, array, 3, "batch..., length, heads, head_dim", name)
     check_same_axes(where, query, key, slice(None, -3), ("query", "key"), "batch axes")
     check_same_axes(where, query, key, slice(-2, None), ("query", "key"), "(heads, head_dim)")
 

@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 
 from jdl import init as initializers
-from jdl._checks import Positive, PositiveInt, Rate, check_floating, check_last_axis, check_min_rank
+from jdl._checks import Positive, PositiveInt, Rate, check_floating_min_rank, check_last_axis, check_that
 from jdl.nn.core import KW_ONLY, Layer, check_params, child_key
 from jdl.nn.dense import check_features, in_features_of, init_kernel_and_bias
 from jdl.nn.dropout import Dropout
@@ -162,8 +162,7 @@ class _Block(Layer):
                                   implementation=self.attention_implementation, name=name)
 
     def _check_input(self, x) -> None:
-        check_floating(self, x)
-        check_min_rank(self, x, 2, "batch..., length, d_model")
+        check_floating_min_rank(self, x, 2, "batch..., length, d_model")
 
     def init(self, key, x):
         self._check_input(x)
@@ -244,9 +243,8 @@ class TransformerDecoderBlock(_Block):
 
     def _check_inputs(self, params, state, x, context) -> None:
         self._check_input(x)
-        if context is None:
-            raise ValueError(f"{self}: expected context (the encoder's output, [batch..., source_length, d_model]), "
-                             f"got None")
+        check_that(context is not None, self, "context (the encoder's output, [batch..., source_length, d_model])",
+                   None)
         check_params(self, params, state, x)
 
     def _attend_context(self, params, x, context, mask, key, train):

@@ -14,7 +14,6 @@ A jdl transformation can sit inside ``optax.chain`` and an optax one inside
 Example:
     >>> import jax.numpy as jnp
 
-from jdl._checks import Constraint, checks_arguments
     >>> from jdl import optim
     >>> params = {"w": jnp.ones(3)}
     >>> optimizer = optim.chain(optim.clip(1.0), optim.scale_by_learning_rate(0.1))
@@ -31,7 +30,7 @@ from typing import Annotated, Any, Callable, NamedTuple, Union
 import jax
 import jax.numpy as jnp
 
-from jdl._checks import Constraint, checks_arguments
+from jdl._checks import Constraint, check_that, checks_arguments
 
 Params = Any
 Updates = Any
@@ -70,9 +69,8 @@ def check_positive_number(where: str, name: str, value: Any) -> None:
 def check_non_negative_or_schedule(where: str, name: str, value: Any) -> None:
     """A number >= 0, a schedule, or a scalar array (which cannot be checked by value under jit)."""
     scalar_array = hasattr(value, "shape") and jnp.ndim(value) == 0
-    if not (callable(value) or isinstance(value, numbers.Real) or scalar_array):
-        raise TypeError(f"{where}: expected {name} to be a number or a schedule (a function of the step "
-                        f"count), got {type(value).__name__}")
+    check_that(callable(value) or isinstance(value, numbers.Real) or scalar_array, where,
+               f"{name} to be a number or a schedule (a function of the step count)", type(value).__name__, TypeError)
     check_non_negative(where, name, value)
 
 
@@ -92,16 +90,14 @@ NonNegativeOrSchedule = Annotated[Any, Constraint(check_non_negative_or_schedule
 def check_same_structure(where: str, updates: Any, reference: Any, reference_name: str = "the state") -> None:
     """Gradients must have the tree structure the transformation was initialised with."""
     got, expected = jax.tree.structure(updates), jax.tree.structure(reference)
-    if got != expected:
-        raise ValueError(f"{where}: expected updates with the tree structure of {reference_name} ({expected}), got "
-                         f"{got}; were these gradients made for other params?")
+    check_that(got == expected, where, f"updates with the tree structure of {reference_name} ({expected})",
+               f"{got}; were these gradients made for other params?")
 
 
 def check_transformation(where: str, transform: Any, role: str) -> None:
     """An object with optax's ``init`` and ``update`` (a jdl or an optax transformation)."""
-    if not (hasattr(transform, "init") and hasattr(transform, "update")):
-        raise TypeError(f"{where}: expected a gradient transformation (init and update) {role}, got "
-                        f"{type(transform).__name__}")
+    check_that(hasattr(transform, "init") and hasattr(transform, "update"), where,
+               f"a gradient transformation (init and update) {role}", type(transform).__name__, TypeError)
 
 
 # ---------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Optional
 
 import jax.numpy as jnp
 
-from jdl._checks import Constraint, checks_arguments
+from jdl._checks import Constraint, check_that, checks_arguments
 from jdl.optim.base import PositiveNumber, Schedule
 
 # ---------------------------------------------------------------------------------------
@@ -213,9 +213,8 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
         [1.0, 1.0, 1.0, 0.5, 0.0]
     """
     schedules, boundaries = list(schedules), list(boundaries)
-    if not schedules or len(boundaries) != len(schedules) - 1:
-        raise ValueError(f"join_schedules: expected one boundary fewer than schedules, got {len(schedules)} schedules "
-                         f"and {len(boundaries)} boundaries")
+    check_that(schedules and len(boundaries) == len(schedules) - 1, "join_schedules", "one boundary fewer than "
+               "schedules", f"{len(schedules)} schedules and {len(boundaries)} boundaries")
     for boundary in boundaries:
         _check_steps("join_schedules", "each boundary", boundary)
 
@@ -245,9 +244,8 @@ def warmup_cosine_decay_schedule(init_value: Any, peak_value: Any, warmup_steps:
         [0.0, 0.5, 1.0, 0.5, 0.0, 0.0]
     """
     where = "warmup_cosine_decay_schedule"
-    if not decay_steps > warmup_steps:
-        raise ValueError(f"{where}: expected decay_steps (which include the warmup) > warmup_steps, got "
-                         f"decay_steps={decay_steps} and warmup_steps={warmup_steps}")
+    check_that(decay_steps > warmup_steps, where, "decay_steps (which include the warmup) > warmup_steps",
+               f"decay_steps={decay_steps} and warmup_steps={warmup_steps}")
     alpha = 0.0 if peak_value == 0.0 else end_value / peak_value
     return join_schedules(
         [
@@ -275,8 +273,7 @@ def piecewise_constant_schedule(
     steps_and_scales = sorted((boundaries_and_scales or {}).items())
     for boundary, scale in steps_and_scales:
         _check_steps(where, "each boundary", boundary)
-        if _is_number(scale) and not scale >= 0:
-            raise ValueError(f"{where}: expected scales >= 0, got {scale} at step {boundary}")
+        check_that(not _is_number(scale) or scale >= 0, where, "scales >= 0", f"{scale} at step {boundary}")
 
     def schedule(count):
         if not steps_and_scales:

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdl._checks import checks_arguments
+from jdl._checks import check_that, checks_arguments
 from jdl.optim.base import (
     EmptyState,
     GradientTransformation,
@@ -85,9 +85,8 @@ def check_updates(where: str, updates: Any, reference: Any, reference_name: str 
     check_same_structure(where, updates, reference, reference_name)
     paths_and_updates = jax.tree_util.tree_leaves_with_path(updates)
     for (path, update), expected in zip(paths_and_updates, jax.tree.leaves(reference)):
-        if jnp.shape(update) != jnp.shape(expected):
-            raise ValueError(f"{where}: expected updates{jax.tree_util.keystr(path)} of shape {jnp.shape(expected)} "
-                             f"(as {reference_name}), got {jnp.shape(update)}")
+        check_that(jnp.shape(update) == jnp.shape(expected), where, f"updates{jax.tree_util.keystr(path)} of shape "
+                   f"{jnp.shape(expected)} (as {reference_name})", jnp.shape(update))
 
 
 def _full_like(tree: Any, value: float, dtype: Any = None) -> Any:
@@ -582,8 +581,8 @@ def _expand_mask(where: str, mask: Any, updates: Any) -> Any:
         raise ValueError(f"{where}: expected mask with the tree structure of the params (or a prefix of it), got "
                          f"{jax.tree.structure(mask)} for params {jax.tree.structure(updates)}") from error
     for flag in jax.tree.leaves(flags):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(f"{where}: expected mask leaves to be Python bools (the mask must be static), got {flag!r}")
+        check_that(isinstance(flag, (bool, np.bool_)), where, "mask leaves to be Python bools (the mask must be "
+                   "static)", repr(flag), TypeError)
     return jax.tree.map(bool, flags)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, NamedTuple, Union
 import jax
 import jax.numpy as jnp
 
+from jdl._checks import check_that
 from jdl.optim.base import (
     GradientTransformation, check_same_structure, check_transformation, safe_increment, zero_count,
 )
@@ -82,12 +83,9 @@ def multi_steps(
     where = "multi_steps"
     check_transformation(where, opt, "to wrap")
     if not callable(every_k_schedule):
-        if not _is_whole_number(every_k_schedule):
-            raise TypeError(f"{where}: expected every_k_schedule to be a whole number >= 1 or a function of the step "
-                            f"count, got {every_k_schedule!r}")
-        if every_k_schedule < 1:
-            raise ValueError(f"{where}: expected every_k_schedule (k micro-batches per step) >= 1, "
-                             f"got {every_k_schedule}")
+        check_that(_is_whole_number(every_k_schedule), where, "every_k_schedule to be a whole number >= 1 or a "
+                   "function of the step count", repr(every_k_schedule), TypeError)
+        check_that(every_k_schedule >= 1, where, "every_k_schedule (k micro-batches per step) >= 1", every_k_schedule)
     k_at = every_k_schedule if callable(every_k_schedule) else lambda gradient_step: every_k_schedule
 
     def accumulate(grad, acc, count):
@@ -204,9 +202,8 @@ def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) 
     """
     where = "apply_if_finite"
     check_transformation(where, inner, "to wrap")
-    if not _is_whole_number(max_consecutive_errors):
-        raise TypeError(f"{where}: expected max_consecutive_errors to be a whole number, "
-                        f"got {max_consecutive_errors!r}")
+    check_that(_is_whole_number(max_consecutive_errors), where, "max_consecutive_errors to be a whole number",
+               repr(max_consecutive_errors), TypeError)
     if max_consecutive_errors < 0:
         raise ValueError(f"{where}: expected max_consecutive_errors >= 0, got {max_consecutive_errors}")
 

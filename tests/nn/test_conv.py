@@ -197,11 +197,11 @@ def test_conv_bad_arguments():
     with pytest.raises(ValueError, match=r"padding 'CAUSAL' is for 1-D inputs, got 2 spatial axes"):
         nn.Conv2D(4, 3, padding="CAUSAL")
     with pytest.raises(ValueError, match=r"Conv\(features=5.*expected features divisible by "
-                                         r"feature_group_count 2, got 5"):
+                                         r"feature_group_count=2, got 5"):
         nn.Conv1D(5, 3, feature_group_count=2)
     layer = nn.Conv1D(4, 3, feature_group_count=2)
-    with pytest.raises(ValueError, match=r"Conv\(features=4.*expected input channels divisible by feature_group_count 2, "
-                                         r"got input of shape \(1, 5, 3\)"):
+    with pytest.raises(ValueError, match=r"Conv\(features=4.*expected input channels divisible by feature_group_count=2, "
+                                         r"got 3 \(input of shape \(1, 5, 3\)\)"):
         layer.init(jax.random.key(0), jnp.zeros((1, 5, 3)))
     with pytest.raises(ValueError, match=r"Conv\(features=4.*expected strides to be an int or 2 ints, got \(1, 2, 3\)"):
         nn.Conv2D(4, 3, strides=(1, 2, 3))
