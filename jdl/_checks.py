@@ -119,8 +119,7 @@ def check_keys(where: str, tree: Any, expected: set[str] | list[str], what: str 
     expected = sorted(expected)
     if not isinstance(tree, Mapping):
         raise TypeError(f"{where}: expected {what} to be a dict with keys {expected}, got {type(tree).__name__}")
-    if sorted(tree) != expected:
-        raise ValueError(f"{where}: expected {what} with keys {expected}, got keys {sorted(tree)}")
+    check_that(sorted(tree) == expected, where, f"{what} with keys {expected}", f"keys {sorted(tree)}")
 
 
 def as_shape_struct(x: Any) -> jax.ShapeDtypeStruct:
@@ -379,7 +378,7 @@ def checks_arguments(fn: Callable) -> Callable:
     def checked(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        check_declared(fn.__name__, fn, bound.arguments)
+        check_declared(fn.__qualname__, fn, bound.arguments)
         return fn(*args, **kwargs)
 
     return checked

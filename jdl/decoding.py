@@ -74,8 +74,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jdl._checks import (
-    check_floating_min_rank, check_int_at_least, check_integer, check_positive_int, check_rank, check_temperature,
-    check_that, is_concrete,
+    NonNegativeInt, PositiveInt, check_floating_min_rank, check_integer, check_rank, check_temperature, check_that,
+    checks_arguments, is_concrete,
 )
 
 __all__ = [
@@ -122,10 +122,6 @@ def _check_search(where: str, step_fn: Any, state: Any, start_tokens: Any, max_l
     """
     check_that(callable(step_fn), where, "step_fn to be a function step_fn(state, tokens, step) -> (log_probs, "
                "new_state)", type(step_fn).__name__, TypeError)
-    check_positive_int(where, "beam_size", beam_size)
-    check_positive_int(where, "max_length", max_length)
-    check_int_at_least(where, "eos_id", eos_id, 0)
-    check_int_at_least(where, "pad_id", pad_id, 0)
     check_integer(where, start_tokens, "start_tokens")
     check_rank(where, start_tokens, 1, "batch: one start token per sequence", "start_tokens")
     batch = start_tokens.shape[0]
@@ -211,7 +207,8 @@ def gnmt_length_penalty(lengths: Any, alpha: float) -> jax.Array:
     return ((5.0 + lengths.astype(dtype)) / 6.0) ** alpha
 
 
-def expand_to_beams(tree: Any, beam_size: int) -> Any:
+@checks_arguments
+def expand_to_beams(tree: Any, beam_size: PositiveInt) -> Any:
     """Repeat each batch entry ``beam_size`` times: leaves ``[batch, ...] -> [batch * beam_size, ...]``.
 
     Row ``b * beam_size + k`` of the result is row ``b`` of the input (beam ``k`` of entry
@@ -223,7 +220,6 @@ def expand_to_beams(tree: Any, beam_size: int) -> Any:
         >>> decoding.expand_to_beams({"h": jnp.array([10, 20]), "index": jnp.array(3)}, 2)
         {'h': Array([10, 10, 20, 20], dtype=int32), 'index': Array(3, dtype=int32, weak_type=True)}
     """
-    check_positive_int("expand_to_beams", "beam_size", beam_size)
     return jax.tree.map(lambda x: x if jnp.ndim(x) == 0 else jnp.repeat(x, beam_size, axis=0), tree)
 
 
@@ -280,8 +276,9 @@ class _GreedyLoop(NamedTuple):
     finished: jax.Array  # bool [batch]: the sequence has emitted eos_id
 
 
-def greedy_search(step_fn: StepFn, state: Any, start_tokens: jax.Array, *, max_length: int, eos_id: int,
-                  pad_id: int = 0) -> DecodeOutput:
+@checks_arguments
+def greedy_search(step_fn: StepFn, state: Any, start_tokens: jax.Array, *, max_length: PositiveInt,
+                  eos_id: NonNegativeInt, pad_id: NonNegativeInt = 0) -> DecodeOutput:
     """Greedy decoding: ``y_t = argmax_v log p(v | y_<t, x)`` for each sequence, until ``eos_id``.
 
     Runs ``step_fn`` (see the module docstring) for at most ``max_length`` steps with
@@ -378,8 +375,9 @@ def _best_finished(beams: int, *groups: tuple[jax.Array, jax.Array, jax.Array]):
     return scores, jnp.take_along_axis(tokens, keep[..., None], axis=1), jnp.take_along_axis(lengths, keep, axis=1)
 
 
-def beam_search(step_fn: StepFn, state: Any, start_tokens: jax.Array, *, beam_size: int, max_length: int, eos_id: int,
-                length_penalty: float = 0.0, pad_id: int = 0) -> DecodeOutput:
+@checks_arguments
+def beam_search(step_fn: StepFn, state: Any, start_tokens: jax.Array, *, beam_size: PositiveInt, max_length: PositiveInt,
+                eos_id: NonNegativeInt, length_penalty: float = 0.0, pad_id: NonNegativeInt = 0) -> DecodeOutput:
     """Beam search: the ``beam_size`` best sequences by ``log p(Y) / ((5 + |Y|) / 6) ** alpha``.
 
     ``alpha = length_penalty`` is GNMT's (:func:`gnmt_length_penalty`; 0, the default,
@@ -456,8 +454,7 @@ def beam_search(step_fn: StepFn, state: Any, start_tokens: jax.Array, *, beam_si
     if isinstance(length_penalty, bool) or not isinstance(length_penalty, numbers.Real):
         raise TypeError(f"{where}: expected length_penalty to be a float (GNMT's alpha), got "
                         f"{type(length_penalty).__name__} {length_penalty!r}")
-    if not math.isfinite(length_penalty):
-        raise ValueError(f"{where}: expected a finite length_penalty, got {length_penalty!r}")
+    check_that(math.isfinite(length_penalty), where, "a finite length_penalty", repr(length_penalty))
     state, vocab, dtype = _check_search(where, step_fn, state, start_tokens, max_length, eos_id, pad_id, beam_size)
     shape = (start_tokens.shape[0], beam_size)  # [batch, beam]
 

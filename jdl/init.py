@@ -42,6 +42,8 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from jdl._checks import check_that
+
 Initializer = Callable[..., jax.Array]
 
 _MODES = ("fan_in", "fan_out", "fan_avg")
@@ -59,8 +61,7 @@ def compute_fans(shape: Sequence[int], in_axis: int = -2, out_axis: int = -1) ->
     ``fan_in = features``, as in jax).
     """
     shape = tuple(int(d) for d in shape)
-    if len(shape) < 2:
-        raise ValueError(f"compute_fans: expected a kernel shape of rank >= 2 (..., in, out), got {shape}")
+    check_that(len(shape) >= 2, "compute_fans", "a kernel shape of rank >= 2 (..., in, out)", shape)
     in_size, out_size = shape[in_axis], shape[out_axis]
     if in_size * out_size == 0:
         return 0, 0
@@ -92,8 +93,7 @@ def constant(value: float) -> Initializer:
 
 def normal(stddev: float = 1e-2) -> Initializer:
     """The course's Gaussian initialisation ``N(0, sigma)`` with ``sigma = stddev``."""
-    if stddev < 0:
-        raise ValueError(f"normal: expected stddev >= 0, got {stddev}")
+    check_that(stddev >= 0, "normal", "stddev >= 0", stddev)
 
     def init(key, shape, dtype=jnp.float32):
         return jax.random.normal(key, shape, dtype) * jnp.asarray(stddev, dtype)
@@ -107,8 +107,7 @@ def uniform(scale: float = 1e-2) -> Initializer:
     For the course's symmetric uniform use :func:`uniform_fan_in` or
     :func:`variance_scaling` with ``distribution="uniform"``.
     """
-    if scale < 0:
-        raise ValueError(f"uniform: expected scale >= 0, got {scale}")
+    check_that(scale >= 0, "uniform", "scale >= 0", scale)
 
     def init(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, 0.0, scale)
@@ -124,12 +123,10 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis: int = 
     deviations and rescaled so its variance is still ``scale/n``). Same arguments and
     same draws as ``jax.nn.initializers.variance_scaling``.
     """
-    if mode not in _MODES:
-        raise ValueError(f"variance_scaling: expected mode in {_MODES}, got {mode!r}")
+    check_that(mode in _MODES, "variance_scaling", f"mode in {_MODES}", repr(mode))
     if distribution not in _DISTRIBUTIONS:
         raise ValueError(f"variance_scaling: expected distribution in {_DISTRIBUTIONS}, got {distribution!r}")
-    if scale <= 0:
-        raise ValueError(f"variance_scaling: expected scale > 0, got {scale}")
+    check_that(scale > 0, "variance_scaling", "scale > 0", scale)
 
     def init(key, shape, dtype=jnp.float32):
         fan_in, fan_out = compute_fans(shape, in_axis, out_axis)
@@ -185,8 +182,7 @@ def orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
 
     def init(key, shape, dtype=jnp.float32):
         shape = tuple(shape)
-        if len(shape) < 2:
-            raise ValueError(f"orthogonal: expected a shape of rank >= 2, got {shape}")
+        check_that(len(shape) >= 2, "orthogonal", "a shape of rank >= 2", shape)
         if math.prod(shape) == 0:  # nothing to orthogonalise (and rows = prod // 0 below)
             return jnp.zeros(shape, dtype)
         cols = shape[column_axis]

@@ -18,6 +18,8 @@ import os
 import tempfile
 from typing import Any
 
+from jdl._checks import check_that
+
 
 def _process_umask() -> int:
     umask = os.umask(0)
@@ -31,8 +33,7 @@ _UMASK = _process_umask()
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically, creating the folder if needed."""
-    if not isinstance(data, (bytes, bytearray)):
-        raise TypeError(f"atomic_write_bytes: expected bytes, got {type(data).__name__}")
+    check_that(isinstance(data, (bytes, bytearray)), "atomic_write_bytes", "bytes", type(data).__name__, TypeError)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))

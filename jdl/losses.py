@@ -49,8 +49,8 @@ import jax
 import jax.numpy as jnp
 
 from jdl._checks import (
-    check_class_labels, check_floating, check_floating_min_rank, check_int_at_least, check_integer, check_min_rank,
-    check_real, check_same_shape,
+    NonNegativeInt, check_class_labels, check_floating, check_floating_min_rank, check_integer, check_min_rank,
+    check_real, check_same_shape, check_that, checks_arguments,
 )
 from jdl.activations import log_sigmoid, log_softmax
 
@@ -189,8 +189,7 @@ def mean_squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
         >>> jdl.losses.mean_squared_error(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0]))
         Array(2.5, dtype=float32)
     """
-    if targets is None:
-        raise TypeError("mean_squared_error: expected targets, got None (use squared_error)")
+    check_that(targets is not None, "mean_squared_error", "targets", "None (use squared_error)", TypeError)
     return jnp.mean(_squared_error("mean_squared_error", predictions, targets))
 
 
@@ -420,7 +419,8 @@ def l2_penalty(params: Any) -> jax.Array:
 # ------------------------------------------------------------------ padded sequences
 
 
-def sequence_mask(lengths: jax.Array, time: int) -> jax.Array:
+@checks_arguments
+def sequence_mask(lengths: jax.Array, time: NonNegativeInt) -> jax.Array:
     """``mask[..., t] = t < lengths[...]``: which steps of a padded batch are real.
 
     Example:
@@ -430,7 +430,6 @@ def sequence_mask(lengths: jax.Array, time: int) -> jax.Array:
                [1, 0, 0, 0]], dtype=int32)
     """
     check_integer("sequence_mask", lengths, "lengths")
-    check_int_at_least("sequence_mask", "time", time, 0)
     return jnp.arange(time) < lengths[..., None]
 
 

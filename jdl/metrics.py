@@ -224,8 +224,7 @@ def _check_strings(where: str, values: Any, what: str, expected: str, empty: str
         raise TypeError(f"{where}: expected {what} to be {expected}, got {type(values).__name__}"
                         f"{hint if isinstance(values, str) else ''}")
     values = list(values)
-    if not values:
-        raise ValueError(f"{where}: expected {empty}, got an empty list")
+    check_that(values, where, f"{empty}", "an empty list")
     for i, value in enumerate(values):
         check_that(isinstance(value, str), where, f"{what}[{i}] to be a str", type(value).__name__, TypeError)
     return values
@@ -249,8 +248,7 @@ def _check_references_list(where: str, references: Any, num_hypotheses: int) -> 
 
 def _check_bleu_options(where: str, max_order: Any, smooth: Any, smooth_value: Any) -> float | None:
     check_int_at_least(where, "max_order", max_order, 1)
-    if smooth not in _SMOOTH_DEFAULTS:
-        raise ValueError(f"{where}: expected smooth to be one of {sorted(_SMOOTH_DEFAULTS)}, got {smooth!r}")
+    check_that(smooth in _SMOOTH_DEFAULTS, where, f"smooth to be one of {sorted(_SMOOTH_DEFAULTS)}", repr(smooth))
     if smooth_value is None:
         return _SMOOTH_DEFAULTS[smooth]
     if _SMOOTH_DEFAULTS[smooth] is None:

@@ -33,18 +33,18 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from jdl._checks import check_int_at_least, check_that
+from jdl._checks import PositiveInt, check_declared, check_int_at_least, check_that, checks_arguments
 
 __all__ = ["PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID", "Vocab"]
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 _SPECIALS = ("<pad>", "<bos>", "<eos>")
 _UNK = "<unk>"
-_LEVELS = ("char", "word")
+Level = Literal["char", "word"]
 
 
 def _texts_list(where: str, texts: Any) -> list[str]:
@@ -55,11 +55,6 @@ def _texts_list(where: str, texts: Any) -> list[str]:
     for i, text in enumerate(texts):
         check_that(isinstance(text, str), where, f"texts[{i}] to be a str", type(text).__name__, TypeError)
     return texts
-
-
-def _check_level(where: str, level: Any) -> None:
-    if level not in _LEVELS:
-        raise ValueError(f"{where}: expected level to be 'char' or 'word', got {level!r}")
 
 
 def _split(text: str, level: str) -> list[str]:
@@ -91,13 +86,13 @@ class Vocab:
     """
 
     symbols: tuple[str, ...]
-    level: str = "char"
+    level: Level = "char"
     unk: bool = False
     _index: dict = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         where = "Vocab"
-        _check_level(where, self.level)
+        check_declared(where, Vocab, self)
         symbols = tuple(self.symbols) if not isinstance(self.symbols, str) else None
         if symbols is None or not all(isinstance(s, str) for s in symbols):
             raise TypeError(f"{where}: expected symbols to be a sequence of str, got {self.symbols!r}")
@@ -115,8 +110,9 @@ class Vocab:
         object.__setattr__(self, "_index", {s: offset + i for i, s in enumerate(symbols)})
 
     @classmethod
+    @checks_arguments
     def from_corpus(
-        cls, texts: Iterable[str], *, level: str = "char", unk: bool = False, min_count: int = 1
+        cls, texts: Iterable[str], *, level: Level = "char", unk: bool = False, min_count: PositiveInt = 1
     ) -> Vocab:
         """The vocabulary of every token occurring at least ``min_count`` times in ``texts``.
 
@@ -130,8 +126,6 @@ class Vocab:
             ('<pad>', '<bos>', '<eos>', 'a', 'b', 'c')
         """
         where = "Vocab.from_corpus"
-        _check_level(where, level)
-        check_int_at_least(where, "min_count", min_count, 1)
         counts = Counter(tok for t in _texts_list(where, texts) for tok in _split(t, level))
         reserved = sorted(set(counts) & {*_SPECIALS, _UNK})
         if reserved:
@@ -166,8 +160,7 @@ class Vocab:
 
     def tokenize(self, text: str) -> list[str]:
         """The tokens of one text: its characters, or its whitespace-separated words."""
-        if not isinstance(text, str):
-            raise TypeError(f"Vocab.tokenize: expected a str, got {type(text).__name__}")
+        check_that(isinstance(text, str), "Vocab.tokenize", "a str", type(text).__name__, TypeError)
         return _split(text, self.level)
 
     def encode(
@@ -238,10 +231,8 @@ class Vocab:
         arr = np.asarray(ids)
         if arr.size == 0 and arr.dtype != np.int32:
             arr = arr.astype(np.int32)  # np.asarray([]) is float64
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"{where}: expected integer ids, got dtype {arr.dtype}")
-        if arr.ndim not in (1, 2):
-            raise ValueError(f"{where}: expected ids of rank 1 (one text) or 2 (batch, length), got shape {arr.shape}")
+        check_that(np.issubdtype(arr.dtype, np.integer), where, "integer ids", f"dtype {arr.dtype}", TypeError)
+        check_that(arr.ndim in (1, 2), where, "ids of rank 1 (one text) or 2 (batch, length)", f"shape {arr.shape}")
         bad = arr[(arr < 0) | (arr >= len(self))]
         if bad.size:
             raise ValueError(f"{where}: expected ids in [0, {len(self)}) (the vocabulary size), got {int(bad[0])}")

@@ -139,7 +139,7 @@ def test_construction_errors():
         Vocab.from_corpus(["abc"]).encode("abc")
     with pytest.raises(TypeError, match=r"Vocab.from_corpus: expected texts\[1\] to be a str, got int"):
         Vocab.from_corpus(["abc", 3])
-    with pytest.raises(ValueError, match=r"Vocab.from_corpus: expected level to be 'char' or 'word', got 'bpe'"):
+    with pytest.raises(ValueError, match=r"Vocab.from_corpus: expected level in \('char', 'word'\), got 'bpe'"):
         Vocab.from_corpus(["abc"], level="bpe")
     with pytest.raises(ValueError, match=r"Vocab.from_corpus: the corpus contains the reserved token\(s\) \['<eos>'\]"):
         Vocab.from_corpus(["a <eos>"], level="word")

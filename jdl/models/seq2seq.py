@@ -68,7 +68,7 @@ import numpy as np
 from jdl import decoding
 from jdl._checks import (
     PositiveInt, check_batch_axes, check_bool_mask, check_floating, check_integer, check_keys, check_lengths,
-    check_positive_int, check_rank, check_shape, check_that, check_token_id, check_token_ids, is_concrete,
+    check_rank, check_shape, check_that, check_token_id, check_token_ids, checks_arguments, is_concrete,
 )
 from jdl.losses import masked_cross_entropy, sequence_mask
 from jdl.nn import AdditiveAttention, Bidirectional, Dense, Embedding, GRUCell, additive_attention_keys
@@ -202,8 +202,7 @@ class AttentionSeq2Seq(Layer):
         check_token_ids(where, _real_ids(source_ids, source_lengths), self.source_vocab_size, "source_ids")
 
     def _check_target(self, where: str, source_ids: Any, target_ids: Any, target_lengths: Any = None) -> None:
-        if target_ids is None:
-            raise ValueError(f"{where}: expected target_ids [batch, target_len] (the tokens to predict), got None")
+        check_that(target_ids is not None, where, "target_ids [batch, target_len] (the tokens to predict)", "None")
         check_rank(where, target_ids, 2, "batch, target_len", "target_ids")
         check_that(target_ids.shape[0] == source_ids.shape[0], where, f"target_ids with the source's batch size "
                    f"{source_ids.shape[0]}", f"target_ids of shape {tuple(target_ids.shape)} for source_ids of shape "
@@ -377,8 +376,9 @@ class AttentionSeq2Seq(Layer):
         """``step_fn(state, tokens, step) -> (log_probs, state)`` with ``params`` bound (for a search)."""
         return functools.partial(self.decode_step, params)
 
+    @checks_arguments
     def greedy_decode(self, params, source_ids: jax.Array, source_lengths: jax.Array | None,
-                      max_length: int) -> decoding.DecodeOutput:
+                      max_length: PositiveInt) -> decoding.DecodeOutput:
         """Greedy decoding (:func:`jdl.decoding.greedy_search` over :meth:`step_fn`).
 
         Starts from ``<bos>`` and feeds back ``argmax_y log p(y | y_<t, x)`` until ``<eos>``
@@ -390,11 +390,11 @@ class AttentionSeq2Seq(Layer):
         """
         where = f"{self}.greedy_decode"
         self._check_source(where, source_ids, source_lengths)
-        check_positive_int(where, "max_length", max_length)
         return _search(self, params, source_ids, source_lengths, int(max_length), None, 0.0)
 
-    def beam_decode(self, params, source_ids: jax.Array, source_lengths: jax.Array | None, max_length: int, *,
-                    beam_size: int = 4, length_penalty: float = 0.0) -> decoding.DecodeOutput:
+    @checks_arguments
+    def beam_decode(self, params, source_ids: jax.Array, source_lengths: jax.Array | None, max_length: PositiveInt, *,
+                    beam_size: PositiveInt = 4, length_penalty: float = 0.0) -> decoding.DecodeOutput:
         """Beam search (:func:`jdl.decoding.beam_search` over :meth:`step_fn`), best beam first.
 
         Hypotheses are ranked by ``log p(Y | x) / ((5 + |Y|) / 6) ** length_penalty`` (GNMT's
@@ -405,8 +405,6 @@ class AttentionSeq2Seq(Layer):
         """
         where = f"{self}.beam_decode"
         self._check_source(where, source_ids, source_lengths)
-        check_positive_int(where, "max_length", max_length)
-        check_positive_int(where, "beam_size", beam_size)
         return _search(self, params, source_ids, source_lengths, int(max_length), int(beam_size), length_penalty)
 
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jdl import init as initializers
 from jdl._checks import (
     PositiveInt, check_batch_axes, check_bool_mask, check_floating, check_floating_min_rank, check_last_axis,
-    check_shape,
+    check_shape, check_that,
 )
 from jdl.nn.core import KW_ONLY, Layer, check_params
 from jdl.nn.masks import masked_softmax
@@ -107,8 +107,7 @@ class AdditiveAttention(Layer):
 
     def apply(self, params, state, s, *, context=None, mask=None, keys=None, key=None, train=False):
         self._check_query(s)
-        if context is None:
-            raise ValueError(f"{self}: expected context=[batch..., kv_len, features] (the encoder states), got None")
+        check_that(context is not None, self, "context=[batch..., kv_len, features] (the encoder states)", "None")
         check_floating(self, context, "context")
         check_batch_axes(self, context, s.shape[:-1], 2, "context", "the query's")
         query_in = _fan_in(params, "w_s", s, self.attention_features)

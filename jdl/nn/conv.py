@@ -92,8 +92,7 @@ def normalize_padding(padding, kernel_size: Sequence[int], dilation: Sequence[in
     n = len(kernel_size)
     if isinstance(padding, str):
         mode = padding.upper()
-        if mode not in PADDING_STRINGS:
-            raise ValueError(f"{where}: expected padding in {PADDING_STRINGS}, an int or pairs, got {padding!r}")
+        check_that(mode in PADDING_STRINGS, where, f"padding in {PADDING_STRINGS}, an int or pairs", repr(padding))
         if mode == "CAUSAL":
             if n != 1:
                 raise ValueError(f"{where}: padding 'CAUSAL' is for 1-D inputs, got {n} spatial axes")

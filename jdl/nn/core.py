@@ -173,8 +173,7 @@ def _compare(layer: Layer, what: str, got: Any, want: Any, path: tuple = ()) -> 
     if isinstance(want, Mapping):
         check_that(isinstance(got, Mapping), layer, f"{here} to be a dict with keys {sorted(want)}",
                    f"{type(got).__name__}; {origin}", TypeError)
-        if set(got) != set(want):
-            raise ValueError(f"{layer}: expected {here} with keys {sorted(want)}, got keys {sorted(got)}; {origin}")
+        check_that(set(got) == set(want), layer, f"{here} with keys {sorted(want)}", f"keys {sorted(got)}; {origin}")
         for name in sorted(want):
             _compare(layer, what, got[name], want[name], path + (name,))
         return
@@ -266,8 +265,7 @@ def _named_children(owner: str, layers: Any) -> tuple[tuple[str, Layer], ...]:
     else:
         children = tuple((f"{layer.name}_{i}" if isinstance(layer, Layer) else str(i), layer)
                          for i, layer in enumerate(layers))
-    if not children:
-        raise ValueError(f"{owner}: expected at least one layer, got none")
+    check_that(children, owner, "at least one layer", "none")
     for child_name, layer in children:
         check_that(isinstance(layer, Layer), owner, "every child to be a jdl Layer",
                    f"{type(layer).__name__} for {child_name!r}", TypeError)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jdl import init as initializers
-from jdl._checks import PositiveInt, check_floating_min_rank, check_last_axis
+from jdl._checks import PositiveInt, check_floating_min_rank, check_last_axis, check_that
 from jdl.nn.core import KW_ONLY, Layer, check_params
 
 
@@ -37,8 +37,7 @@ def init_kernel_and_bias(key, kernel_shape, use_bias, kernel_init, bias_init, pa
 def check_features(where, x, layout: str = "..., in_features") -> None:
     """A floating input with at least one axis and at least one feature on the last."""
     check_floating_min_rank(where, x, 1, layout)
-    if x.shape[-1] == 0:
-        raise ValueError(f"{where}: expected input with at least one feature, got shape {tuple(x.shape)}")
+    check_that(x.shape[-1] != 0, where, "input with at least one feature", f"shape {tuple(x.shape)}")
 
 
 def in_features_of(params, name: str = "w") -> int | None:

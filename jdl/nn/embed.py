@@ -23,7 +23,7 @@ from typing import Any, Callable
 import jax.numpy as jnp
 
 from jdl import init as initializers
-from jdl._checks import PositiveInt, check_floating, check_integer
+from jdl._checks import PositiveInt, check_floating, check_integer, check_that
 from jdl.nn.core import KW_ONLY, Layer, check_params
 
 
@@ -60,6 +60,5 @@ def attend(params, x):
     """Scores of ``x`` against every embedding: ``x E^T``, for tied output projections."""
     table = params["embedding"]
     check_floating("attend", x)
-    if x.shape[-1] != table.shape[1]:
-        raise ValueError(f"attend: expected x with last axis {table.shape[1]}, got shape {tuple(x.shape)}")
+    check_that(x.shape[-1] == table.shape[1], "attend", f"x with last axis {table.shape[1]}", f"shape {tuple(x.shape)}")
     return jnp.dot(x, table.T)

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from jdl import init as initializers
 from jdl._checks import (
     PositiveInt, Rate, check_batch_axes, check_divisible, check_floating_min_rank, check_integer_scalar,
-    check_last_axis, check_positive_int, check_rank, check_that, check_training_key,
+    check_last_axis, check_rank, check_that, check_training_key, checks_arguments,
 )
 from jdl.nn.core import KW_ONLY, Layer, check_params
 from jdl.nn.dense import init_kernel_and_bias
@@ -69,7 +69,8 @@ class KVCache(NamedTuple):
     index: jax.Array
 
 
-def init_kv_cache(params, batch_shape: tuple[int, ...], max_length: int, dtype=None) -> KVCache:
+@checks_arguments
+def init_kv_cache(params, batch_shape: tuple[int, ...], max_length: PositiveInt, dtype=None) -> KVCache:
     """An empty :class:`KVCache` for a :class:`MultiHeadAttention` layer with these params.
 
     The head layout is read from the params (``params["key"]["w"]`` is ``(in, heads,
@@ -86,7 +87,6 @@ def init_kv_cache(params, batch_shape: tuple[int, ...], max_length: int, dtype=N
     """
     for name in ("key", "value"):
         check_rank("init_kv_cache", params[name].get("w"), 3, "in_features, heads, head_dim", f"params[{name!r}]['w']")
-    check_positive_int("init_kv_cache", "max_length", max_length)
     batch_shape, dtype = tuple(batch_shape), dtype or params["key"]["w"].dtype
     _, heads, head_dim = params["key"]["w"].shape
     return KVCache(key=jnp.zeros(batch_shape + (heads, max_length, head_dim), dtype),

@@ -106,8 +106,7 @@ class _PositionalEncoding(Layer):
         """``offset + [0, ..., length - 1]``, or ``positions`` as given; checked where they are concrete."""
         length = x.shape[-2]
         if positions is not None:
-            if not (isinstance(offset, int) and offset == 0):
-                raise ValueError(f"{self}: expected either offset or positions, got both")
+            check_that(isinstance(offset, int) and offset == 0, self, "either offset or positions", "both")
             check_integer(self, positions, "positions")
             check_that(positions.shape[-1:] == (length,) and _broadcasts_to(positions.shape, x.shape[:-1]), self,
                        f"positions of shape [batch..., {length}] matching the input {tuple(x.shape)} (batch axes may "

@@ -50,7 +50,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from jdl._checks import PositiveInt, Rate, check_floating_min_rank, check_lengths, check_tuple
+from jdl._checks import PositiveInt, Rate, check_floating_min_rank, check_lengths, check_that, check_tuple
 from jdl.nn.cells import Cell, GRUCell, LSTMCell, SimpleRNNCell, SimplifiedGRUCell, compute_dtype
 from jdl.nn.core import KW_ONLY, Layer, check_params, child_key
 from jdl.nn.dropout import Dropout
@@ -295,8 +295,7 @@ class StackedRNN(_Recurrent):
 
     def __post_init__(self):
         object.__setattr__(self, "cells", tuple(self.cells))  # hashable
-        if not self.cells:
-            raise ValueError("StackedRNN: expected at least one cell, got none")
+        check_that(self.cells, "StackedRNN", "at least one cell", "none")
         for cell in self.cells:
             _check_cell("StackedRNN", cell)
         super().__post_init__()

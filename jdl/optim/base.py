@@ -56,14 +56,12 @@ class EmptyState(NamedTuple):
 
 def check_non_negative(where: str, name: str, value: Any) -> None:
     """A hyperparameter given as a number must be >= 0 (a schedule is checked by its maker)."""
-    if isinstance(value, numbers.Real) and not value >= 0:
-        raise ValueError(f"{where}: expected {name} >= 0, got {value}")
+    check_that(not isinstance(value, numbers.Real) or value >= 0, where, f"{name} >= 0", value)
 
 
 def check_positive_number(where: str, name: str, value: Any) -> None:
     """A threshold given as a number must be > 0 (an array, possibly traced, is not checked by value)."""
-    if isinstance(value, numbers.Real) and not value > 0:
-        raise ValueError(f"{where}: expected {name} > 0, got {value}")
+    check_that(not isinstance(value, numbers.Real) or value > 0, where, f"{name} > 0", value)
 
 
 def check_non_negative_or_schedule(where: str, name: str, value: Any) -> None:
@@ -76,8 +74,7 @@ def check_non_negative_or_schedule(where: str, name: str, value: Any) -> None:
 
 def check_decay_rate(where: str, name: str, value: Any) -> None:
     """A decay rate such as Adam's b1, b2 must lie in [0, 1)."""
-    if isinstance(value, numbers.Real) and not 0.0 <= value < 1.0:
-        raise ValueError(f"{where}: expected {name} in [0, 1), got {value}")
+    check_that(not isinstance(value, numbers.Real) or 0.0 <= value < 1.0, where, f"{name} in [0, 1)", value)
 
 
 # The types that declare them (``b1: DecayRate``), checked by ``jdl._checks.checks_arguments``.

@@ -39,10 +39,8 @@ def _check_steps(where: str, name: str, value: Any, *, positive: bool = False) -
     """A step count must be a whole number, >= 0 (or > 0 with ``positive``)."""
     if not (_is_number(value) and float(value).is_integer()):
         raise TypeError(f"{where}: expected {name} to be a whole number of steps, got {value!r}")
-    if positive and not value > 0:
-        raise ValueError(f"{where}: expected {name} > 0, got {value}")
-    if not value >= 0:
-        raise ValueError(f"{where}: expected {name} >= 0, got {value}")
+    check_that(not positive or value > 0, where, f"{name} > 0", value)
+    check_that(value >= 0, where, f"{name} >= 0", value)
 
 
 Steps = Annotated[int, Constraint(_check_steps)]

@@ -624,8 +624,7 @@ def add_decayed_weights(
             rate = weight_decay
             if isinstance(rate, (int, float)) and rate == 0:  # nothing to add; params not needed
                 return updates, state
-        if params is None:
-            raise ValueError(f"{where}: expected params (the decay is weight_decay * params), got None")
+        check_that(params is not None, where, "params (the decay is weight_decay * params)", "None")
         check_updates(where, updates, params, "params")
         if mask is None:
             flags = jax.tree.map(lambda _: True, updates)

@@ -204,8 +204,7 @@ def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) 
     check_transformation(where, inner, "to wrap")
     check_that(_is_whole_number(max_consecutive_errors), where, "max_consecutive_errors to be a whole number",
                repr(max_consecutive_errors), TypeError)
-    if max_consecutive_errors < 0:
-        raise ValueError(f"{where}: expected max_consecutive_errors >= 0, got {max_consecutive_errors}")
+    check_that(max_consecutive_errors >= 0, where, "max_consecutive_errors >= 0", max_consecutive_errors)
 
     def init(params):
         return ApplyIfFiniteState(
