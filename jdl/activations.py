@@ -7,6 +7,11 @@ Derivatives, as the course material writes them, are what ``jax.grad`` gives:
 ``sigmoid' = sigmoid (1 - sigmoid)``, ``tanh' = 1 - tanh^2``, ``relu'(z) = [z > 0]``
 (0 at ``z = 0``, like ``jax.nn.relu``).
 
+NaN propagates: every function gives NaN where its input is NaN (and the ones along an
+axis, for the whole slice), so a NaN never turns into an ordinary number on its way to
+the loss. A comparison is false for NaN, so each selection is written with the branch
+that keeps ``x`` as its false branch (``relu``), or says what NaN gives (``step``).
+
 Example:
     >>> import jax.numpy as jnp, jdl
     >>> jdl.activations.leaky_relu(jnp.array([-2.0, 3.0]))
@@ -40,8 +45,10 @@ def tanh(x):
 
 
 def relu(x):
-    """``max(0, x)``, with derivative 0 at 0."""
-    return jnp.where(x > 0, x, jnp.zeros_like(x))
+    """``max(0, x)``, with derivative 0 at 0 (as ``jax.nn.relu``); NaN stays NaN."""
+    # Not where(x > 0, x, 0): NaN > 0 is false, and NaN would become 0. Not maximum(x, 0):
+    # its gradient at the tie x = 0 is 1/2.
+    return jnp.where(x <= 0, jnp.zeros_like(x), x)
 
 
 def leaky_relu(x, negative_slope: float = 0.01):
@@ -90,5 +97,8 @@ def log_softmax(x, axis: int = -1):
 
 
 def step(x):
-    """The perceptron's step function: 1 where ``x > 0``, else 0 (gradient 0 everywhere)."""
-    return (x > 0).astype(x.dtype)
+    """The perceptron's step function: 1 where ``x > 0``, NaN where ``x`` is NaN, else 0.
+
+    The gradient is 0 everywhere.
+    """
+    return jnp.where(jnp.isnan(x), jnp.nan, jnp.greater(x, 0)).astype(x.dtype)

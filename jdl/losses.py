@@ -115,10 +115,12 @@ def _smooth(labels: jax.Array, alpha) -> jax.Array:
 
 
 def _clamped_log(p: jax.Array) -> jax.Array:
-    """``max(log p, -100)``, with a finite (zero) gradient where the clamp is active."""
-    positive = p > 0
-    log_p = jnp.log(jnp.where(positive, p, 1.0))  # no log(0) even in the discarded branch
-    return jnp.maximum(jnp.where(positive, log_p, _BCE_LOG_CLAMP), _BCE_LOG_CLAMP)
+    """``max(log p, -100)``, with a finite (zero) gradient where the clamp is active; NaN stays NaN."""
+    # `p <= 0` is false for NaN, so NaN takes the log branch and `maximum` keeps it (selecting
+    # on `p > 0` sent NaN to the clamp: a loss of 100 with zero gradient).
+    nonpositive = p <= 0
+    log_p = jnp.log(jnp.where(nonpositive, 1.0, p))  # no log(0) even in the discarded branch
+    return jnp.where(nonpositive, _BCE_LOG_CLAMP, jnp.maximum(log_p, _BCE_LOG_CLAMP))
 
 
 def _tree_leaves(where: str, params: Any) -> list[jax.Array]:
@@ -232,7 +234,8 @@ def binary_cross_entropy(probabilities: jax.Array, labels: jax.Array) -> jax.Arr
 
     ``-y max(log p, -100) - (1 - y) max(log(1 - p), -100)``. Each log term is clamped at
     -100, as PyTorch does, so ``p = 0`` or ``p = 1`` gives a finite loss (at most 100)
-    instead of ``inf``; where the clamp is active the gradient is zero. Prefer
+    instead of ``inf``; where the clamp is active the gradient is zero. A NaN probability
+    gives a NaN loss (and gradient), never a clamped number. Prefer
     :func:`sigmoid_binary_cross_entropy` on logits: it needs no clamp and loses no
     precision when ``p`` rounds to 0 or 1. Bool or integer labels are converted to the
     probabilities' dtype.

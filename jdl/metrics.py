@@ -31,10 +31,24 @@ from jdl.losses import masked_mean
 __all__ = ["BleuScore", "accuracy", "masked_accuracy", "corpus_bleu", "sentence_bleu", "top_k_accuracy"]
 
 
+def _correct(hit: jax.Array, logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """``hit`` (one bool per example) as float32; NaN where the example's logits hold a NaN or its
+    label is outside ``[0, num_classes)``.
+
+    A prediction from a row holding NaN is no prediction (``argmax`` would pick the NaN's
+    class), and an out-of-range label (unchecked under ``jit``) no answer: either makes the
+    metric NaN, as it makes the cross-entropy NaN, instead of an ordinary number.
+    """
+    num_classes = logits.shape[-1]
+    defined = ~jnp.any(jnp.isnan(logits), axis=-1) & (labels >= 0) & (labels < num_classes)
+    return jnp.where(defined, hit.astype(jnp.float32), jnp.nan)
+
+
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """The fraction of examples with ``argmax(logits) == label``: ``mean([argmax_c z_c = y])``.
 
-    Ties go to the lowest class index, as ``jnp.argmax``. Returns a float32 scalar.
+    Ties go to the lowest class index, as ``jnp.argmax``. Returns a float32 scalar, NaN if
+    any example's logits hold a NaN (or, under ``jit``, its label is out of range).
 
     Example:
         >>> import jax.numpy as jnp, jdl
@@ -43,14 +57,16 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
         Array(0.5, dtype=float32)
     """
     check_class_labels("accuracy", logits, labels)
-    return jnp.mean(jnp.argmax(logits, axis=-1) == labels, dtype=jnp.float32)
+    return jnp.mean(_correct(jnp.argmax(logits, axis=-1) == labels, logits, labels))
 
 
 def masked_accuracy(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """The fraction of real steps with ``argmax(z_{bt}) == y_{bt}`` (a float32 scalar).
 
     ``mask`` (bool, the labels' shape; ``jdl.losses.sequence_mask(lengths, time)``) marks
-    the real steps of a padded batch; ``None`` means every step, i.e. :func:`accuracy`.
+    the real steps of a padded batch; ``None`` means every step, i.e. :func:`accuracy`. A real
+    step whose logits hold a NaN makes it NaN; a masked-out step counts for nothing, whatever
+    it holds.
 
     Example:
         >>> import jax.numpy as jnp, jdl
@@ -59,14 +75,15 @@ def masked_accuracy(logits: jax.Array, labels: jax.Array, mask: jax.Array | None
         Array(0.5, dtype=float32)
     """
     check_class_labels("masked_accuracy", logits, labels, mask=mask)
-    return masked_mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32), mask)
+    return masked_mean(_correct(jnp.argmax(logits, axis=-1) == labels, logits, labels), mask)
 
 
 def top_k_accuracy(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
     """The fraction of examples whose label is among the ``k`` largest logits.
 
     ``k = 1`` is :func:`accuracy`. Among tied logits the lower class index ranks first,
-    as ``jax.lax.top_k`` and ``jnp.argmax``. Returns a float32 scalar.
+    as ``jax.lax.top_k`` and ``jnp.argmax``. Returns a float32 scalar, NaN if any example's
+    logits hold a NaN (or, under ``jit``, its label is out of range).
 
     Example:
         >>> import jax.numpy as jnp, jdl
@@ -81,7 +98,7 @@ def top_k_accuracy(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
         raise ValueError(f"{where}: expected k to be an int in [1, num_classes = {num_classes}], got {k!r}")
     _, top_classes = jax.lax.top_k(logits, int(k))
     hit = jnp.any(top_classes == labels[..., None], axis=-1)
-    return jnp.mean(hit, dtype=jnp.float32)
+    return jnp.mean(_correct(hit, logits, labels))
 
 
 # --------------------------------------------------------------------------------------

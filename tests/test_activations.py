@@ -154,3 +154,26 @@ def test_elu_gradient_at_zero():
     zero = np.float32(0.0)
     assert float(jax.grad(act.elu)(zero)) == float(jax.grad(jax.nn.elu)(zero)) == 1.0
     assert float(jax.grad(lambda v: act.elu(v, 0.5))(zero)) == float(jax.grad(lambda v: jax.nn.elu(v, 0.5))(zero))
+
+
+# Every function of jdl.activations, found by inspection, so a new one is tested too.
+_FUNCTIONS = {name: fn for name, fn in vars(act).items()
+              if callable(fn) and getattr(fn, "__module__", None) == act.__name__ and not name.startswith("_")}
+_EXTRA_ARGS = {"prelu": (0.25,)}
+
+
+@pytest.mark.parametrize("name", sorted(_FUNCTIONS))
+def test_nan_in_gives_nan_out(name):
+    """NaN is never turned into a number (relu and step used to give 0)."""
+    x = np.array([[np.nan, 2.0, -2.0, 0.0], [1.0, -1.0, 0.5, 3.0]], np.float32)
+    y = np.asarray(_FUNCTIONS[name](x, *_EXTRA_ARGS.get(name, ())))
+    assert np.isnan(y[0, 0]), (name, y)
+    assert np.all(np.isfinite(y[1])), (name, y)  # only the NaN (and, along an axis, its row) is NaN
+
+
+def test_relu_and_step_keep_nan_and_their_values():
+    x = np.array([np.nan, -np.inf, -1.0, -0.0, 0.0, 2.0, np.inf], np.float32)
+    np.testing.assert_array_equal(act.relu(x), [np.nan, 0.0, 0.0, 0.0, 0.0, 2.0, np.inf])
+    np.testing.assert_array_equal(act.step(x), [np.nan, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0])
+    assert act.step(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
+    np.testing.assert_array_equal(jax.grad(lambda v: jnp.sum(act.step(v)))(x), np.zeros(7))

@@ -312,6 +312,16 @@ def test_binary_cross_entropy_gradient_finite_at_zero_and_one():
     _close(grad, [0.0, 0.0, 1.0, -1.0, -2.0])
 
 
+def test_binary_cross_entropy_of_nan_is_nan_with_nan_gradient():
+    """NaN is never clamped into a number (it used to give a loss of 100 with zero gradient)."""
+    p = jnp.array([jnp.nan, jnp.nan, 0.5])
+    y = jnp.array([1.0, 0.0, 1.0])
+    loss, grad = jax.vmap(jax.value_and_grad(losses.binary_cross_entropy))(p, y)
+    assert np.isnan(loss[0]) and np.isnan(loss[1]) and np.isnan(grad[0]) and np.isnan(grad[1])
+    _close(loss[2], np.log(2.0))
+    _close(grad[2], -2.0)
+
+
 def test_kl_divergence_gradient_finite_where_target_is_zero():
     log_q = jnp.log(jnp.array([0.5, 0.5]))
     grads = jax.jit(jax.grad(losses.kl_divergence, argnums=(0, 1)))(log_q, jnp.array([1.0, 0.0]))

@@ -123,3 +123,18 @@ def test_masked_accuracy_errors():
         metrics.masked_accuracy(_zeros((2, 5, 3)), _zeros((2, 5), np.int32), np.ones((2, 5), np.float32))
     with pytest.raises(ValueError, match=r"^masked_accuracy: expected labels of shape \(2, 5\)"):
         metrics.masked_accuracy(_zeros((2, 5, 3)), _zeros((2, 4), np.int32))
+
+
+def test_a_nan_in_the_logits_makes_the_metric_nan():
+    """argmax picks the NaN's class: a row holding NaN used to count as an ordinary prediction."""
+    logits, labels = _data(40, (3, 4))
+    logits[1, 2, 0] = np.nan  # predicts class 0 under argmax
+    labels[1, 2] = 0
+    assert np.isnan(float(metrics.accuracy(logits, labels)))
+    assert np.isnan(float(metrics.top_k_accuracy(logits, labels, 2)))
+    assert np.isnan(float(metrics.masked_accuracy(logits, labels, np.ones((3, 4), bool))))
+    # A NaN at a masked-out step counts for nothing.
+    mask = np.ones((3, 4), bool)
+    mask[1, 2] = False
+    expected = (np.argmax(logits, -1) == labels)[mask].mean()
+    np.testing.assert_allclose(metrics.masked_accuracy(logits, labels, mask), expected, rtol=1e-6)

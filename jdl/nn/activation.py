@@ -1,7 +1,8 @@
 """Activation layers: the functions of :mod:`jdl.activations` as layers, and PReLU.
 
 All but :class:`PReLU` have no params; PReLU learns its negative slope. They are
-:class:`~jdl.nn.core.ParamFree` layers: an input check and a function.
+:class:`~jdl.nn.core.ParamFree` layers: an input check and a function. Every one gives
+NaN where its input is NaN (the rule of :mod:`jdl.activations`).
 
 Example:
     >>> import jax.numpy as jnp
@@ -107,7 +108,7 @@ class LogSoftmax(_Activation):
 
 
 class Step(_Activation):
-    """The perceptron's step function: 1 where ``x > 0``, else 0."""
+    """The perceptron's step function: 1 where ``x > 0``, NaN where ``x`` is NaN, else 0."""
 
     function = staticmethod(activations.step)
 

@@ -101,3 +101,22 @@ def test_activation_errors():
     with pytest.raises(ValueError, match=r"PReLU\(negative_slope_init=0.01, per_channel=True\): expected "
                                          r"params\['slope'\] of shape \(3,\), got \(\)"):
         nn.PReLU(per_channel=True).apply({"slope": jnp.zeros(())}, {}, jnp.ones((2, 3)))
+
+
+def _all_activation_layers():
+    """One of every activation layer (every subclass of the shared base, and PReLU)."""
+    pending, layers = list(nn.activation._Activation.__subclasses__()), []
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        layers.append(cls())
+    return layers + [nn.PReLU(0.1, per_channel=True)]
+
+
+@pytest.mark.parametrize("layer", _all_activation_layers(), ids=repr)
+def test_nan_in_gives_nan_out(layer):
+    """A NaN input reaches the output as NaN (ReLU and Step used to turn it into 0)."""
+    x = jnp.array([[jnp.nan, 2.0, -2.0], [1.0, -1.0, 0.5]])
+    params, state = layer.init(jax.random.key(0), x)
+    y = np.asarray(layer.apply(params, state, x)[0])
+    assert np.isnan(y[0, 0]) and np.all(np.isfinite(y[1])), y
