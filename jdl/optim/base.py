@@ -84,11 +84,28 @@ DecayRate = Annotated[Any, Constraint(check_decay_rate)]
 NonNegativeOrSchedule = Annotated[Any, Constraint(check_non_negative_or_schedule)]
 
 
-def check_same_structure(where: str, updates: Any, reference: Any, reference_name: str = "the state") -> None:
-    """Gradients must have the tree structure the transformation was initialised with."""
+def check_updates(where: str, updates: Any, reference: Any, reference_name: str = "the state") -> None:
+    """The updates must have the tree structure *and* each leaf's shape of ``reference``.
+
+    The one check wherever updates meet params or a state: nothing is silently broadcast
+    or reshaped (a ``(1, 2)`` update for a ``(2,)`` param is an error naming the leaf's path).
+    """
     got, expected = jax.tree.structure(updates), jax.tree.structure(reference)
     check_that(got == expected, where, f"updates with the tree structure of {reference_name} ({expected})",
                f"{got}; were these gradients made for other params?")
+    for (path, update), leaf in zip(jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(reference)):
+        check_that(jnp.shape(update) == jnp.shape(leaf), where, f"updates{jax.tree_util.keystr(path)} of shape "
+                   f"{jnp.shape(leaf)} (as {reference_name})", jnp.shape(update))
+
+
+def check_floating_params(where: str, params: Any) -> None:
+    """Every param leaf must be floating-point: params are trained, and an integer (or bool) leaf
+    would have each update truncated (``1 - 0.1`` stored as ``0``) instead of taken."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        dtype = jnp.result_type(leaf)
+        check_that(jnp.issubdtype(dtype, jnp.floating), where, f"params{jax.tree_util.keystr(path)} to be "
+                   "floating-point (params are trained; cast it explicitly, p.astype(jnp.float32))",
+                   f"{jnp.dtype(dtype).name} of shape {jnp.shape(leaf)}", TypeError)
 
 
 def check_transformation(where: str, transform: Any, role: str) -> None:
@@ -115,18 +132,25 @@ def zero_count() -> jax.Array:
 # Composition
 
 
-def identity() -> GradientTransformation:
-    """Leave the updates as they are."""
+def stateless(where: str, update_leaves: Callable[[Updates], Updates]) -> GradientTransformation:
+    """A transformation without state: ``update_leaves(updates)``, after checking the updates
+    against the params when they are given (with ``params=None`` there is nothing to compare)."""
 
     def init(params):
         del params
         return EmptyState()
 
     def update(updates, state, params=None):
-        del params
-        return updates, state
+        if params is not None:
+            check_updates(where, updates, params, "params")
+        return update_leaves(updates), state
 
     return GradientTransformation(init, update)
+
+
+def identity() -> GradientTransformation:
+    """Leave the updates as they are."""
+    return stateless("identity", lambda updates: updates)
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
@@ -156,8 +180,13 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
-    """``params + updates``, leaf by leaf, in each param's own dtype (as ``optax.apply_updates``)."""
-    check_same_structure("apply_updates", updates, params, "params")
+    """``params + updates``, leaf by leaf, in each param's own dtype (as ``optax.apply_updates``).
+
+    The updates must have the params' tree and leaf shapes (nothing is broadcast) and the
+    params must be floating-point (an integer param would truncate its update).
+    """
+    check_updates("apply_updates", updates, params, "params")
+    check_floating_params("apply_updates", params)
     return jax.tree.map(
         lambda p, u: None if p is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
         params, updates, is_leaf=lambda x: x is None,
@@ -170,16 +199,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
 
 def scale(step_size: float) -> GradientTransformation:
     """Multiply every update by ``step_size``."""
-
-    def init(params):
-        del params
-        return EmptyState()
-
-    def update(updates, state, params=None):
-        del params
-        return jax.tree.map(lambda u: u * step_size, updates), state
-
-    return GradientTransformation(init, update)
+    return stateless("scale", lambda updates: jax.tree.map(lambda u: u * step_size, updates))
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -194,7 +214,8 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
         return ScaleByScheduleState(count=zero_count())
 
     def update(updates, state, params=None):
-        del params
+        if params is not None:
+            check_updates("scale_by_schedule", updates, params, "params")
         step_size = step_size_fn(state.count)
         updates = jax.tree.map(lambda u: jnp.array(step_size, dtype=u.dtype) * u, updates)
         return updates, ScaleByScheduleState(count=safe_increment(state.count))

@@ -8,6 +8,7 @@
   threshold (optax's per-leaf rule).
 
 All are stateless (:class:`~jdl.optim.EmptyState`) and have optax's names and arguments.
+Given the params, each checks that the updates have their tree and leaf shapes.
 
 Example:
     >>> import jax.numpy as jnp
@@ -26,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jdl._checks import checks_arguments
-from jdl.optim.base import EmptyState, GradientTransformation, NonNegative, PositiveNumber
+from jdl.optim.base import GradientTransformation, NonNegative, PositiveNumber, stateless
 
 
 def _squared_sum(leaf: jax.Array) -> jax.Array:
@@ -52,18 +53,6 @@ def global_norm(tree: Any) -> jax.Array:
     return jnp.array(jnp.sqrt(sum((_squared_sum(leaf) for leaf in jax.tree.leaves(tree)), 0)))
 
 
-def _stateless(update_leaves) -> GradientTransformation:
-    def init(params):
-        del params
-        return EmptyState()
-
-    def update(updates, state, params=None):
-        del params
-        return update_leaves(updates), state
-
-    return GradientTransformation(init, update)
-
-
 @checks_arguments
 def clip(max_delta: NonNegative) -> GradientTransformation:
     """Clip every element of the updates into ``[-max_delta, max_delta]``.
@@ -75,7 +64,7 @@ def clip(max_delta: NonNegative) -> GradientTransformation:
         >>> clipped
         Array([-1. ,  0.5,  1. ], dtype=float32)
     """
-    return _stateless(lambda updates: jax.tree.map(lambda u: jnp.clip(u, -max_delta, max_delta), updates))
+    return stateless("clip", lambda updates: jax.tree.map(lambda u: jnp.clip(u, -max_delta, max_delta), updates))
 
 
 @checks_arguments
@@ -105,7 +94,7 @@ def clip_by_global_norm(max_norm: PositiveNumber) -> GradientTransformation:
             lambda u: jnp.where(keep, u, (u / norm.astype(u.dtype)) * max_norm).astype(u.dtype), updates
         )
 
-    return _stateless(clip_all)
+    return stateless("clip_by_global_norm", clip_all)
 
 
 @checks_arguments
@@ -137,7 +126,7 @@ def clip_by_leaf_norm(max_norm: PositiveNumber) -> GradientTransformation:
         factor = jnp.where(norm < max_norm, 1.0, max_norm / norm)
         return (wide * factor).astype(u.dtype)
 
-    return _stateless(lambda updates: jax.tree.map(clip_leaf, updates))
+    return stateless("clip_by_leaf_norm", lambda updates: jax.tree.map(clip_leaf, updates))
 
 
 @checks_arguments
@@ -159,4 +148,4 @@ def clip_by_block_rms(threshold: PositiveNumber) -> GradientTransformation:
         rms = jnp.sqrt(jnp.mean((u.conj() * u).real))
         return u / jnp.maximum(1.0, rms / threshold)
 
-    return _stateless(lambda updates: jax.tree.map(clip_leaf, updates))
+    return stateless("clip_by_block_rms", lambda updates: jax.tree.map(clip_leaf, updates))

@@ -22,7 +22,8 @@ Every block checks its hyperparameters when built (a decay rate must lie in [0, 
 eps must be >= 0) and, at each update, that the updates have the tree structure and leaf
 shapes of its state: a ``ValueError`` naming the block, raised at trace time.
 Moments live in the params' dtype (bfloat16 params keep bfloat16 moments, as optax);
-step counts are int32 and saturate instead of wrapping. Parameters must be real.
+step counts are int32 and saturate instead of wrapping. Parameters must be floating-point:
+an integer param is refused at ``init`` (its moments, and its updates, would be truncated).
 
 Example:
     >>> import jax.numpy as jnp
@@ -51,8 +52,10 @@ from jdl.optim.base import (
     DecayRate,
     NonNegative,
     NonNegativeOrSchedule,
-    check_same_structure,
+    check_floating_params,
+    check_updates,
     safe_increment,
+    stateless,
     zero_count,
 )
 
@@ -77,20 +80,13 @@ NESTEROV_FORMS = typing.get_args(NesterovForm)
 # Shared arithmetic (optax's order of operations, so float32 results agree bit for bit)
 
 
-def check_updates(where: str, updates: Any, reference: Any, reference_name: str = "the state") -> None:
-    """The updates must have the tree structure *and* the leaf shapes of ``reference``.
+def _moments_like(where: str, params: Any, value: float = 0.0, dtype: Any = None) -> Any:
+    """A state tree shaped as the params, filled with ``value`` (in ``dtype``, default the params').
 
-    Nothing is silently broadcast: a ``(3,)`` gradient for a ``(1, 3)`` moment is an error.
+    The params must be floating: an integer param would get integer moments that truncate.
     """
-    check_same_structure(where, updates, reference, reference_name)
-    paths_and_updates = jax.tree_util.tree_leaves_with_path(updates)
-    for (path, update), expected in zip(paths_and_updates, jax.tree.leaves(reference)):
-        check_that(jnp.shape(update) == jnp.shape(expected), where, f"updates{jax.tree_util.keystr(path)} of shape "
-                   f"{jnp.shape(expected)} (as {reference_name})", jnp.shape(update))
-
-
-def _full_like(tree: Any, value: float, dtype: Any = None) -> Any:
-    return jax.tree.map(lambda x: jnp.full_like(x, value, dtype=dtype), tree)
+    check_floating_params(where, params)
+    return jax.tree.map(lambda x: jnp.full_like(x, value, dtype=dtype), params)
 
 
 def _cast(tree: Any, dtype: Any) -> Any:
@@ -177,7 +173,7 @@ def trace(
         return g + decay * m
 
     def init(params):
-        return TraceState(trace=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=accumulator_dtype), params))
+        return TraceState(trace=_moments_like(where, params, dtype=accumulator_dtype))
 
     def update(updates, state, params=None):
         del params
@@ -220,7 +216,7 @@ def ema(decay: DecayRate, debias: bool = True, accumulator_dtype: Optional[Any] 
     def init(params):
         return EmaState(
             count=zero_count(),
-            ema=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=accumulator_dtype), params),
+            ema=_moments_like(where, params, dtype=accumulator_dtype),
         )
 
     def update(updates, state, params=None):
@@ -270,7 +266,7 @@ def scale_by_rss(initial_accumulator_value: NonNegative = 0.1, eps: NonNegative 
     where = "scale_by_rss"
 
     def init(params):
-        return ScaleByRssState(sum_of_squares=_full_like(params, initial_accumulator_value))
+        return ScaleByRssState(sum_of_squares=_moments_like(where, params, initial_accumulator_value))
 
     def update(updates, state, params=None):
         del params
@@ -317,8 +313,8 @@ def _scale_by_rms(where: str, decay: float, eps: float, initial_scale: float, ep
 
     def init(params):
         count = zero_count() if bias_correction else None
-        mu = jax.tree.map(jnp.zeros_like, params) if centered else None
-        return _rms_state(count, mu, _full_like(params, initial_scale))
+        mu = _moments_like(where, params) if centered else None
+        return _rms_state(count, mu, _moments_like(where, params, initial_scale))
 
     def update(updates, state, params=None):
         del params
@@ -460,8 +456,8 @@ def scale_by_adam(b1: DecayRate = 0.9, b2: DecayRate = 0.999, eps: NonNegative =
     def init(params):
         return ScaleByAdamState(
             count=zero_count(),
-            mu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=mu_dtype), params),
-            nu=jax.tree.map(jnp.zeros_like, params),
+            mu=_moments_like(where, params, dtype=mu_dtype),
+            nu=_moments_like(where, params),
         )
 
     def update(updates, state, params=None):
@@ -516,7 +512,7 @@ def scale_by_adadelta(rho: DecayRate = 0.9, eps: NonNegative = 1e-6) -> Gradient
     where = "scale_by_adadelta"
 
     def init(params):
-        return ScaleByAdaDeltaState(e_g=jax.tree.map(jnp.zeros_like, params), e_x=jax.tree.map(jnp.zeros_like, params))
+        return ScaleByAdaDeltaState(e_g=_moments_like(where, params), e_x=_moments_like(where, params))
 
     def update(updates, state, params=None):
         del params
@@ -550,19 +546,8 @@ def scale_by_normalized_gradient(eps: NonNegative = 1e-8) -> GradientTransformat
         >>> updates  # the seeds' worked example
         Array([ 1., -1.,  1.], dtype=float32)
     """
-    where = "scale_by_normalized_gradient"
-
-    def init(params):
-        del params
-        return EmptyState()
-
-    def update(updates, state, params=None):
-        if params is not None:
-            check_updates(where, updates, params, "params")
-        first, second = updates, jax.tree.map(lambda g: g**2, updates)
-        return jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), first, second), state
-
-    return GradientTransformation(init, update)
+    return stateless("scale_by_normalized_gradient",
+                     lambda updates: jax.tree.map(lambda g: g / (jnp.sqrt(g**2) + eps), updates))
 
 
 # ---------------------------------------------------------------------------------------

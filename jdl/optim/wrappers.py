@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jdl._checks import check_that
 from jdl.optim.base import (
-    GradientTransformation, check_same_structure, check_transformation, safe_increment, zero_count,
+    GradientTransformation, check_transformation, check_updates, safe_increment, zero_count,
 )
 
 
@@ -102,7 +102,7 @@ def multi_steps(
         )
 
     def update(updates, state, params=None):
-        check_same_structure(where, updates, state.acc_grads, "the params given to init")
+        check_updates(where, updates, state.acc_grads, "the params given to init")
         k = k_at(state.gradient_step)
         acc_grads = jax.tree.map(lambda g, a: accumulate(g, a, state.mini_step), updates, state.acc_grads)
         emit = state.mini_step == k - 1

@@ -222,3 +222,15 @@ def test_clipping_inside_a_jdl_chain_matches_optax():
 def test_bad_thresholds_raise_naming_the_function(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize("name", ["clip", "clip_by_global_norm", "clip_by_leaf_norm", "clip_by_block_rms"])
+def test_given_params_updates_of_other_shapes_are_refused(name):
+    clipper = getattr(optim, name)(1.0)
+    params = {"w": jnp.ones(2), "b": jnp.ones(())}
+    bad = {"w": jnp.ones((1, 2)), "b": jnp.ones(())}  # was clipped and returned as (1, 2)
+    message = rf"^{name}: expected updates\['w'\] of shape \(2,\) \(as params\), got \(1, 2\)"
+    with pytest.raises(ValueError, match=message):
+        clipper.update(bad, clipper.init(params), params)
+    with pytest.raises(ValueError, match=rf"^{name}: expected updates with the tree structure of params"):
+        clipper.update({"w": jnp.ones(2)}, clipper.init(params), params)

@@ -286,3 +286,5 @@ def test_bad_input_raises_naming_the_function():
         wrapper.update({"w": jnp.ones(2)}, state, params)
     with pytest.raises(ValueError, match="multi_steps: expected updates with the tree structure"):
         jax.jit(wrapper.update)([jnp.ones(2), jnp.ones(())], state, params)
+    with pytest.raises(ValueError, match=r"multi_steps: expected updates\['w'\] of shape \(2,\) .*got \(1, 2\)"):
+        wrapper.update({"w": jnp.ones((1, 2)), "b": jnp.ones(())}, state, params)  # was broadcast
