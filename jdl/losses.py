@@ -85,6 +85,24 @@ def _check_distributions(where: str, x: Any, y: Any, x_name: str, y_name: str, h
     check_floating(where, y, y_name)
 
 
+def check_not_empty(where: Any, x: Any, axes: Any = None, what: str = "input",
+                    reason: str = "a mean over zero elements is undefined") -> None:
+    """No axis among ``axes`` (every axis when ``None``) of length 0: a mean or a statistic
+    over nothing is an error, not a silent NaN, and an empty axis is not silently emptied.
+
+    Shared by the losses, metrics, norms and poolings (its place is ``jdl._checks``).
+    """
+    axes = tuple(range(x.ndim)) if axes is None else tuple(axis % x.ndim for axis in axes)
+    along = "" if axes == tuple(range(x.ndim)) else f" along axis {axes[0]}" if len(axes) == 1 else f" along axes {axes}"
+    check_that(all(x.shape[axis] > 0 for axis in axes), where, f"non-empty {what}{along} ({reason})",
+               f"{what} of shape {tuple(x.shape)}")
+
+
+def _check_classes(where: str, scores: Any, scores_name: str = "logits") -> None:
+    """At least one class along the last axis: a softmax, a sum or an argmax over no class is undefined."""
+    check_not_empty(where, scores, (-1,), scores_name, "at least one class")
+
+
 def _check_smoothing(where: str, alpha: Any, name: str) -> None:
     if isinstance(alpha, numbers.Real) and not 0.0 <= alpha <= 1.0:
         raise ValueError(f"{where}: expected {name} in [0, 1], got {alpha!r}")
@@ -191,8 +209,11 @@ def mean_squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
         >>> jdl.losses.mean_squared_error(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0]))
         Array(2.5, dtype=float32)
     """
-    check_that(targets is not None, "mean_squared_error", "targets", "None (use squared_error)", TypeError)
-    return jnp.mean(_squared_error("mean_squared_error", predictions, targets))
+    where = "mean_squared_error"
+    check_that(targets is not None, where, "targets", "None (use squared_error)", TypeError)
+    errors = _squared_error(where, predictions, targets)
+    check_not_empty(where, predictions, what="predictions")
+    return jnp.mean(errors)
 
 
 def mean_absolute_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
@@ -203,7 +224,9 @@ def mean_absolute_error(predictions: jax.Array, targets: jax.Array) -> jax.Array
         >>> jdl.losses.mean_absolute_error(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0]))
         Array(1.5, dtype=float32)
     """
-    _check_pair("mean_absolute_error", predictions, targets, "predictions", "targets")
+    where = "mean_absolute_error"
+    _check_pair(where, predictions, targets, "predictions", "targets")
+    check_not_empty(where, predictions, what="predictions")
     return jnp.mean(jnp.abs(predictions - targets))
 
 
@@ -313,6 +336,7 @@ def softmax_cross_entropy(
     """
     where = "softmax_cross_entropy"
     _check_distributions(where, logits, labels, "logits", "labels", f"; use {where}_with_integer_labels for those")
+    _check_classes(where, logits)
     _check_smoothing(where, label_smoothing, "label_smoothing")
     if not _is_zero(label_smoothing):
         labels = _smooth(labels, label_smoothing)
@@ -339,6 +363,7 @@ def softmax_cross_entropy_with_integer_labels(
     """
     where = "softmax_cross_entropy_with_integer_labels"
     check_class_labels(where, logits, labels)
+    _check_classes(where, logits)
     _check_smoothing(where, label_smoothing, "label_smoothing")
     log_probs = log_softmax(logits, axis=-1)
     loss = -_pick_class(log_probs, labels)
@@ -364,6 +389,7 @@ def nll_loss(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
         Array([1.3862944], dtype=float32)
     """
     check_class_labels("nll_loss", log_probs, labels, "log_probs")
+    _check_classes("nll_loss", log_probs, "log_probs")
     return -_pick_class(log_probs, labels)
 
 
@@ -381,6 +407,7 @@ def kl_divergence(log_predictions: jax.Array, targets: jax.Array) -> jax.Array:
         Array(0.6931472, dtype=float32)
     """
     _check_distributions("kl_divergence", log_predictions, targets, "log_predictions", "targets")
+    _check_classes("kl_divergence", log_predictions, "log_predictions")
     positive = targets > 0
     log_targets = jnp.where(positive, jnp.log(jnp.where(positive, targets, 1.0)), 0.0)
     return jnp.sum(targets * (log_targets - log_predictions), axis=-1)
@@ -440,7 +467,8 @@ def masked_mean(values: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """The mean of ``values`` where ``mask`` is true: ``sum(mask * values) / max(sum(mask), 1)``.
 
     Masked-out values (NaN included) never leak in, nor into the gradient; ``mask=None`` is
-    the plain mean, and an all-false mask gives 0.
+    the plain mean (of at least one value: empty ``values`` are an error), and an all-false
+    mask gives 0.
 
     Example:
         >>> import jax.numpy as jnp, jdl
@@ -448,6 +476,7 @@ def masked_mean(values: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         Array(2., dtype=float32)
     """
     if mask is None:
+        check_not_empty("masked_mean", values, what="values")
         return jnp.mean(values)
     total = jnp.sum(jnp.where(mask, values, jnp.zeros_like(values)))
     return total / jnp.maximum(jnp.sum(mask), 1).astype(values.dtype)
@@ -457,10 +486,11 @@ def masked_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array |
     """Mean cross-entropy over the real steps of a padded batch (a scalar, in nats).
 
     ``L = sum_{b,t} m_{bt} (-log softmax(z_{bt})_{y_{bt}}) / sum_{b,t} m_{bt}`` with
-    ``m = mask`` (``sequence_mask(lengths, time)``; ``None`` means every step). Labels at
-    masked-out steps are ignored, whatever their value (``-1`` is a fine padding label), and
-    get no gradient; an out-of-range label at a real step gives NaN, as in
-    :func:`softmax_cross_entropy_with_integer_labels`. An all-false mask gives 0.
+    ``m = mask`` (``sequence_mask(lengths, time)``; ``None`` means every step, of which there
+    must be at least one). Labels at masked-out steps are ignored, whatever their value
+    (``-1`` is a fine padding label), and get no gradient; an out-of-range label at a real
+    step gives NaN, as in :func:`softmax_cross_entropy_with_integer_labels`. An all-false
+    mask gives 0.
 
     Example:
         >>> import jax.numpy as jnp, jdl
@@ -469,6 +499,10 @@ def masked_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array |
         >>> jdl.losses.masked_cross_entropy(logits, labels, jdl.losses.sequence_mask(jnp.array([2]), 3))
         Array(1.3862944, dtype=float32)
     """
-    check_class_labels("masked_cross_entropy", logits, labels, mask=mask)
+    where = "masked_cross_entropy"
+    check_class_labels(where, logits, labels, mask=mask)
+    _check_classes(where, logits)
+    if mask is None:
+        check_not_empty(where, labels, what="labels", reason="a mean over zero steps is undefined")
     real_labels = labels if mask is None else jnp.where(mask, labels, 0)
     return masked_mean(-_pick_class(log_softmax(logits, axis=-1), real_labels), mask)

@@ -26,9 +26,16 @@ import jax
 import jax.numpy as jnp
 
 from jdl._checks import check_class_labels, check_int_at_least, check_that
-from jdl.losses import masked_mean
+from jdl.losses import check_not_empty, masked_mean
 
 __all__ = ["BleuScore", "accuracy", "masked_accuracy", "corpus_bleu", "sentence_bleu", "top_k_accuracy"]
+
+
+def _check_examples(where: str, logits: jax.Array, labels: jax.Array | None) -> None:
+    """At least one class, and (``labels`` given) at least one example: a mean over none is undefined."""
+    check_not_empty(where, logits, (-1,), "logits", "at least one class")
+    if labels is not None:
+        check_not_empty(where, labels, what="labels", reason="a mean over zero examples is undefined")
 
 
 def _correct(hit: jax.Array, logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -57,6 +64,7 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
         Array(0.5, dtype=float32)
     """
     check_class_labels("accuracy", logits, labels)
+    _check_examples("accuracy", logits, labels)
     return jnp.mean(_correct(jnp.argmax(logits, axis=-1) == labels, logits, labels))
 
 
@@ -75,6 +83,7 @@ def masked_accuracy(logits: jax.Array, labels: jax.Array, mask: jax.Array | None
         Array(0.5, dtype=float32)
     """
     check_class_labels("masked_accuracy", logits, labels, mask=mask)
+    _check_examples("masked_accuracy", logits, None if mask is not None else labels)
     return masked_mean(_correct(jnp.argmax(logits, axis=-1) == labels, logits, labels), mask)
 
 
@@ -93,6 +102,7 @@ def top_k_accuracy(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
     """
     where = "top_k_accuracy"
     check_class_labels(where, logits, labels)
+    _check_examples(where, logits, labels)
     num_classes = logits.shape[-1]
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= num_classes:
         raise ValueError(f"{where}: expected k to be an int in [1, num_classes = {num_classes}], got {k!r}")

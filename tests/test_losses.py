@@ -554,3 +554,29 @@ def test_masked_loss_errors():
         losses.sequence_mask(jnp.array([1]), -1)
     with pytest.raises(TypeError, match=r"^sequence_mask: expected an integer lengths, got float32"):
         losses.sequence_mask(_ones(2), 3)
+
+
+def test_means_over_nothing_are_errors():
+    """MSE, MAE and the unmasked means of zero elements used to give NaN; a loss over no class a silent 0 or
+    jax's own error."""
+    empty = _zeros((0, 3))
+    with pytest.raises(ValueError, match=r"^mean_squared_error: expected non-empty predictions \(a mean over zero "
+                                         r"elements is undefined\), got predictions of shape \(0, 3\)"):
+        losses.mean_squared_error(empty, empty)
+    with pytest.raises(ValueError, match=r"^mean_absolute_error: expected non-empty predictions"):
+        jax.jit(losses.mean_absolute_error)(empty, empty)
+    with pytest.raises(ValueError, match=r"^masked_mean: expected non-empty values"):
+        losses.masked_mean(_zeros((0,)))
+    with pytest.raises(ValueError, match=r"^masked_cross_entropy: expected non-empty labels \(a mean over zero steps"):
+        losses.masked_cross_entropy(_zeros((2, 0, 3)), _zeros((2, 0), np.int32))
+    no_class = _zeros((2, 0))
+    for name, call in [("softmax_cross_entropy", lambda: losses.softmax_cross_entropy(no_class, no_class)),
+                       ("softmax_cross_entropy_with_integer_labels",
+                        lambda: losses.softmax_cross_entropy_with_integer_labels(no_class, _zeros((2,), np.int32))),
+                       ("nll_loss", lambda: losses.nll_loss(no_class, _zeros((2,), np.int32))),
+                       ("kl_divergence", lambda: losses.kl_divergence(no_class, no_class))]:
+        with pytest.raises(ValueError, match=rf"^{name}: expected non-empty .* along axis 1 \(at least one class\)"):
+            call()
+    # Per-example losses of an empty batch are empty, and an all-false mask is the documented 0.
+    assert losses.squared_error(empty, empty).shape == (0, 3)
+    assert float(losses.masked_cross_entropy(_zeros((2, 0, 3)), _zeros((2, 0), np.int32), np.zeros((2, 0), bool))) == 0

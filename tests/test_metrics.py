@@ -138,3 +138,14 @@ def test_a_nan_in_the_logits_makes_the_metric_nan():
     mask[1, 2] = False
     expected = (np.argmax(logits, -1) == labels)[mask].mean()
     np.testing.assert_allclose(metrics.masked_accuracy(logits, labels, mask), expected, rtol=1e-6)
+
+
+def test_metrics_of_nothing_are_errors():
+    """The mean over zero examples used to be NaN; zero classes gave jax's own argmax error."""
+    for name, fn in [("accuracy", metrics.accuracy), ("masked_accuracy", metrics.masked_accuracy),
+                     ("top_k_accuracy", lambda z, y: metrics.top_k_accuracy(z, y, 1))]:
+        with pytest.raises(ValueError, match=rf"^{name}: expected non-empty labels \(a mean over zero examples is "
+                                             rf"undefined\), got labels of shape \(0,\)"):
+            fn(_zeros((0, 3)), _zeros((0,), np.int32))
+        with pytest.raises(ValueError, match=rf"^{name}: expected non-empty logits along axis 1 \(at least one class"):
+            fn(_zeros((2, 0)), _zeros((2,), np.int32))

@@ -69,7 +69,11 @@ def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding
 
 
 def check_output_sizes(where, spatial, window, strides, padding, dilation) -> None:
-    """Every spatial axis must leave at least one output position (nothing silently empty)."""
+    """Every spatial axis must be non-empty and leave at least one output position (nothing
+    silently empty: an empty axis is an error whatever the padding, SAME's included)."""
+    for axis, size in enumerate(spatial):
+        check_that(size >= 1, where, f"spatial axis {axis} of at least 1 (an empty axis has no window to slide "
+                   f"over, whatever the padding)", size)
     pads = [(0, 0)] * len(window) if padding == "VALID" else padding
     if padding == "SAME":
         return  # ceil(N / S) >= 1 for any N >= 1

@@ -32,6 +32,7 @@ from jax import lax
 
 from jdl import init as initializers
 from jdl._checks import Positive, UnitInterval, check_floating, check_floating_min_rank, check_min_rank
+from jdl.losses import check_not_empty
 from jdl.nn.core import KW_ONLY, Layer, check_params
 
 
@@ -72,8 +73,8 @@ class BatchNorm(_Normalization):
 
     Params ``{"gamma", "beta"}`` of shape ``(features,)``; state ``{"mean", "var"}``, the
     running averages. With ``train=True`` the batch statistics normalise and the state
-    is updated; with ``train=False`` the running averages normalise and the state is
-    returned unchanged. ``axis_name`` averages the batch statistics over a mapped axis
+    is updated (a batch of zero examples is then an error: its statistics are undefined);
+    with ``train=False`` the running averages normalise and the state is returned unchanged. ``axis_name`` averages the batch statistics over a mapped axis
     (``jax.pmap``/``shard_map`` data parallelism), so every device uses the global batch.
     """
 
@@ -104,9 +105,11 @@ class BatchNorm(_Normalization):
         if not train:
             return self.normalize(params, x, state["mean"], state["var"]), state
 
+        batch_axes = tuple(range(x.ndim - 1))
+        check_not_empty(self, x, batch_axes, reason="in training, the statistics of an empty batch are undefined "
+                        "and would write NaN into the running averages")
         # Statistics in float32 at least, so bfloat16 inputs do not lose the variance.
         x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-        batch_axes = tuple(range(x.ndim - 1))
         mean = jnp.mean(x32, axis=batch_axes)
         mean_of_squares = jnp.mean(jnp.square(x32), axis=batch_axes)
         if self.axis_name is not None:

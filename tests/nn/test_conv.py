@@ -225,3 +225,17 @@ def test_input_shorter_than_the_window_is_refused(implementation):
         nn.MaxPool1D(4).apply({}, {}, jnp.zeros((2, 3, 1)))
     with pytest.raises(ValueError, match=r"Dense\(features=3\): expected input with at least one feature"):
         nn.Dense(3).init(jax.random.key(0), jnp.zeros((2, 0)))
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID", 2, "CAUSAL"])
+def test_an_empty_spatial_axis_is_refused_whatever_the_padding(padding):
+    """SAME used to skip the size check and return an empty output (explicit padding: one of pure zeros)."""
+    conv = nn.Conv1D(4, 3, padding=padding)
+    with pytest.raises(ValueError, match=r"Conv\(features=4.*\): expected spatial axis 0 of at least 1 \(an empty "
+                                         r"axis has no window to slide over, whatever the padding\), got 0"):
+        conv.init(jax.random.key(0), jnp.zeros((2, 0, 1)))
+    with pytest.raises(ValueError, match=r"expected spatial axis 1 of at least 1 .* got 0"):
+        jax.jit(nn.Conv2D(4, 3).init)(jax.random.key(0), jnp.zeros((1, 5, 0, 1)))
+    # An empty batch is fine: an empty output of the right shape, nothing undefined.
+    assert nn.Conv1D(4, 3).apply(*nn.Conv1D(4, 3).init(jax.random.key(0), jnp.zeros((0, 5, 1))),
+                                 jnp.zeros((0, 5, 1)))[0].shape == (0, 5, 4)

@@ -170,3 +170,16 @@ def test_norm_errors():
     with pytest.raises(ValueError, match=r"LayerNorm\(epsilon=1e-06\): expected params\['(?:beta|gamma)'\] "
                                          r"of shape \(3,\), got \(4,\)"):
         nn.LayerNorm().apply(params, {}, jnp.ones((2, 3)))
+
+
+def test_batch_norm_refuses_an_empty_batch_in_training():
+    """The statistics of zero examples are NaN, and used to be written into the running averages."""
+    layer = nn.BatchNorm()
+    params, state = layer.init(jax.random.key(0), jnp.zeros((2, 3)))
+    for shape, axes in [((0, 3), "axis 0"), ((2, 0, 3), r"axes \(0, 1\)")]:
+        with pytest.raises(ValueError, match=rf"^BatchNorm\(momentum=0.99, epsilon=1e-05\): expected non-empty input "
+                                             rf"along {axes} \(in training, the statistics of an empty batch are "
+                                             rf"undefined.*got input of shape"):
+            jax.jit(lambda v: layer.apply(params, state, v, train=True))(jnp.zeros(shape))
+    y, same = layer.apply(params, state, jnp.zeros((0, 3)))  # evaluation: nothing to average, an empty output
+    assert y.shape == (0, 3) and same is state
