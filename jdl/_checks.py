@@ -218,10 +218,22 @@ def check_unit_interval(where: Any, name: str, value: Any) -> None:
 
 
 def check_training_key(where: Any, key: Any) -> None:
-    """A PRNG key for a stochastic layer in training (dropout): ``None`` is refused, at trace time."""
+    """A PRNG key for a stochastic layer in training (dropout): ``None`` is refused, at trace time,
+    and so is anything but one key (a typed ``jax.random.key`` or a raw ``uint32[2]`` one)."""
     if key is None:
         raise ValueError(f"{where}: train=True needs a PRNG key, got key=None; call "
                          f"apply(params, state, x, key=jax.random.key(...), train=True)")
+    dtype, shape = getattr(key, "dtype", None), tuple(getattr(key, "shape", ()))
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ()
+    raw = dtype == jnp.uint32 and shape == (2,)
+    check_that(typed or raw, where, "key to be one PRNG key (jax.random.key(seed))",
+               f"{getattr(dtype, 'name', type(key).__name__)} of shape {shape}", TypeError)
+
+
+def check_train_flag(where: Any, train: Any) -> None:
+    """``train`` decides which program is traced, so it must be a Python bool, not a traced value."""
+    check_that(isinstance(train, (bool, np.bool_)), where, "train to be a Python bool (under jit, make it static: "
+               "jax.jit(f, static_argnames='train'))", type(train).__name__, TypeError)
 
 
 def check_batch_axes(where: Any, x: Any, batch_shape: tuple[int, ...], trailing: int, what: str, source: str) -> None:

@@ -75,7 +75,7 @@ import numpy as np
 
 from jdl._checks import (
     NonNegativeInt, PositiveInt, check_floating_min_rank, check_integer, check_rank, check_temperature, check_that,
-    checks_arguments, is_concrete,
+    check_token_ids, checks_arguments, is_concrete,
 )
 
 __all__ = [
@@ -131,6 +131,7 @@ def _check_search(where: str, step_fn: Any, state: Any, start_tokens: Any, max_l
     for name, token in (("eos_id", eos_id), ("pad_id", pad_id)):
         check_that(token < vocab, where, f"{name} in [0, {vocab}) (the vocabulary of the log_probs returned by "
                    f"step_fn)", f"{name}={token}")
+    check_token_ids(where, start_tokens, vocab, "start_tokens")  # where they are concrete
     return state, vocab, jnp.promote_types(log_probs_dtype, jnp.float32)
 
 

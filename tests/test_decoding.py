@@ -414,3 +414,11 @@ def test_sample_tokens_errors():
         decoding.sample_tokens(jax.random.key(0), jnp.zeros(3), jnp.ones(2))
     with pytest.raises(TypeError, match=r"^sample_tokens: expected a floating-point logits, got int32"):
         decoding.sample_tokens(jax.random.key(0), jnp.zeros(3, jnp.int32))
+
+
+def test_start_tokens_outside_the_vocabulary_are_refused():
+    table = np.log(np.full((3, 3), 1 / 3, np.float32))
+    step_fn = lambda state, tokens, step: (jnp.asarray(table)[tokens], state)  # noqa: E731
+    with pytest.raises(ValueError, match=r"^greedy_search: expected start_tokens in \[0, 3\) \(the vocabulary\), "
+                                         r"got start_tokens from 0 to 7"):
+        decoding.greedy_search(step_fn, None, jnp.array([0, 7]), max_length=2, eos_id=2)

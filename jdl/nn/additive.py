@@ -118,10 +118,13 @@ class AdditiveAttention(Layer):
 
         dtype = self.dtype or jnp.result_type(s.dtype, context.dtype, *(p.dtype for p in params.values()))
         keys_shape = tuple(context.shape[:-1]) + (self.attention_features,)
+        if mask is not None:  # padded positions, whatever they hold (NaN too), reach no output nor gradient
+            context = jnp.where(mask[..., None], context, jnp.zeros((), context.dtype))
         if keys is None:  # W_h h_j [+ b], which checks the context against the params too
             keys = additive_attention_keys(params, context, dtype=dtype, where=self)
         else:
             check_shape(self, keys, keys_shape, "..., kv_len, attention_features", "keys (additive_attention_keys)")
+            keys = keys if mask is None else jnp.where(mask[..., None], keys, jnp.zeros((), keys.dtype))
 
         queries = jnp.dot(s.astype(dtype), params["w_s"].astype(dtype))
         scores = jnp.dot(jnp.tanh(queries[..., None, :] + keys.astype(dtype)), params["v"].astype(dtype))

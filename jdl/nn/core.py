@@ -38,6 +38,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
@@ -179,8 +180,19 @@ def _compare(layer: Layer, what: str, got: Any, want: Any, path: tuple = ()) -> 
         return
     check_that(hasattr(got, "shape") and hasattr(got, "dtype"), layer, f"{here} to be an array of shape "
                f"{tuple(want.shape)}", f"{type(got).__name__}; {origin}", TypeError)
-    if tuple(got.shape) != tuple(want.shape):
-        raise ValueError(f"{layer}: expected {here} of shape {tuple(want.shape)}, got {tuple(got.shape)}; {origin}")
+    check_that(tuple(got.shape) == tuple(want.shape), layer, f"{here} of shape {tuple(want.shape)}",
+               f"{tuple(got.shape)}; {origin}")
+    kind = _dtype_kind(want.dtype)
+    check_that(_dtype_kind(got.dtype) == kind, layer, f"{here} of a {kind} dtype (as init makes it; nothing is "
+               f"cast)", jnp.dtype(got.dtype).name, TypeError)
+
+
+def _dtype_kind(dtype) -> str:
+    """The kind a leaf must keep: trained params are floating, counters integer (widths may differ)."""
+    for kind, base in (("floating", jnp.floating), ("complex", jnp.complexfloating), ("integer", jnp.integer)):
+        if jnp.issubdtype(dtype, base):
+            return kind
+    return jnp.dtype(dtype).name
 
 
 def check_params(layer: Layer, params: Params, state: State, x: Any) -> None:
@@ -188,7 +200,8 @@ def check_params(layer: Layer, params: Params, state: State, x: Any) -> None:
 
     The one params check every layer calls at the top of ``apply`` (after its input
     checks, so that an input that does not fit good params is reported as the input's
-    fault). Dtypes are not compared: params cast to bfloat16 are still the model's params.
+    fault). Dtype kinds are compared, widths are not: params cast to bfloat16 are still the
+    model's params, but integer params are refused (they would be cast, and trained, silently).
     Raises naming the layer and the first path that differs, at trace time.
     """
     expected_params, expected_state = expected_shapes(layer, x)
@@ -202,6 +215,21 @@ def check_params(layer: Layer, params: Params, state: State, x: Any) -> None:
 def output_shape(layer: Layer, params: Params, state: State, x: Any) -> Any:
     """The shape and dtype of ``layer``'s output for input ``x``, without computing it."""
     return jax.eval_shape(lambda p, s, v: layer.apply(p, s, v, train=False)[0], params, state, x)
+
+
+@contextlib.contextmanager
+def inside(owner: Layer, child_name: str):
+    """Errors raised by a child carry its path in the model: ``Sequential[dense_2] Dense(features=4): ...``.
+
+    Each combinator level adds its own step, so a nested error reads outermost first; the
+    exception keeps its type and traceback.
+    """
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        if error.args and isinstance(error.args[0], str):
+            error.args = (f"{type(owner).__name__}[{child_name}] {error.args[0]}",) + error.args[1:]
+        raise
 
 
 def child_key(key: jax.Array | None, index: int) -> jax.Array | None:
@@ -287,7 +315,8 @@ class _Branches(Layer):
     def init_children(self, key, x):
         params, state = {}, {}
         for index, (child_name, layer) in enumerate(self.layers):
-            params[child_name], state[child_name] = layer.init(jax.random.fold_in(key, index), x)
+            with inside(self, child_name):
+                params[child_name], state[child_name] = layer.init(jax.random.fold_in(key, index), x)
         return params, state
 
 
@@ -306,16 +335,18 @@ class Sequential(_Branches):
     def init(self, key, x):
         params, state = {}, {}
         for index, (child_name, layer) in enumerate(self.layers):
-            params[child_name], state[child_name] = layer.init(jax.random.fold_in(key, index), x)
-            x = output_shape(layer, params[child_name], state[child_name], x)
+            with inside(self, child_name):
+                params[child_name], state[child_name] = layer.init(jax.random.fold_in(key, index), x)
+                x = output_shape(layer, params[child_name], state[child_name], x)
         return params, state
 
     def apply(self, params, state, x, *, key=None, train=False):
         check_params(self, params, state, x)
         new_state = {}
         for index, (child_name, layer) in enumerate(self.layers):
-            x, new_state[child_name] = layer.apply(params[child_name], state[child_name], x,
-                                                   key=child_key(key, index), train=train)
+            with inside(self, child_name):
+                x, new_state[child_name] = layer.apply(params[child_name], state[child_name], x,
+                                                       key=child_key(key, index), train=train)
         return x, new_state
 
 
@@ -336,8 +367,9 @@ class Parallel(_Branches):
         """Every child on ``x``: the tuple of their outputs, and their new states."""
         outputs, new_state = [], {}
         for index, (child_name, layer) in enumerate(self.layers):
-            out, new_state[child_name] = layer.apply(params[child_name], state[child_name], x,
-                                                     key=child_key(key, index), train=train)
+            with inside(self, child_name):
+                out, new_state[child_name] = layer.apply(params[child_name], state[child_name], x,
+                                                         key=child_key(key, index), train=train)
             outputs.append(out)
         return tuple(outputs), new_state
 
@@ -358,6 +390,8 @@ class Concat(Parallel):
     def _concatenate(self, outputs):
         check_same_dtype(self, outputs, "branch outputs of one dtype")
         reference = outputs[0]
+        check_that(-reference.ndim <= self.axis < reference.ndim, self, f"axis in [-{reference.ndim}, "
+                   f"{reference.ndim}) (the branch outputs have rank {reference.ndim})", self.axis)
         axis = self.axis % reference.ndim
         for out in outputs[1:]:
             if out.ndim != reference.ndim or any(a != b for i, (a, b) in enumerate(zip(out.shape, reference.shape))
@@ -407,7 +441,8 @@ class Residual(Layer):
     def init(self, key, x):
         params, state = {}, {}
         for index, (branch, child) in enumerate(self._branches.items()):
-            params[branch], state[branch] = child.init(jax.random.fold_in(key, index), x)
+            with inside(self, branch):
+                params[branch], state[branch] = child.init(jax.random.fold_in(key, index), x)
         main_out = output_shape(self.layer, params["main"], state["main"], x)
         skip_out = output_shape(self.shortcut, params["shortcut"], state["shortcut"], x) if self.shortcut else x
         self._check_sum(main_out, skip_out, x)
@@ -416,11 +451,13 @@ class Residual(Layer):
     def apply(self, params, state, x, *, key=None, train=False):
         check_params(self, params, state, x)
         new_state = {}
-        main_out, new_state["main"] = self.layer.apply(params["main"], state["main"], x, key=child_key(key, 0),
-                                                       train=train)
+        with inside(self, "main"):
+            main_out, new_state["main"] = self.layer.apply(params["main"], state["main"], x, key=child_key(key, 0),
+                                                           train=train)
         skip_out = x
         if self.shortcut is not None:
-            skip_out, new_state["shortcut"] = self.shortcut.apply(params["shortcut"], state["shortcut"], x,
-                                                                  key=child_key(key, 1), train=train)
+            with inside(self, "shortcut"):
+                skip_out, new_state["shortcut"] = self.shortcut.apply(params["shortcut"], state["shortcut"], x,
+                                                                      key=child_key(key, 1), train=train)
         self._check_sum(main_out, skip_out, x)
         return main_out + skip_out, new_state

@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jdl._checks import Rate, check_training_key
+from jdl._checks import Rate, check_train_flag, check_training_key
 from jdl.nn.core import KW_ONLY, ParamFree
 
 
@@ -42,6 +42,7 @@ class Dropout(ParamFree):
 
     def apply(self, params, state, x, *, key=None, train=False):
         x, state = super().apply(params, state, x)  # the checks, then the identity
+        check_train_flag(self, train)
         if not train or self.rate == 0.0:
             return x, state
         check_training_key(self, key)
@@ -51,4 +52,4 @@ class Dropout(ParamFree):
             mask_shape[axis] = 1
         keep = jax.random.bernoulli(key, 1.0 - self.rate, tuple(mask_shape))
         scaled = x / jnp.asarray(1.0 - self.rate, x.dtype)
-        return jnp.where(keep, scaled, jnp.zeros_like(x)), state
+        return scaled * keep.astype(x.dtype), state  # a product, not a select: a dropped NaN stays NaN

@@ -4,8 +4,9 @@
 a one-hot vector times ``E``, computed as a gather. :func:`attend` is the transpose
 (``x E^T``), the output projection of a model whose input and output embeddings are tied.
 
-Ids outside ``[0, num_embeddings)``, negative ones included, cannot be caught at trace
-time; they give NaN rows, never a silently clipped or wrapped row.
+Ids outside ``[0, num_embeddings)``, negative ones included, are an error where the ids
+are concrete (outside ``jit``); under ``jit`` they cannot be checked and give NaN rows,
+never a silently clipped or wrapped row.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -23,7 +24,7 @@ from typing import Any, Callable
 import jax.numpy as jnp
 
 from jdl import init as initializers
-from jdl._checks import PositiveInt, check_floating, check_integer, check_that
+from jdl._checks import PositiveInt, check_floating, check_integer, check_that, check_token_ids
 from jdl.nn.core import KW_ONLY, Layer, check_params
 
 
@@ -46,7 +47,7 @@ class Embedding(Layer):
         return {"embedding": self.embedding_init(key, (self.num_embeddings, self.features), self.param_dtype)}, {}
 
     def apply(self, params, state, ids, *, key=None, train=False):
-        check_integer(self, ids, "ids")
+        check_token_ids(self, ids, self.num_embeddings)  # by value too, where the ids are concrete
         check_params(self, params, state, ids)
 
         table = params["embedding"]

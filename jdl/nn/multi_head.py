@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from jdl import init as initializers
 from jdl._checks import (
     PositiveInt, Rate, check_batch_axes, check_divisible, check_floating_min_rank, check_integer_scalar,
-    check_last_axis, check_rank, check_that, check_training_key, checks_arguments,
+    check_last_axis, check_rank, check_that, check_train_flag, check_training_key, checks_arguments,
 )
 from jdl.nn.core import KW_ONLY, Layer, check_params
 from jdl.nn.dense import init_kernel_and_bias
@@ -140,6 +140,20 @@ def _write_cache(where, cache: KVCache, keys, values):
 
 
 # ----------------------------------------------------------------------------- the layer
+
+
+def _without_unused_positions(x, source, mask, *, self_attention: bool):
+    """Zeros for the positions the mask leaves out entirely (padding): a query with no key, a key
+    no query attends (in self-attention, a position that is neither). Whatever they hold, NaN
+    too, then reaches no output and no gradient: the projections' backward would multiply it
+    by a zero cotangent, and 0 x NaN is NaN."""
+    as_query = jnp.any(mask, axis=(-3, -1))[..., None]  # [batch..., q_len or 1, 1]
+    as_key = jnp.any(mask, axis=(-3, -2))[..., None]  # [batch..., kv_len or 1, 1]
+    zero = jnp.zeros((), x.dtype)
+    if self_attention:
+        x = jnp.where(as_query | as_key, x, zero)
+        return x, x
+    return jnp.where(as_query, x, zero), jnp.where(as_key, source, jnp.zeros((), source.dtype))
 
 
 class MultiHeadAttention(Layer):
@@ -282,10 +296,14 @@ class MultiHeadAttention(Layer):
 
     def apply(self, params, state, x, *, context=None, mask=None, key=None, train=False):
         source = self._checked_source(params, state, x, context)
+        check_train_flag(self, train)
         dropout = train and self.dropout_rate > 0.0
         if dropout:
             check_training_key(self, key)
 
+        if mask is not None:
+            check_attention_mask(self, mask, x.shape[:-2] + (self.num_heads, x.shape[-2], source.shape[-2]))
+            x, source = _without_unused_positions(x, source, mask, self_attention=context is None)
         query, keys, values = self._project_inputs(params, x, source)
         heads = attend_heads_first(self, query, keys, values, mask=mask, dropout_rate=self.dropout_rate,
                                    dropout_key=key if dropout else None, implementation=self.implementation)

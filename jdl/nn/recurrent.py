@@ -108,6 +108,9 @@ class _Recurrent(Layer):
         """Each ``(cell, params, carry, reverse)`` of ``runs`` over ``x`` in this layer's layout:
         the outputs and the final carries."""
         inputs = x if self.time_major else jnp.moveaxis(x, -2, 0)
+        if lengths is not None:  # padded steps, whatever they hold (NaN too), reach no output nor gradient
+            real = jnp.arange(inputs.shape[0]).reshape((-1,) + (1,) * lengths.ndim) < lengths
+            inputs = jnp.where(real[..., None], inputs, jnp.zeros((), inputs.dtype))
         outputs, carries = [], []
         for cell, params, carry, reverse in runs:
             carry, out = scan_cell(cell, params, inputs, lengths, carry, reverse, self.implementation, self.time_chunk)

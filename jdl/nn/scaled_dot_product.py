@@ -109,6 +109,15 @@ def _zero_queries_without_keys(out, mask):
     return out if mask is None else jnp.where(jnp.any(mask, axis=-1, keepdims=True), out, jnp.zeros((), out.dtype))
 
 
+def _zero_unattended_keys(key, value, mask):
+    """Zeros for the keys and values no query attends (padding): whatever they hold (NaN
+    included) then cannot reach an output or a gradient, as ``0 x NaN`` in the products would."""
+    if mask is None:
+        return key, value
+    attended = jnp.any(mask, axis=-2)[..., None]  # [batch..., heads or 1, kv_len or 1, 1]
+    return tuple(jnp.where(attended, t, jnp.zeros((), t.dtype)) for t in (key, value))
+
+
 def _to_one_batch_axis(array, batch: tuple[int, ...]):
     """``[batch..., a, b, c]`` -> ``[B, a, b, c]``; an array broadcast over the batch keeps 1."""
     rest = tuple(array.shape[len(batch):])
@@ -148,6 +157,7 @@ def attend_heads_first(where, query, key, value, *, mask=None, bias=None, scale=
     check_choice(where, "implementation", implementation, IMPLEMENTATIONS)
     check_rate(where, "dropout_rate", dropout_rate)
     mask, bias, scale = _logit_terms(where, query, key, mask, bias, scale)
+    key, value = _zero_unattended_keys(key, value, mask)
     dropout = dropout_key is not None and dropout_rate > 0.0
     needs_plain = dropout or value.shape[-1] != query.shape[-1]
     if implementation == "auto":

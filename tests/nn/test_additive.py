@@ -96,3 +96,19 @@ def test_repr_and_exports():
     assert repr(nn.AdditiveAttention(3)) == "AdditiveAttention(attention_features=3)"
     for name in ("AdditiveAttention", "additive_attention_keys"):
         assert getattr(nn, name) is getattr(additive_module, name)
+
+
+def test_nan_in_masked_encoder_positions_reaches_no_output_nor_gradient(randn, random_params):
+    layer = nn.AdditiveAttention(6, context_features=4)
+    s, h = randn((2, 5), 0), randn((2, 7, 4), 1)
+    params = random_params(layer, s, seed=2)
+    mask = jnp.asarray(_valid([7, 3], 7))
+    h = h.at[1, 3:].set(jnp.nan)
+
+    def loss(p):
+        (c, _), _ = layer.apply(p, {}, s, context=h, mask=mask)
+        return jnp.sum(c)
+
+    value, grads = jax.value_and_grad(loss)(params)
+    assert bool(jnp.isfinite(value))
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))

@@ -345,3 +345,38 @@ def test_branches_of_different_dtypes_are_refused():
     concat = nn.Concat([to_bf16, nn.Tanh()])
     with pytest.raises(TypeError, match=r"Concat\(.*\): expected branch outputs of one dtype .*bfloat16.*float32"):
         concat.init(jax.random.key(0), x)
+
+
+# ----------------------------------------------------------------------------- issue 10: dtypes and paths
+
+
+def test_integer_params_and_state_are_refused_not_cast():
+    dense = nn.Dense(3)
+    params, state = dense.init(jax.random.key(0), jnp.ones((2, 4)))
+    as_int = jax.tree.map(lambda a: a.astype(jnp.int32), params)
+    with pytest.raises(TypeError, match=r"Dense\(features=3\): expected params\['b'\] of a floating dtype \(as init "
+                                        r"makes it; nothing is cast\), got int32"):
+        dense.apply(as_int, state, jnp.ones((2, 4)))
+    # Another float width is still the model's params (bfloat16 copies for inference).
+    y, _ = dense.apply(jax.tree.map(lambda a: a.astype(jnp.bfloat16), params), state, jnp.ones((2, 4)))
+    assert y.shape == (2, 3)
+    norm = nn.BatchNorm()
+    params, state = norm.init(jax.random.key(0), jnp.ones((2, 4)))
+    with pytest.raises(TypeError, match=r"BatchNorm\(.*\): expected state\['mean'\] of a floating dtype"):
+        norm.apply(params, jax.tree.map(lambda a: a.astype(jnp.int32), state), jnp.ones((2, 4)))
+
+
+def test_errors_inside_combinators_name_the_path():
+    model = nn.Sequential({"encoder": nn.Sequential([nn.Dense(4), nn.ReLU()]),
+                           "block": nn.Residual(nn.Dense(3))})
+    with pytest.raises(ValueError, match=r"^Sequential\[block\] Residual\(Dense\(features=3\)\): expected the main "
+                                         r"branch to keep the shape"):
+        model.init(jax.random.key(0), jnp.ones((2, 5)))
+    good = nn.Sequential({"encoder": nn.Sequential([nn.Dense(4), nn.ReLU()]), "head": nn.Dense(2)})
+    params, state = good.init(jax.random.key(0), jnp.ones((2, 5)))
+    with pytest.raises(TypeError, match=r"^Sequential\[encoder\] Sequential\[dense_0\] Dense\(features=4\): expected "
+                                        r"a floating-point input"):
+        good.apply(params, state, jnp.ones((2, 5), jnp.int32))
+    # A Concat names itself, and an axis outside the outputs' rank is its error, not NumPy's.
+    with pytest.raises(ValueError, match=r"^Concat\(\[.*\], axis=5\): expected axis in \[-2, 2\)"):
+        nn.Concat([nn.Dense(3), nn.Dense(4)], axis=5).init(jax.random.key(0), jnp.ones((2, 5)))

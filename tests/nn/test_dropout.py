@@ -103,3 +103,20 @@ def test_dropout_bad_arguments():
         nn.Dropout(1.0)
     with pytest.raises(TypeError, match=r"Dropout\(rate=0.5\): expected a floating-point input, got int32"):
         nn.Dropout(0.5).apply({}, {}, jnp.ones((2, 3), jnp.int32), key=jax.random.key(0), train=True)
+
+
+def test_dropout_refuses_a_bad_key_and_a_traced_train_flag():
+    layer = nn.Dropout(0.5)
+    with pytest.raises(TypeError, match=r"Dropout\(rate=0.5\): expected key to be one PRNG key "
+                                        r"\(jax.random.key\(seed\)\), got int32 of shape \(3,\)"):
+        layer.apply({}, {}, jnp.ones(3), key=jnp.array([1, 2, 3]), train=True)
+    traced = jax.jit(lambda x, train: layer.apply({}, {}, x, key=jax.random.key(0), train=train)[0])
+    with pytest.raises(TypeError, match=r"Dropout\(rate=0.5\): expected train to be a Python bool \(under jit, make "
+                                        r"it static"):
+        traced(jnp.ones(3), True)
+
+
+def test_dropout_keeps_nan_where_it_drops():
+    x = jnp.full((64,), jnp.nan)
+    y, _ = nn.Dropout(0.5).apply({}, {}, x, key=jax.random.key(0), train=True)
+    assert bool(jnp.all(jnp.isnan(y)))  # a select would have written zeros over the dropped NaNs

@@ -42,14 +42,22 @@ def test_embedding_default_init_is_flax_default():
     np.testing.assert_allclose(jnp.std(params["embedding"]), 16 ** -0.5, rtol=0.05)
 
 
-def test_embedding_out_of_range_ids_give_nan_rows(random_params):
+def test_embedding_out_of_range_ids_give_nan_rows_under_jit(random_params):
     layer = nn.Embedding(5, 2)
     ids = jnp.array([0, 4, 5, -1, -5, 100])
     params = random_params(layer, ids)
-    y, _ = layer.apply(params, {}, ids)
+    y, _ = jax.jit(layer.apply)(params, {}, ids)  # traced ids cannot be checked by value
     np.testing.assert_array_equal(y[:2], params["embedding"][jnp.array([0, 4])])
     # Negative ids are not wrapped around Python-style to the last rows.
     assert bool(jnp.all(jnp.isnan(y[2:])))
+
+
+def test_embedding_refuses_concrete_out_of_range_ids(random_params):
+    layer = nn.Embedding(5, 2)
+    params = random_params(layer, jnp.array([0]))
+    with pytest.raises(ValueError, match=r"Embedding\(num_embeddings=5, features=2\): expected ids in \[0, 5\) "
+                                         r"\(the vocabulary\), got ids from -1 to 4"):
+        layer.apply(params, {}, jnp.array([0, 4, -1]))
 
 
 def test_embedding_finite_differences(random_params, finite_differences):

@@ -312,3 +312,22 @@ def test_repr_and_exports():
     assert nn.MultiHeadAttention(2) == nn.MultiHeadAttention(2) and hash(nn.MultiHeadAttention(2))
     for name in ("MultiHeadAttention", "KVCache", "init_kv_cache"):
         assert getattr(nn, name) is getattr(multi_head_module, name)
+
+
+def test_a_nan_at_a_padded_position_reaches_no_other_output_nor_gradient():
+    layer = nn.MultiHeadAttention(2)
+    x = jax.random.normal(jax.random.key(0), (2, 4, 8))
+    params, state = layer.init(jax.random.key(1), x)
+    valid = jnp.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool)
+    x = x.at[1, 3].set(jnp.nan)
+    # A key-only mask: the padded key no longer spreads NaN to the queries that skip it.
+    y, _ = layer.apply(params, state, x, mask=nn.padding_mask(valid))
+    assert bool(jnp.all(jnp.isfinite(y[0]))) and bool(jnp.all(jnp.isfinite(y[1, :3])))
+    # With the queries' padding too, the padded position reaches no gradient either.
+    mask = nn.padding_mask(valid, query_valid=valid)
+
+    def loss(p):
+        out, _ = layer.apply(p, state, x, mask=mask)
+        return jnp.sum(jnp.where(valid[..., None], out, 0.0))
+
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(jax.grad(loss)(params)))

@@ -304,3 +304,23 @@ def test_bad_options():
         nn.StackedRNN([nn.GRUCell(H)], implementation="scan")
     with pytest.raises(ValueError, match=r"RNN\(.*\): expected time_chunk to be a positive int, got 0"):
         nn.LSTM(H, time_chunk=0)
+
+
+@pytest.mark.parametrize("implementation", ["fused", "autodiff"])
+def test_padded_steps_reach_no_gradient_whatever_they_hold(implementation):
+    """NaN in the padding (garbage, or Embedding's NaN rows for id -1) must not reach the
+    weight gradients through 0 x NaN in the backward pass."""
+    layer = nn.LSTM(H, implementation=implementation)
+    x = jax.random.normal(jax.random.key(0), (2, T, F))
+    params, state = layer.init(jax.random.key(1), x)
+    lengths = jnp.array([T, 2])
+    x = x.at[1, 2:].set(jnp.nan)
+    real = (jnp.arange(T) < lengths[:, None])[..., None]
+
+    def loss(p):
+        (outputs, _), _ = layer.apply(p, state, x, lengths=lengths)
+        return jnp.sum(jnp.where(real, outputs, 0.0))
+
+    value, grads = jax.value_and_grad(loss)(params)
+    assert bool(jnp.isfinite(value))
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))

@@ -145,3 +145,16 @@ def test_dot_product_attention_errors(randn):
 def test_exports():
     for name in ("dot_product_attention", "dot_product_attention_weights"):
         assert getattr(nn, name) is getattr(sdp_module, name)
+
+
+@pytest.mark.parametrize("implementation", ["plain", "jax"])
+def test_a_nan_at_a_masked_out_key_reaches_no_query(implementation, randn):
+    q, k, v = randn((1, 4, 2, 8), 0), randn((1, 5, 2, 8), 1), randn((1, 5, 2, 8), 2)
+    k, v = k.at[0, 4].set(jnp.nan), v.at[0, 4].set(jnp.nan)
+    mask = jnp.broadcast_to(jnp.arange(5) < 4, (1, 1, 4, 5))  # key 4 is padding
+    out = nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+    assert bool(jnp.all(jnp.isfinite(out)))  # 0 x NaN in the weighted sum would have spread it
+    grads = jax.grad(lambda q, k, v: jnp.sum(nn.dot_product_attention(q, k, v, mask=mask,
+                                                                      implementation=implementation)),
+                     argnums=(0, 1, 2))(q, k, v)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
