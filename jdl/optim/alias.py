@@ -379,7 +379,9 @@ def adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, ep
 
     eps outside the root is seeds/001's (and optax's, PyTorch's) form; seeds/000 and seeds/003
     put it inside, ``m_hat / sqrt(v_hat + eps)``: ``adam(lr, eps=0.0, eps_root=eps)``.
-    ``nesterov=True`` is :func:`nadam`. See :func:`~jdl.optim.scale_by_adam`.
+    ``eps = eps_root = 0`` is allowed, but then a coordinate whose gradients have all been 0
+    gets ``0 / 0 = NaN`` (as optax). ``nesterov=True`` is :func:`nadam`. See
+    :func:`~jdl.optim.scale_by_adam`.
 
     Example:
         >>> import jax.numpy as jnp

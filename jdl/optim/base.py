@@ -24,13 +24,14 @@ Example:
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Annotated, Any, Callable, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
 
-from jdl._checks import Constraint, check_that, checks_arguments
+from jdl._checks import Constraint, check_that, checks_arguments, is_concrete
 
 Params = Any
 Updates = Any
@@ -54,18 +55,39 @@ class EmptyState(NamedTuple):
 # Checks shared by every transformation
 
 
+def _known_number(value: Any) -> Union[float, None]:
+    """The value of a hyperparameter given as a number or a concrete scalar array; ``None`` for a
+    schedule or a traced array, whose value cannot be read at trace time (and is not checked)."""
+    if isinstance(value, numbers.Real):
+        return float(value)
+    real = is_concrete(value) and jnp.ndim(value) == 0 and any(
+        jnp.issubdtype(jnp.result_type(value), kind) for kind in (jnp.integer, jnp.floating))
+    return float(value) if real else None
+
+
+def check_finite(where: str, name: str, value: Any) -> None:
+    """A hyperparameter must be a finite number: ``inf`` or ``nan`` (a learning rate of ``inf``)
+    would only turn every param into ``inf`` or ``nan`` at the first step."""
+    number = _known_number(value)
+    check_that(number is None or math.isfinite(number), where, f"{name} to be a finite number", value)
+
+
 def check_non_negative(where: str, name: str, value: Any) -> None:
-    """A hyperparameter given as a number must be >= 0 (a schedule is checked by its maker)."""
-    check_that(not isinstance(value, numbers.Real) or value >= 0, where, f"{name} >= 0", value)
+    """A hyperparameter given as a number must be finite and >= 0 (a schedule is checked by its maker)."""
+    check_finite(where, name, value)
+    number = _known_number(value)
+    check_that(number is None or number >= 0, where, f"{name} >= 0", value)
 
 
 def check_positive_number(where: str, name: str, value: Any) -> None:
-    """A threshold given as a number must be > 0 (an array, possibly traced, is not checked by value)."""
-    check_that(not isinstance(value, numbers.Real) or value > 0, where, f"{name} > 0", value)
+    """A threshold given as a number must be finite and > 0 (a traced array is not checked by value)."""
+    check_finite(where, name, value)
+    number = _known_number(value)
+    check_that(number is None or number > 0, where, f"{name} > 0", value)
 
 
 def check_non_negative_or_schedule(where: str, name: str, value: Any) -> None:
-    """A number >= 0, a schedule, or a scalar array (which cannot be checked by value under jit)."""
+    """A finite number >= 0, a schedule, or a scalar array (checked by value when concrete)."""
     scalar_array = hasattr(value, "shape") and jnp.ndim(value) == 0
     check_that(callable(value) or isinstance(value, numbers.Real) or scalar_array, where,
                f"{name} to be a number or a schedule (a function of the step count)", type(value).__name__, TypeError)
@@ -74,10 +96,13 @@ def check_non_negative_or_schedule(where: str, name: str, value: Any) -> None:
 
 def check_decay_rate(where: str, name: str, value: Any) -> None:
     """A decay rate such as Adam's b1, b2 must lie in [0, 1)."""
-    check_that(not isinstance(value, numbers.Real) or 0.0 <= value < 1.0, where, f"{name} in [0, 1)", value)
+    check_finite(where, name, value)
+    number = _known_number(value)
+    check_that(number is None or 0.0 <= number < 1.0, where, f"{name} in [0, 1)", value)
 
 
 # The types that declare them (``b1: DecayRate``), checked by ``jdl._checks.checks_arguments``.
+FiniteNumber = Annotated[Any, Constraint(check_finite)]
 NonNegative = Annotated[Any, Constraint(check_non_negative)]
 PositiveNumber = Annotated[Any, Constraint(check_positive_number)]
 DecayRate = Annotated[Any, Constraint(check_decay_rate)]

@@ -4,7 +4,10 @@ A schedule maps ``count`` (the number of updates taken before this one: 0 on the
 update, an int32 scalar inside an optimizer state, or a Python int) to a value, and is
 used wherever a number is, e.g. ``scale_by_learning_rate(linear_schedule(...))``. Every
 schedule here has optax's name, arguments and defaults, and the same float32 arithmetic,
-so it returns optax's numbers (tested step by step).
+so it returns optax's numbers (tested step by step). Every schedule holds its first value
+at a negative count (as a joined schedule's shifted count can be), works at Python int counts
+far beyond int32 (``2**40``) and with step constants beyond int32, and refuses a value that
+is not finite (``inf`` or ``nan``) when built.
 
 The course's decaying learning rate (seed 003) is :func:`linear_schedule`:
 ``eps_k = (1 - k/T) eps_0 + (k/T) eps_T`` for ``k <= T``, held at ``eps_T`` after ``T``.
@@ -23,9 +26,10 @@ import functools
 from typing import Annotated, Any, Optional
 
 import jax.numpy as jnp
+import numpy as np
 
 from jdl._checks import Constraint, check_that, checks_arguments
-from jdl.optim.base import PositiveNumber, Schedule
+from jdl.optim.base import FiniteNumber, PositiveNumber, Schedule, check_finite
 
 # ---------------------------------------------------------------------------------------
 # Checks (at construction, on Python numbers; arrays cannot be checked by value under jit)
@@ -48,15 +52,38 @@ PositiveSteps = Annotated[int, Constraint(functools.partial(_check_steps, positi
 
 
 def _as_float_count(count: Any) -> Any:
-    # A Python int step can exceed int32 range; as a float it cannot overflow under jit.
-    return float(count) if isinstance(count, int) else count
+    """The step count as a float, for the arithmetic of every schedule.
+
+    A Python (or NumPy) int beyond int32, such as ``2**40``, would overflow on its way into
+    ``jnp``; an int32 count mixed with a step constant beyond int32 (``transition_steps=2**40``)
+    would too. As a float neither can: a Python float keeps every count below 2**53 exact, and
+    float32 is the precision the schedule's value is computed in anyway (as optax).
+    """
+    if isinstance(count, (numbers.Integral, np.integer)):
+        return float(count)
+    if jnp.issubdtype(jnp.result_type(count), jnp.integer):
+        return jnp.asarray(count).astype(jnp.float32)
+    return count
+
+
+def _boundary_for(count: Any, boundary: int) -> Any:
+    """``boundary`` in the form that mixes with ``count`` without overflow (jnp reads a Python
+    int as int32): as is for a Python count (compared exactly), a float for a float count, and
+    ``None`` where an integer array count can never reach it (it saturates at its maximum)."""
+    if isinstance(count, (numbers.Integral, np.integer)):
+        return boundary
+    dtype = jnp.result_type(count)
+    if jnp.issubdtype(dtype, jnp.integer):
+        return boundary if boundary <= jnp.iinfo(dtype).max else None
+    return float(boundary)
 
 
 # ---------------------------------------------------------------------------------------
 # Schedules
 
 
-def constant_schedule(value: Any) -> Schedule:
+@checks_arguments
+def constant_schedule(value: FiniteNumber) -> Schedule:
     """The same ``value`` at every step.
 
     Example:
@@ -69,7 +96,8 @@ def constant_schedule(value: Any) -> Schedule:
 
 @checks_arguments
 def polynomial_schedule(
-    init_value: Any, end_value: Any, power: Any, transition_steps: Steps, transition_begin: Steps = 0
+    init_value: FiniteNumber, end_value: FiniteNumber, power: FiniteNumber, transition_steps: Steps,
+    transition_begin: Steps = 0,
 ) -> Schedule:
     """From ``init_value`` to ``end_value`` along a power of the remaining fraction.
 
@@ -93,9 +121,11 @@ def polynomial_schedule(
 def _polynomial(init_value: Any, end_value: Any, power: Any, transition_steps: int, transition_begin: int) -> Schedule:
     if transition_steps == 0:
         return lambda count: init_value
+    # Floats, as the count: a Python int beyond int32 (2**40 steps) would overflow in jnp.
+    transition_steps, transition_begin = float(transition_steps), float(transition_begin)
 
     def schedule(count):
-        steps_into_transition = jnp.clip(count - transition_begin, 0, transition_steps)
+        steps_into_transition = jnp.clip(_as_float_count(count) - transition_begin, 0, transition_steps)
         remaining_fraction = 1 - steps_into_transition / transition_steps
         return (init_value - end_value) * remaining_fraction**power + end_value
 
@@ -104,7 +134,7 @@ def _polynomial(init_value: Any, end_value: Any, power: Any, transition_steps: i
 
 @checks_arguments
 def linear_schedule(
-    init_value: Any, end_value: Any, transition_steps: Steps, transition_begin: Steps = 0
+    init_value: FiniteNumber, end_value: FiniteNumber, transition_steps: Steps, transition_begin: Steps = 0
 ) -> Schedule:
     """Linear decay (or growth) from ``init_value`` to ``end_value``, then held there.
 
@@ -130,8 +160,9 @@ def linear_schedule(
 
 
 @checks_arguments
-def exponential_decay(init_value: Any, transition_steps: Steps, decay_rate: PositiveNumber, transition_begin: Steps = 0,
-                      staircase: bool = False, end_value: Optional[Any] = None) -> Schedule:
+def exponential_decay(init_value: FiniteNumber, transition_steps: Steps, decay_rate: PositiveNumber,
+                      transition_begin: Steps = 0, staircase: bool = False,
+                      end_value: Optional[FiniteNumber] = None) -> Schedule:
     """Multiply by ``decay_rate`` every ``transition_steps`` steps, smoothly or in stairs.
 
     With ``p = (count - transition_begin) / transition_steps`` (``floor(p)`` when
@@ -157,9 +188,10 @@ def exponential_decay(init_value: Any, transition_steps: Steps, decay_rate: Posi
     bound = None
     if end_value is not None:
         bound = jnp.maximum if decay_rate < 1.0 else jnp.minimum
+    transition_steps, transition_begin = float(transition_steps), float(transition_begin)  # as in _polynomial
 
     def schedule(count):
-        steps_since_begin = count - transition_begin
+        steps_since_begin = _as_float_count(count) - transition_begin
         exponent = steps_since_begin / transition_steps
         if staircase:
             exponent = jnp.floor(exponent)
@@ -173,11 +205,11 @@ def exponential_decay(init_value: Any, transition_steps: Steps, decay_rate: Posi
 
 @checks_arguments
 def cosine_decay_schedule(
-    init_value: Any, decay_steps: PositiveSteps, alpha: Any = 0.0, exponent: Any = 1.0
+    init_value: FiniteNumber, decay_steps: PositiveSteps, alpha: FiniteNumber = 0.0, exponent: FiniteNumber = 1.0
 ) -> Schedule:
     """Half a cosine from ``init_value`` down to ``alpha * init_value`` over ``decay_steps``.
 
-    With ``T = decay_steps`` and ``t = min(count, T)`` (Loshchilov & Hutter, SGDR, 2017)::
+    With ``T = decay_steps`` and ``t = clip(count, 0, T)`` (Loshchilov & Hutter, SGDR, 2017)::
 
         value(count) = init_value * ((1 - alpha) * (0.5 * (1 + cos(pi t / T))) ** exponent + alpha)
 
@@ -190,7 +222,9 @@ def cosine_decay_schedule(
     total_steps = float(decay_steps)
 
     def schedule(count):
-        count = jnp.minimum(_as_float_count(count), total_steps)
+        # Clamped at 0 too: a negative count holds init_value, as every other schedule here
+        # does, instead of mirroring the decay (cos is even).
+        count = jnp.clip(_as_float_count(count), 0, total_steps)
         cosine = 0.5 * (1 + jnp.cos(jnp.pi * count / total_steps))
         return init_value * ((1 - alpha) * cosine**exponent + alpha)
 
@@ -219,6 +253,9 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     def schedule(count):
         value = schedules[0](count)
         for boundary, next_schedule in zip(boundaries, schedules[1:]):
+            boundary = _boundary_for(count, boundary)
+            if boundary is None:
+                break
             value = jnp.where(count < boundary, value, next_schedule(count - boundary))
         return value
 
@@ -226,8 +263,9 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
 
 
 @checks_arguments
-def warmup_cosine_decay_schedule(init_value: Any, peak_value: Any, warmup_steps: Steps, decay_steps: Steps,
-                                 end_value: Any = 0.0, exponent: Any = 1.0) -> Schedule:
+def warmup_cosine_decay_schedule(init_value: FiniteNumber, peak_value: FiniteNumber, warmup_steps: Steps,
+                                 decay_steps: Steps, end_value: FiniteNumber = 0.0,
+                                 exponent: FiniteNumber = 1.0) -> Schedule:
     """Linear warmup from ``init_value`` to ``peak_value``, then cosine decay to ``end_value``.
 
     Steps ``0..warmup_steps`` follow :func:`linear_schedule`; from ``warmup_steps`` the
@@ -271,6 +309,7 @@ def piecewise_constant_schedule(
     steps_and_scales = sorted((boundaries_and_scales or {}).items())
     for boundary, scale in steps_and_scales:
         _check_steps(where, "each boundary", boundary)
+        check_finite(where, f"the scale at step {boundary}", scale)
         check_that(not _is_number(scale) or scale >= 0, where, "scales >= 0", f"{scale} at step {boundary}")
 
     def schedule(count):
@@ -278,6 +317,9 @@ def piecewise_constant_schedule(
             return init_value
         value = jnp.asarray(init_value)  # multiply in float32, as optax does, not in Python floats
         for boundary, scale in steps_and_scales:
+            boundary = _boundary_for(count, boundary)
+            if boundary is None:
+                break
             value = jnp.where(count < boundary, value, scale * value)
         return value
 

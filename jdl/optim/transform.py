@@ -19,11 +19,20 @@ block                             rule (``g`` the incoming update)              
 ================================  ====================================================  =================
 
 Every block checks its hyperparameters when built (a decay rate must lie in [0, 1), an
-eps must be >= 0) and, at each update, that the updates have the tree structure and leaf
+eps must be finite and >= 0) and, at each update, that the updates have the tree structure and leaf
 shapes of its state: a ``ValueError`` naming the block, raised at trace time.
 Moments live in the params' dtype (bfloat16 params keep bfloat16 moments, as optax);
 step counts are int32 and saturate instead of wrapping. Parameters must be floating-point:
 an integer param is refused at ``init`` (its moments, and its updates, would be truncated).
+
+``eps = 0`` is allowed, as in optax, because the course's forms need it (Adam with eps
+inside the root is ``eps=0, eps_root=eps``; normalized gradients with ``eps=0`` are
+``sign(g)``). But with no eps at all, a coordinate whose gradients have all been 0 gives
+``0 / 0 = NaN`` in ``scale_by_adam`` (``eps = eps_root = 0``), ``scale_by_rms``,
+``scale_by_stddev``, ``scale_by_adadelta`` and ``scale_by_normalized_gradient``; the NaN is
+shown, not hidden (``apply_if_finite`` skips such a step). Keep an eps > 0 unless every
+gradient is nonzero. (``scale_by_rss`` returns 0 there: AdaGrad's sum is 0 only before any
+gradient.)
 
 Example:
     >>> import jax.numpy as jnp
@@ -435,7 +444,8 @@ def scale_by_adam(b1: DecayRate = 0.9, b2: DecayRate = 0.999, eps: NonNegative =
 
     Args:
         b1, b2: decay rates of the first and second moments, in [0, 1).
-        eps: added to the root (outside it); eps_root: added under the root.
+        eps: added to the root (outside it); eps_root: added under the root. With both 0, a
+            coordinate whose gradients have all been 0 gets ``0 / 0 = NaN`` (as optax).
         mu_dtype: dtype of the stored first moment (``None``: the params').
         nesterov: NAdam's look-ahead first moment.
         nesterov_form: which NAdam correction, see above.

@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple, Union
 import jax
 import jax.numpy as jnp
 
-from jdl._checks import check_that
+from jdl._checks import check_that, is_concrete
 from jdl.optim.base import (
     GradientTransformation, check_transformation, check_updates, safe_increment, zero_count,
 )
@@ -29,6 +29,23 @@ def _zeros_like_output(fn, *args):
 
 def _is_whole_number(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _micro_batches(where: str, k: Any) -> Any:
+    """The ``k`` a schedule returned, as the whole number of micro-batches per step (int32).
+
+    A concrete ``k`` (known at trace time) must be a whole number >= 1, or it is an error. A
+    traced one cannot be checked, so its whole part is taken, and a value below 1 (or NaN)
+    counts as 1: the wrapper then steps on every call, instead of never stepping again.
+    """
+    if is_concrete(k) and jnp.ndim(k) == 0:
+        value = float(k)
+        check_that(value.is_integer() and value >= 1, where, "every_k_schedule to return a whole number >= 1 "
+                   "(k micro-batches per step)", k)
+    k = jnp.asarray(k)
+    if jnp.issubdtype(k.dtype, jnp.floating):
+        k = jnp.floor(k)
+    return jnp.where(k >= 1, k, 1).astype(jnp.int32)
 
 
 def _keep_dtypes(new_tree, old_tree):
@@ -67,6 +84,10 @@ def multi_steps(
     same running-mean arithmetic; accumulation in ``accumulator_dtype``, float32 by
     default); ``opt`` is only run on the steps that apply it.
 
+    A schedule's ``k`` must be a whole number >= 1: checked when it is known at trace time
+    (a ``ValueError``); under ``jit`` a traced ``k`` is taken as ``max(1, floor(k))`` (NaN as
+    1), so a schedule that returns 0 steps on every call rather than never again.
+
     Example:
         >>> import jax.numpy as jnp
         >>> from jdl import optim
@@ -103,7 +124,7 @@ def multi_steps(
 
     def update(updates, state, params=None):
         check_updates(where, updates, state.acc_grads, "the params given to init")
-        k = k_at(state.gradient_step)
+        k = _micro_batches(where, k_at(state.gradient_step))
         acc_grads = jax.tree.map(lambda g, a: accumulate(g, a, state.mini_step), updates, state.acc_grads)
         emit = state.mini_step == k - 1
 

@@ -288,6 +288,34 @@ def test_negative_learning_rate_is_rejected(name):
         BUILDERS[name](learning_rate=-0.1)
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), jnp.array(jnp.inf)])
+def test_non_finite_hyperparameters_are_rejected(value):
+    """inf or nan as a learning rate (or any other hyperparameter) would only fill the params
+    with inf or nan at the first step: refused when built, naming the setting."""
+    message = f"to be a finite number, got {float(value)}"
+    with pytest.raises(ValueError, match=rf"^adam: scale_by_learning_rate: expected learning_rate {message}"):
+        optim.adam(value)
+    with pytest.raises(ValueError, match=rf"^adam: scale_by_adam: expected eps {message}"):
+        optim.adam(0.1, eps=value)
+    with pytest.raises(ValueError, match=rf"^sgd: trace: expected decay {message}"):
+        optim.sgd(0.1, momentum=value)
+    with pytest.raises(ValueError, match=rf"^adamw: add_decayed_weights: expected weight_decay {message}"):
+        optim.adamw(0.1, weight_decay=value)
+    with pytest.raises(ValueError, match=rf"^clip_by_global_norm: expected max_norm {message}"):
+        optim.clip_by_global_norm(value)
+
+
+def test_adam_with_eps_zero_gives_nan_on_a_zero_gradient_as_documented():
+    """eps = eps_root = 0 is allowed (the course's forms use it; optax allows it), and a
+    coordinate whose gradients have all been 0 then gives 0 / 0 = NaN, which is shown, not
+    hidden (apply_if_finite would skip the step). Any eps > 0 gives 0."""
+    grads = jnp.array([0.0, 2.0])
+    for eps, expected in [(0.0, [np.nan, -0.1]), (1e-8, [0.0, -0.1])]:
+        optimizer = optim.adam(0.1, eps=eps)
+        updates, _ = optimizer.update(grads, optimizer.init(jnp.zeros(2)))
+        np.testing.assert_allclose(np.asarray(updates), expected, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["adam", "nadam", "adamw"])
 @pytest.mark.parametrize("argument", ["b1", "b2"])
 @pytest.mark.parametrize("value", [-0.1, 1.0, 1.5])

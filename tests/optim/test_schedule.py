@@ -150,6 +150,57 @@ def test_schedules_work_under_jit_with_large_python_steps():
     assert float(linear(jnp.int32(25))) == pytest.approx(0.75, rel=1e-6)
 
 
+def test_cosine_decay_holds_its_initial_value_at_negative_steps_like_the_others():
+    """A negative count (as a joined schedule's shifted count can be) is clamped at 0 by
+    every schedule; the cosine used to mirror it (cos is even) and decay backwards."""
+    cosine = optim.cosine_decay_schedule(1.0, 10, alpha=0.1)
+    assert _at(cosine, (-5, -10, -1000, 0)) == [1.0, 1.0, 1.0, 1.0]
+    assert float(cosine(jnp.int32(-5))) == 1.0
+    linear = optim.linear_schedule(1.0, 0.0, 10)
+    assert _at(linear, (-5,)) == [1.0]
+
+
+BIG = 2**40  # far beyond int32
+
+BIG_STEP_SCHEDULES = {
+    "constant": (optim.constant_schedule(0.5), 0.5),
+    "linear": (optim.linear_schedule(1.0, 0.0, transition_steps=2 * BIG), 0.5),
+    "linear_begin": (optim.linear_schedule(1.0, 0.0, transition_steps=10, transition_begin=2 * BIG), 1.0),
+    "polynomial": (optim.polynomial_schedule(1.0, 0.0, power=2, transition_steps=2 * BIG), 0.25),
+    "exponential": (optim.exponential_decay(1.0, transition_steps=BIG, decay_rate=0.5), 0.5),
+    "staircase": (optim.exponential_decay(1.0, transition_steps=3, decay_rate=0.5, staircase=True, end_value=0.1), 0.1),
+    "cosine": (optim.cosine_decay_schedule(1.0, decay_steps=2 * BIG), 0.5),
+    "cosine_done": (optim.cosine_decay_schedule(1.0, decay_steps=100, alpha=0.25), 0.25),
+    "warmup_cosine": (
+        optim.warmup_cosine_decay_schedule(0.0, 1.0, warmup_steps=BIG // 2, decay_steps=3 * BIG // 2), 0.5),
+    "piecewise": (optim.piecewise_constant_schedule(1.0, {BIG // 2: 0.5, 2 * BIG: 0.5}), 0.5),
+    "join": (optim.join_schedules([optim.constant_schedule(1.0), optim.linear_schedule(1.0, 0.0, 2 * BIG)], [BIG // 2]),
+             0.75),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BIG_STEP_SCHEDULES))
+def test_schedules_are_right_at_python_int_steps_beyond_int32(name):
+    """count = 2**40 as a Python int (and step constants beyond int32) used to overflow on the
+    way into jnp; an optimizer's int32 count must still mix with step constants beyond int32."""
+    schedule, expected = BIG_STEP_SCHEDULES[name]
+    assert float(schedule(BIG)) == pytest.approx(expected, rel=1e-6)
+    assert np.isfinite(float(schedule(jnp.int32(7))))  # int32 count with constants beyond int32
+
+
+def test_non_finite_schedule_values_are_rejected():
+    with pytest.raises(ValueError, match="^linear_schedule: expected init_value to be a finite number, got inf"):
+        optim.linear_schedule(float("inf"), 0.0, 10)
+    with pytest.raises(ValueError, match="^cosine_decay_schedule: expected alpha to be a finite number, got nan"):
+        optim.cosine_decay_schedule(1.0, 10, alpha=float("nan"))
+    with pytest.raises(ValueError, match="^exponential_decay: expected decay_rate to be a finite number, got inf"):
+        optim.exponential_decay(1.0, 10, float("inf"))
+    with pytest.raises(ValueError, match="^piecewise_constant_schedule: expected the scale at step 5 to be a finite"):
+        optim.piecewise_constant_schedule(1.0, {5: float("inf")})
+    with pytest.raises(ValueError, match="^constant_schedule: expected value to be a finite number, got nan"):
+        optim.constant_schedule(float("nan"))
+
+
 # ---------------------------------------------------------------------------------------
 # Schedules as learning rates, through scale_by_learning_rate, against optax
 

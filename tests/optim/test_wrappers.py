@@ -179,6 +179,28 @@ def test_multi_steps_worked_example_and_class_api():
     np.testing.assert_array_equal(updates, [-4.0, -6.0])
 
 
+def test_a_schedule_k_below_one_is_an_error_when_known_and_one_under_jit():
+    """A schedule that returns 0 used to leave multi_steps accumulating forever (it never
+    stepped again). A k known at trace time must be a whole number >= 1; a traced one is taken
+    as max(1, floor(k)), so k = 0 steps on every call."""
+    sgd = optim.scale_by_learning_rate(1.0)
+    params = jnp.zeros(2)
+    for k in (0, 2.5):
+        wrapper = optim.multi_steps(sgd, lambda step, k=k: k)
+        with pytest.raises(ValueError, match=rf"^multi_steps: expected every_k_schedule to return a whole number >= 1 "
+                                             rf"\(k micro-batches per step\), got {k}"):
+            wrapper.update(jnp.ones(2), wrapper.init(params), params)
+    wrapper = optim.multi_steps(sgd, lambda step: jnp.where(step < 2, 0.0, 2.0))  # 0 for the first two steps
+    update = jax.jit(wrapper.update)
+    state = wrapper.init(params)
+    stepped = []
+    for i in range(4):
+        updates, state = update(jnp.full(2, float(i + 1)), state, params)
+        stepped.append(bool(optim.has_updated(state)))
+    assert stepped == [True, True, False, True]  # k = 1, 1, then 2
+    np.testing.assert_array_equal(updates, [-3.5, -3.5])  # the mean of the last two gradients, 3 and 4
+
+
 # ---------------------------------------------------------------------------------------
 # Skipping non-finite steps against optax.apply_if_finite
 
