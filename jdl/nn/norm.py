@@ -8,7 +8,9 @@ Batch norm (Ioffe and Szegedy, 2015) takes ``mean`` and ``var`` over every axis 
 feature axis, from the batch when training and from running averages otherwise; the
 running averages follow ``running = momentum * running + (1 - momentum) * batch``
 (flax's convention: ``momentum`` is the weight of the old value; PyTorch's
-``momentum`` is ``1 -`` this). The variance is the biased batch variance, as in flax.
+``momentum`` is ``1 -`` this). The variance is the biased batch variance, as in flax,
+but computed in two passes in float32 or wider (:func:`moments`), so large offsets and
+magnitudes (``1e4 + N(0, 1)``, ``|x| ~ 1e19``) do not cancel it away or overflow it.
 Layer norm (Ba et al., 2016) takes them over the feature axis of each example and has no
 running state.
 
@@ -56,16 +58,54 @@ class _Normalization(Layer):
             params["beta"] = self.bias_init(bias_key, (features,), self.param_dtype)
         return params
 
-    def normalize(self, params, x, mean, var):
-        """``gamma * (x - mean) * rsqrt(var + epsilon) + beta``, in ``x``'s dtype."""
+    def normalize(self, params, centered, var, dtype, unit=1.0):
+        """``gamma * centered * rsqrt(var + epsilon / unit^2) + beta``, in ``dtype``.
+
+        With ``centered = (x - mean) / unit`` and ``var = Var[x] / unit^2`` (:func:`moments`)
+        this is ``gamma (x - mean) / sqrt(Var[x] + epsilon) + beta`` whatever ``unit``.
+        """
         # gamma joins the per-example factor before it meets x: one full-size product, not two.
-        scale = lax.rsqrt(var + jnp.asarray(self.epsilon, var.dtype))
+        factor = lax.rsqrt(var + jnp.asarray(self.epsilon, var.dtype) / unit / unit)
         if self.use_scale:
-            scale = scale * params["gamma"]
-        y = (x - mean) * scale
+            factor = factor * params["gamma"]
+        y = centered * factor
         if self.use_bias:
             y = y + params["beta"]
-        return y.astype(x.dtype)
+        return y.astype(dtype)
+
+
+def moments(x, axes: tuple[int, ...], axis_name: str | None = None):
+    """Mean and variance of ``x`` over ``axes`` (kept, size 1), by two passes, scaled against overflow.
+
+    Returns ``(mean, centered, var, unit)`` with ``centered = (x - mean) / unit`` and
+    ``var = mean(centered^2) = Var[x] / unit^2``, where ``unit`` is a power of two, at least 1
+    and about ``max |x - mean|``. With ``axis_name`` the statistics are over that mapped
+    axis too (the same batch size on every member). Compute in float32 or wider.
+
+    Not ``E[x^2] - E[x]^2``: that difference cancels catastrophically (off by ~2e3 for
+    ``1e4 + N(0, 1)`` in float32) and overflows to ``inf - inf = NaN`` for ``|x| >= 1e19``.
+    Instead the deviations from a first mean ``m`` are averaged again, which corrects ``m``
+    for its own rounding (Chan, Golub and LeVeque's corrected two-pass algorithm), and their
+    squares averaged. Measuring deviations in ``unit`` keeps the squares and their sums finite
+    for any finite deviation (float32 squares overflow from 1.8e19) and, being a power of
+    two, changes no rounding: it is 1 for deviations up to 1, and otherwise shifts exponents.
+    """
+    mean = _mean(x, axes, axis_name)
+    deviation = x - mean
+    # The correction and the unit come from one more pass over the deviations.
+    correction = _mean(deviation, axes, axis_name)
+    largest = jnp.max(jnp.abs(lax.stop_gradient(deviation)), axis=axes, keepdims=True, initial=0.0)
+    if axis_name is not None:
+        largest = lax.pmax(largest, axis_name)
+    # A constant: the normalised output does not depend on it, so neither does its gradient.
+    unit = jnp.exp2(jnp.ceil(jnp.log2(jnp.maximum(largest, 1.0))))
+    centered = (deviation - correction) / unit
+    return mean + correction, centered, _mean(jnp.square(centered), axes, axis_name), unit
+
+
+def _mean(x, axes, axis_name):
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    return mean if axis_name is None else lax.pmean(mean, axis_name)
 
 
 class BatchNorm(_Normalization):
@@ -74,7 +114,8 @@ class BatchNorm(_Normalization):
     Params ``{"gamma", "beta"}`` of shape ``(features,)``; state ``{"mean", "var"}``, the
     running averages. With ``train=True`` the batch statistics normalise and the state
     is updated (a batch of zero examples is then an error: its statistics are undefined);
-    with ``train=False`` the running averages normalise and the state is returned unchanged. ``axis_name`` averages the batch statistics over a mapped axis
+    with ``train=False`` the running averages normalise and the state is returned
+    unchanged. ``axis_name`` averages the batch statistics over a mapped axis
     (``jax.pmap``/``shard_map`` data parallelism), so every device uses the global batch.
     """
 
@@ -103,23 +144,22 @@ class BatchNorm(_Normalization):
         self.check_input(x)
         check_params(self, params, state, x)
         if not train:
-            return self.normalize(params, x, state["mean"], state["var"]), state
+            return self.normalize(params, x - state["mean"], state["var"], x.dtype), state
 
         batch_axes = tuple(range(x.ndim - 1))
         check_not_empty(self, x, batch_axes, reason="in training, the statistics of an empty batch are undefined "
                         "and would write NaN into the running averages")
         # Statistics in float32 at least, so bfloat16 inputs do not lose the variance.
         x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-        mean = jnp.mean(x32, axis=batch_axes)
-        mean_of_squares = jnp.mean(jnp.square(x32), axis=batch_axes)
-        if self.axis_name is not None:
-            mean, mean_of_squares = lax.pmean((mean, mean_of_squares), self.axis_name)
-        var = jnp.maximum(mean_of_squares - jnp.square(mean), 0.0)
+        mean, centered, var, unit = moments(x32, batch_axes, self.axis_name)
+        features = x.shape[-1]
+        # Var[x] = var * unit^2 (inf only where the variance itself exceeds the dtype's range).
+        batch_mean, batch_var = mean.reshape(features), (var * unit * unit).reshape(features)
         new_state = {
-            "mean": self.momentum * state["mean"] + (1.0 - self.momentum) * mean.astype(state["mean"].dtype),
-            "var": self.momentum * state["var"] + (1.0 - self.momentum) * var.astype(state["var"].dtype),
+            "mean": self.momentum * state["mean"] + (1.0 - self.momentum) * batch_mean.astype(state["mean"].dtype),
+            "var": self.momentum * state["var"] + (1.0 - self.momentum) * batch_var.astype(state["var"].dtype),
         }
-        return self.normalize(params, x32, mean, var).astype(x.dtype), new_state
+        return self.normalize(params, centered, var, x.dtype, unit), new_state
 
 
 class LayerNorm(_Normalization):
@@ -138,7 +178,7 @@ class LayerNorm(_Normalization):
         check_floating_min_rank(self, x, 1, "..., features")
         check_params(self, params, state, x)
 
+        # Statistics in float32 at least, so bfloat16 inputs do not lose the variance.
         x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-        mean = jnp.mean(x32, axis=-1, keepdims=True)
-        var = jnp.maximum(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) - jnp.square(mean), 0.0)
-        return self.normalize(params, x32, mean, var).astype(x.dtype), state
+        _, centered, var, unit = moments(x32, (-1,))
+        return self.normalize(params, centered, var, x.dtype, unit), state

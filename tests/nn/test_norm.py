@@ -183,3 +183,44 @@ def test_batch_norm_refuses_an_empty_batch_in_training():
             jax.jit(lambda v: layer.apply(params, state, v, train=True))(jnp.zeros(shape))
     y, same = layer.apply(params, state, jnp.zeros((0, 3)))  # evaluation: nothing to average, an empty output
     assert y.shape == (0, 3) and same is state
+
+
+def _standardized(x, axis):
+    x = np.asarray(x, np.float64)
+    return (x - x.mean(axis, keepdims=True)) / np.sqrt(x.var(axis, keepdims=True))
+
+
+@pytest.mark.parametrize("offset, spread", [(1e4, 1.0), (1e19, 1e18), (0.0, 1e19), (-3e20, 1e20)])
+def test_norms_have_a_stable_variance(offset, spread):
+    """Two passes, not E[x^2] - E[x]^2: that was off by ~2e3 on 1e4 + N(0, 1) and all-NaN from |x| ~ 1e19.
+    Corrected two-pass statistics, scaled by a power of two, are within ~2e-7 of float64 at every scale."""
+    x = jnp.asarray(offset + spread * np.random.default_rng(0).standard_normal((16, 8)), jnp.float32)
+    layer_norm, batch_norm = nn.LayerNorm(epsilon=1e-30), nn.BatchNorm(epsilon=1e-30, momentum=0.0)
+    ln_params, _ = layer_norm.init(jax.random.key(0), x)
+    bn_params, bn_state = batch_norm.init(jax.random.key(0), x)
+
+    @jax.jit
+    def run(v):
+        ln = lambda u: layer_norm.apply(ln_params, {}, u)[0]  # noqa: E731
+        bn = lambda u: batch_norm.apply(bn_params, bn_state, u, train=True)  # noqa: E731
+        weights = jnp.arange(v.size, dtype=v.dtype).reshape(v.shape) / v.size
+        grads = [jax.grad(lambda u, f=f: jnp.sum(f(u) * weights))(v) for f in (ln, lambda u: bn(u)[0])]
+        return ln(v), bn(v), grads
+
+    y_ln, (y_bn, state), grads = run(x)
+    np.testing.assert_allclose(y_ln, _standardized(x, -1), atol=1e-5)  # the float64 reference
+    np.testing.assert_allclose(y_bn, _standardized(x, 0), atol=1e-5)
+    x64 = np.asarray(x, np.float64)
+    np.testing.assert_allclose(state["mean"], x64.mean(0), rtol=1e-5)
+    var = x64.var(0)
+    np.testing.assert_allclose(state["var"], var if np.all(var < 3e38) else np.inf, rtol=1e-4)  # inf: beyond float32
+    assert all(np.all(np.isfinite(g)) for g in grads)
+
+
+def test_norms_of_bfloat16_keep_float32_statistics():
+    x = jnp.asarray(100.0 + np.random.default_rng(1).standard_normal((8, 16)), jnp.bfloat16)
+    for layer, axis in [(nn.LayerNorm(), -1), (nn.BatchNorm(), 0)]:
+        params, state = layer.init(jax.random.key(0), x)
+        y, _ = layer.apply(params, state, x, train=True)
+        assert y.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(y, np.float32), _standardized(x, axis), atol=0.05)
