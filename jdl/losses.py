@@ -8,8 +8,10 @@ penalties :func:`l1_penalty` and :func:`l2_penalty` sum over a whole params pytr
 
 Inputs are checked at trace time: logits must be floating point, integer class labels
 must have an integer dtype and the shape ``logits.shape[:-1]``, and arrays that should
-match must have the same shape (nothing is silently broadcast). Where jdl is stricter
-than optax (optax broadcasts), the error says what was expected and what was given.
+match must have the same shape (nothing is silently broadcast). Concrete integer labels
+(outside ``jit``) must be in ``[0, num_classes)``; under ``jit`` an out-of-range label
+gives NaN. Where jdl is stricter than optax (optax broadcasts), the error says what was
+expected and what was given.
 
 =========================================  ============================================
 ``squared_error(p, t)``                    ``(p - t)^2``
@@ -47,10 +49,11 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jdl._checks import (
     NonNegativeInt, check_class_labels, check_floating, check_floating_min_rank, check_integer, check_min_rank,
-    check_real, check_same_shape, check_that, checks_arguments,
+    check_real, check_same_shape, check_that, checks_arguments, is_concrete,
 )
 from jdl.activations import log_sigmoid, log_softmax
 
@@ -93,7 +96,7 @@ def check_not_empty(where: Any, x: Any, axes: Any = None, what: str = "input",
     Shared by the losses, metrics, norms and poolings (its place is ``jdl._checks``).
     """
     axes = tuple(range(x.ndim)) if axes is None else tuple(axis % x.ndim for axis in axes)
-    along = "" if axes == tuple(range(x.ndim)) else f" along axis {axes[0]}" if len(axes) == 1 else f" along axes {axes}"
+    along = "" if axes == tuple(range(x.ndim)) else f" along axes {axes}" if len(axes) > 1 else f" along axis {axes[0]}"
     check_that(all(x.shape[axis] > 0 for axis in axes), where, f"non-empty {what}{along} ({reason})",
                f"{what} of shape {tuple(x.shape)}")
 
@@ -101,6 +104,26 @@ def check_not_empty(where: Any, x: Any, axes: Any = None, what: str = "input",
 def _check_classes(where: str, scores: Any, scores_name: str = "logits") -> None:
     """At least one class along the last axis: a softmax, a sum or an argmax over no class is undefined."""
     check_not_empty(where, scores, (-1,), scores_name, "at least one class")
+
+
+def check_integer_labels(where: str, scores: Any, labels: Any, scores_name: str = "logits", mask: Any = None) -> None:
+    """Integer class ``labels`` for ``scores [..., num_classes]`` (and a bool ``mask`` of their shape,
+    which labels count), at least one class, and, when labels and mask are concrete, every label
+    that counts in ``[0, num_classes)``.
+
+    Under ``jit`` values cannot be checked: an out-of-range label then gives NaN (see
+    :func:`_pick_class`), never a wrapped or clipped class.
+    """
+    check_class_labels(where, scores, labels, scores_name, mask=mask)
+    _check_classes(where, scores, scores_name)
+    if not is_concrete(labels) or (mask is not None and not is_concrete(mask)):
+        return
+    values = np.asarray(labels) if mask is None else np.asarray(labels)[np.asarray(mask)]
+    if values.size:
+        num_classes = scores.shape[-1]
+        check_that(values.min() >= 0 and values.max() < num_classes, where, f"labels in [0, {num_classes}) (the "
+                   f"classes of {scores_name}'s last axis{', where mask is true' * (mask is not None)})",
+                   f"labels from {values.min()} to {values.max()}")
 
 
 def _check_smoothing(where: str, alpha: Any, name: str) -> None:
@@ -349,9 +372,10 @@ def softmax_cross_entropy_with_integer_labels(
     """Cross-entropy ``-log softmax(z)_y`` for integer class labels ``y``, as optax.
 
     ``logits`` have shape ``(..., num_classes)`` and ``labels`` the integer shape
-    ``logits.shape[:-1]``; so does the result. A label outside ``[0, num_classes)`` gives
-    NaN (values cannot be checked at trace time). With ``label_smoothing = alpha`` this
-    equals :func:`softmax_cross_entropy` on ``smooth_labels(one_hot(y), alpha)``:
+    ``logits.shape[:-1]``; so does the result. A label outside ``[0, num_classes)`` is an
+    error, or, under ``jit`` (where values cannot be checked), gives NaN. With
+    ``label_smoothing = alpha`` this equals :func:`softmax_cross_entropy` on
+    ``smooth_labels(one_hot(y), alpha)``:
 
         ``(1 - alpha) (-log softmax(z)_y) + alpha mean_c (-log softmax(z)_c)``.
 
@@ -362,8 +386,7 @@ def softmax_cross_entropy_with_integer_labels(
         Array([0.23954484], dtype=float32)
     """
     where = "softmax_cross_entropy_with_integer_labels"
-    check_class_labels(where, logits, labels)
-    _check_classes(where, logits)
+    check_integer_labels(where, logits, labels)
     _check_smoothing(where, label_smoothing, "label_smoothing")
     log_probs = log_softmax(logits, axis=-1)
     loss = -_pick_class(log_probs, labels)
@@ -380,7 +403,8 @@ def nll_loss(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
     ``(..., num_classes)``; ``labels`` have the integer shape ``log_probs.shape[:-1]``.
     ``nll_loss(log_softmax(z), y)`` equals
     ``softmax_cross_entropy_with_integer_labels(z, y)``. Unlike PyTorch's ``nll_loss``
-    there is no reduction over the batch. A label outside ``[0, num_classes)`` gives NaN.
+    there is no reduction over the batch. A label outside ``[0, num_classes)`` is an error,
+    or, under ``jit``, gives NaN.
 
     Example:
         >>> import jax.numpy as jnp, jdl
@@ -388,8 +412,7 @@ def nll_loss(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
         >>> jdl.losses.nll_loss(log_probs, jnp.array([1]))
         Array([1.3862944], dtype=float32)
     """
-    check_class_labels("nll_loss", log_probs, labels, "log_probs")
-    _check_classes("nll_loss", log_probs, "log_probs")
+    check_integer_labels("nll_loss", log_probs, labels, "log_probs")
     return -_pick_class(log_probs, labels)
 
 
@@ -489,8 +512,8 @@ def masked_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array |
     ``m = mask`` (``sequence_mask(lengths, time)``; ``None`` means every step, of which there
     must be at least one). Labels at masked-out steps are ignored, whatever their value
     (``-1`` is a fine padding label), and get no gradient; an out-of-range label at a real
-    step gives NaN, as in :func:`softmax_cross_entropy_with_integer_labels`. An all-false
-    mask gives 0.
+    step is an error, or, under ``jit``, gives NaN, as in
+    :func:`softmax_cross_entropy_with_integer_labels`. An all-false mask gives 0.
 
     Example:
         >>> import jax.numpy as jnp, jdl
@@ -500,8 +523,7 @@ def masked_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array |
         Array(1.3862944, dtype=float32)
     """
     where = "masked_cross_entropy"
-    check_class_labels(where, logits, labels, mask=mask)
-    _check_classes(where, logits)
+    check_integer_labels(where, logits, labels, mask=mask)
     if mask is None:
         check_not_empty(where, labels, what="labels", reason="a mean over zero steps is undefined")
     real_labels = labels if mask is None else jnp.where(mask, labels, 0)

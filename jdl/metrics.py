@@ -2,7 +2,7 @@
 
 ``logits`` have shape ``(..., num_classes)`` and ``labels`` the integer shape
 ``logits.shape[:-1]``; each metric is a scalar averaged over every leading axis. Inputs
-are checked at trace time, like the losses in :mod:`jdl.losses`.
+are checked at trace time, and concrete labels for range, like the losses in :mod:`jdl.losses`.
 
 :func:`corpus_bleu` and :func:`sentence_bleu` score whitespace-tokenised strings in pure
 Python (decode the model's ids to text first, e.g. with :mod:`jdl.text`); they equal
@@ -25,16 +25,17 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jdl._checks import check_class_labels, check_int_at_least, check_that
-from jdl.losses import check_not_empty, masked_mean
+from jdl._checks import check_int_at_least, check_that
+from jdl.losses import check_integer_labels, check_not_empty, masked_mean
 
 __all__ = ["BleuScore", "accuracy", "masked_accuracy", "corpus_bleu", "sentence_bleu", "top_k_accuracy"]
 
 
-def _check_examples(where: str, logits: jax.Array, labels: jax.Array | None) -> None:
-    """At least one class, and (``labels`` given) at least one example: a mean over none is undefined."""
-    check_not_empty(where, logits, (-1,), "logits", "at least one class")
-    if labels is not None:
+def _check_inputs(where: str, logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> None:
+    """Integer labels of ``logits.shape[:-1]`` (concrete ones in range), at least one class, and
+    without a mask at least one example: a mean over none is undefined."""
+    check_integer_labels(where, logits, labels, mask=mask)
+    if mask is None:
         check_not_empty(where, labels, what="labels", reason="a mean over zero examples is undefined")
 
 
@@ -63,8 +64,7 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
         >>> jdl.metrics.accuracy(logits, jnp.array([0, 1]))
         Array(0.5, dtype=float32)
     """
-    check_class_labels("accuracy", logits, labels)
-    _check_examples("accuracy", logits, labels)
+    _check_inputs("accuracy", logits, labels)
     return jnp.mean(_correct(jnp.argmax(logits, axis=-1) == labels, logits, labels))
 
 
@@ -82,8 +82,7 @@ def masked_accuracy(logits: jax.Array, labels: jax.Array, mask: jax.Array | None
         >>> jdl.metrics.masked_accuracy(logits, jnp.array([[1, 1, 0]]), jnp.array([[True, True, False]]))
         Array(0.5, dtype=float32)
     """
-    check_class_labels("masked_accuracy", logits, labels, mask=mask)
-    _check_examples("masked_accuracy", logits, None if mask is not None else labels)
+    _check_inputs("masked_accuracy", logits, labels, mask)
     return masked_mean(_correct(jnp.argmax(logits, axis=-1) == labels, logits, labels), mask)
 
 
@@ -101,8 +100,7 @@ def top_k_accuracy(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
         Array(0.5, dtype=float32)
     """
     where = "top_k_accuracy"
-    check_class_labels(where, logits, labels)
-    _check_examples(where, logits, labels)
+    _check_inputs(where, logits, labels)
     num_classes = logits.shape[-1]
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= num_classes:
         raise ValueError(f"{where}: expected k to be an int in [1, num_classes = {num_classes}], got {k!r}")
