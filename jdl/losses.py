@@ -96,7 +96,8 @@ def check_not_empty(where: Any, x: Any, axes: Any = None, what: str = "input",
     Shared by the losses, metrics, norms and poolings (its place is ``jdl._checks``).
     """
     axes = tuple(range(x.ndim)) if axes is None else tuple(axis % x.ndim for axis in axes)
-    along = "" if axes == tuple(range(x.ndim)) else f" along axes {axes}" if len(axes) > 1 else f" along axis {axes[0]}"
+    along = f" along axis {axes[0]}" if len(axes) == 1 else f" along axes {axes}"
+    along = "" if axes == tuple(range(x.ndim)) else along
     check_that(all(x.shape[axis] > 0 for axis in axes), where, f"non-empty {what}{along} ({reason})",
                f"{what} of shape {tuple(x.shape)}")
 
