@@ -156,7 +156,7 @@ def transformer_config(data: Data) -> models.TransformerConfig:
 def run_transformer(data: Data, settings: Settings, seed: int) -> tuple[dict, np.ndarray]:
     model = models.Transformer(transformer_config(data))
     example = (jnp.asarray(data.train_source[:2]), jnp.asarray(data.train_target[:2]))
-    params, _ = model.init(jax.random.key(seed), example)
+    params, _ = jax.jit(model.init)(jax.random.key(seed), example)  # one compilation, not one per op
 
     def loss_fn(p, source, target, key):
         return model.loss(p, source, target, key=key, train=True, label_smoothing=0.1)
@@ -167,14 +167,14 @@ def run_transformer(data: Data, settings: Settings, seed: int) -> tuple[dict, np
     result = {"greedy": evaluate(greedy, data), "beam": evaluate(beam, data) if settings.beam_size else None}
     examples = jnp.asarray(data.test_source[:settings.num_heatmaps])
     decoded = greedy(examples)
-    weights = model.cross_attention(params, examples, model.shift_right(decoded))[-1].mean(axis=1)
+    weights = jax.jit(model.cross_attention)(params, examples, model.shift_right(decoded))[-1].mean(axis=1)
     return _summary(result, curve, seconds, models.count_params(params)), np.asarray(weights)
 
 
 def run_gru_attention(data: Data, settings: Settings, seed: int) -> tuple[dict, np.ndarray]:
     model = models.AttentionSeq2Seq(len(data.source_vocab), len(data.target_vocab), 64, embed_features=32,
                                     bos_id=data.target_vocab.bos_id, eos_id=data.target_vocab.eos_id)
-    params, _ = model.init(jax.random.key(seed), jnp.asarray(data.train_source[:2]))
+    params, _ = jax.jit(model.init)(jax.random.key(seed), jnp.asarray(data.train_source[:2]))
     lengths_of = lambda ids: jnp.sum(ids != 0, axis=1).astype(jnp.int32)  # noqa: E731
 
     def loss_fn(p, source, target, key):

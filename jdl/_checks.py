@@ -40,7 +40,11 @@ def _is_real(value: Any) -> bool:
 
 
 def check_array(where: str, x: Any, what: str = "input") -> None:
+    """An array (or a ``jax.ShapeDtypeStruct``) with no empty axis: a result over nothing would be
+    empty or undefined (a mean of no values is NaN), so an empty batch or sequence is an error."""
     check_that(hasattr(x, "shape") and hasattr(x, "dtype"), where, f"{what} to be an array", type(x).__name__, TypeError)
+    check_that(0 not in tuple(x.shape), where, f"{what} with no empty axis (nothing to compute)",
+               f"shape {tuple(x.shape)}")
 
 
 def _check_dtype_kind(where: str, x: Any, what: str, kinds: tuple, expected: str, hint: str = "") -> None:

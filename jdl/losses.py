@@ -52,8 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jdl._checks import (
-    NonNegativeInt, check_class_labels, check_floating, check_floating_min_rank, check_integer, check_min_rank,
-    check_real, check_same_shape, check_that, checks_arguments, is_concrete,
+    NonNegativeInt, check_array, check_class_labels, check_floating, check_floating_min_rank, check_integer,
+    check_min_rank, check_real, check_same_shape, check_that, checks_arguments, is_concrete,
 )
 from jdl.activations import log_sigmoid, log_softmax
 
@@ -88,25 +88,6 @@ def _check_distributions(where: str, x: Any, y: Any, x_name: str, y_name: str, h
     check_floating(where, y, y_name)
 
 
-def check_not_empty(where: Any, x: Any, axes: Any = None, what: str = "input",
-                    reason: str = "a mean over zero elements is undefined") -> None:
-    """No axis among ``axes`` (every axis when ``None``) of length 0: a mean or a statistic
-    over nothing is an error, not a silent NaN, and an empty axis is not silently emptied.
-
-    Shared by the losses, metrics, norms and poolings (its place is ``jdl._checks``).
-    """
-    axes = tuple(range(x.ndim)) if axes is None else tuple(axis % x.ndim for axis in axes)
-    along = f" along axis {axes[0]}" if len(axes) == 1 else f" along axes {axes}"
-    along = "" if axes == tuple(range(x.ndim)) else along
-    check_that(all(x.shape[axis] > 0 for axis in axes), where, f"non-empty {what}{along} ({reason})",
-               f"{what} of shape {tuple(x.shape)}")
-
-
-def _check_classes(where: str, scores: Any, scores_name: str = "logits") -> None:
-    """At least one class along the last axis: a softmax, a sum or an argmax over no class is undefined."""
-    check_not_empty(where, scores, (-1,), scores_name, "at least one class")
-
-
 def check_integer_labels(where: str, scores: Any, labels: Any, scores_name: str = "logits", mask: Any = None) -> None:
     """Integer class ``labels`` for ``scores [..., num_classes]`` (and a bool ``mask`` of their shape,
     which labels count), at least one class, and, when labels and mask are concrete, every label
@@ -116,7 +97,6 @@ def check_integer_labels(where: str, scores: Any, labels: Any, scores_name: str 
     :func:`_pick_class`), never a wrapped or clipped class.
     """
     check_class_labels(where, scores, labels, scores_name, mask=mask)
-    _check_classes(where, scores, scores_name)
     if not is_concrete(labels) or (mask is not None and not is_concrete(mask)):
         return
     values = np.asarray(labels) if mask is None else np.asarray(labels)[np.asarray(mask)]
@@ -236,7 +216,6 @@ def mean_squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
     where = "mean_squared_error"
     check_that(targets is not None, where, "targets", "None (use squared_error)", TypeError)
     errors = _squared_error(where, predictions, targets)
-    check_not_empty(where, predictions, what="predictions")
     return jnp.mean(errors)
 
 
@@ -250,7 +229,6 @@ def mean_absolute_error(predictions: jax.Array, targets: jax.Array) -> jax.Array
     """
     where = "mean_absolute_error"
     _check_pair(where, predictions, targets, "predictions", "targets")
-    check_not_empty(where, predictions, what="predictions")
     return jnp.mean(jnp.abs(predictions - targets))
 
 
@@ -360,7 +338,6 @@ def softmax_cross_entropy(
     """
     where = "softmax_cross_entropy"
     _check_distributions(where, logits, labels, "logits", "labels", f"; use {where}_with_integer_labels for those")
-    _check_classes(where, logits)
     _check_smoothing(where, label_smoothing, "label_smoothing")
     if not _is_zero(label_smoothing):
         labels = _smooth(labels, label_smoothing)
@@ -431,7 +408,6 @@ def kl_divergence(log_predictions: jax.Array, targets: jax.Array) -> jax.Array:
         Array(0.6931472, dtype=float32)
     """
     _check_distributions("kl_divergence", log_predictions, targets, "log_predictions", "targets")
-    _check_classes("kl_divergence", log_predictions, "log_predictions")
     positive = targets > 0
     log_targets = jnp.where(positive, jnp.log(jnp.where(positive, targets, 1.0)), 0.0)
     return jnp.sum(targets * (log_targets - log_predictions), axis=-1)
@@ -500,7 +476,7 @@ def masked_mean(values: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         Array(2., dtype=float32)
     """
     if mask is None:
-        check_not_empty("masked_mean", values, what="values")
+        check_array("masked_mean", values, "values")  # a mean over no value is undefined: refused
         return jnp.mean(values)
     total = jnp.sum(jnp.where(mask, values, jnp.zeros_like(values)))
     return total / jnp.maximum(jnp.sum(mask), 1).astype(values.dtype)
@@ -525,7 +501,5 @@ def masked_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array |
     """
     where = "masked_cross_entropy"
     check_integer_labels(where, logits, labels, mask=mask)
-    if mask is None:
-        check_not_empty(where, labels, what="labels", reason="a mean over zero steps is undefined")
     real_labels = labels if mask is None else jnp.where(mask, labels, 0)
     return masked_mean(-_pick_class(log_softmax(logits, axis=-1), real_labels), mask)

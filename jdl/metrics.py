@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jdl._checks import check_int_at_least, check_that
-from jdl.losses import check_integer_labels, check_not_empty, masked_mean
+from jdl.losses import check_integer_labels, masked_mean
 
 __all__ = ["BleuScore", "accuracy", "masked_accuracy", "corpus_bleu", "sentence_bleu", "top_k_accuracy"]
 
@@ -35,8 +35,6 @@ def _check_inputs(where: str, logits: jax.Array, labels: jax.Array, mask: jax.Ar
     """Integer labels of ``logits.shape[:-1]`` (concrete ones in range), at least one class, and
     without a mask at least one example: a mean over none is undefined."""
     check_integer_labels(where, logits, labels, mask=mask)
-    if mask is None:
-        check_not_empty(where, labels, what="labels", reason="a mean over zero examples is undefined")
 
 
 def _correct(hit: jax.Array, logits: jax.Array, labels: jax.Array) -> jax.Array:

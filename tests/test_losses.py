@@ -593,7 +593,7 @@ def test_means_over_nothing_are_errors():
         losses.mean_squared_error(empty, empty)
     with pytest.raises(ValueError, match=r"^mean_absolute_error: expected .*empty"):
         jax.jit(losses.mean_absolute_error)(empty, empty)
-    with pytest.raises(ValueError, match=r"^masked_mean: expected non-empty values"):
+    with pytest.raises(ValueError, match=r"^masked_mean: expected values with no empty axis"):
         losses.masked_mean(_zeros((0,)))
     with pytest.raises(ValueError, match=r"^masked_cross_entropy: expected .*empty"):
         losses.masked_cross_entropy(_zeros((2, 0, 3)), _zeros((2, 0), np.int32))

@@ -284,8 +284,10 @@ class Transformer(Layer):
 
     def apply(self, params, state, x, *, key=None, train=False):
         check_tuple(self, x, 2, "x", "a pair (source_ids, decoder_inputs)")
-        check_params(self, params, state, x)
         source_ids, decoder_inputs = x
+        self._check_ids(f"{self}.apply", source_ids, self.config.source_vocab_size, "source_ids")
+        self._check_ids(f"{self}.apply", decoder_inputs, self.config.target_vocab_size, "decoder_inputs")
+        check_params(self, params, state, x)
         memory = self.encode(params, source_ids, key=child_key(key, 0), train=train)
         return self.decode(params, memory, source_ids, decoder_inputs, key=child_key(key, 1), train=train), state
 

@@ -47,7 +47,7 @@ from typing import Any, Callable, ClassVar
 import jax
 import jax.numpy as jnp
 
-from jdl._checks import as_shape_struct, check_declared, check_floating, check_same_dtype, check_that
+from jdl._checks import as_shape_struct, check_array, check_declared, check_floating, check_same_dtype, check_that
 
 Params = Any  # a nested dict of arrays
 State = Any  # a nested dict of arrays
@@ -271,7 +271,8 @@ class Lambda(ParamFree):
         return f"Lambda({getattr(self.function, '__name__', 'fn')})"
 
     def check_input(self, x) -> None:
-        pass  # any input the function accepts
+        for leaf in jax.tree.leaves(x):  # any input the function accepts, but no empty array
+            check_array(self, leaf)
 
     def fn(self, x):
         return self.function(x)
@@ -430,8 +431,11 @@ class Residual(Layer):
     def _branches(self) -> dict[str, Layer]:
         return {"main": self.layer} if self.shortcut is None else {"main": self.layer, "shortcut": self.shortcut}
 
-    def _check_sum(self, main_out, skip_out, x) -> None:
-        check_same_dtype(self, [main_out, skip_out], "the main branch and the shortcut to give the same dtype for the sum")
+    def _check_sum(self, main_out, skip_out, x, dtypes: bool = True) -> None:
+        """The two branches add up: one shape, and (at apply, where the params' dtypes are known) one dtype."""
+        if dtypes:
+            check_same_dtype(self, [main_out, skip_out], "the main branch and the shortcut to give the same dtype "
+                             "for the sum")
         if main_out.shape != skip_out.shape:
             raise ValueError(
                 f"{self}: expected the main branch to keep the shape of its input {tuple(x.shape)} for the sum, "
@@ -445,7 +449,7 @@ class Residual(Layer):
                 params[branch], state[branch] = child.init(jax.random.fold_in(key, index), x)
         main_out = output_shape(self.layer, params["main"], state["main"], x)
         skip_out = output_shape(self.shortcut, params["shortcut"], state["shortcut"], x) if self.shortcut else x
-        self._check_sum(main_out, skip_out, x)
+        self._check_sum(main_out, skip_out, x, dtypes=False)  # init's float32 params are not apply's
         return params, state
 
     def apply(self, params, state, x, *, key=None, train=False):

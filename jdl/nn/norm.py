@@ -33,8 +33,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from jdl import init as initializers
-from jdl._checks import Positive, UnitInterval, check_floating, check_floating_min_rank, check_min_rank
-from jdl.losses import check_not_empty
+from jdl._checks import (
+    Positive, UnitInterval, check_floating, check_floating_min_rank, check_min_rank, check_train_flag,
+)
 from jdl.nn.core import KW_ONLY, Layer, check_params
 
 
@@ -141,14 +142,13 @@ class BatchNorm(_Normalization):
         return self.init_scale_and_shift(key, features), state
 
     def apply(self, params, state, x, *, key=None, train=False):
-        self.check_input(x)
+        self.check_input(x)  # an empty batch too: its statistics would write NaN into the running averages
         check_params(self, params, state, x)
+        check_train_flag(self, train)
         if not train:
             return self.normalize(params, x - state["mean"], state["var"], x.dtype), state
 
         batch_axes = tuple(range(x.ndim - 1))
-        check_not_empty(self, x, batch_axes, reason="in training, the statistics of an empty batch are undefined "
-                        "and would write NaN into the running averages")
         # Statistics in float32 at least, so bfloat16 inputs do not lose the variance.
         x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         mean, centered, var, unit = moments(x32, batch_axes, self.axis_name)

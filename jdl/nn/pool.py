@@ -22,7 +22,6 @@ import jax.numpy as jnp
 from jax import lax
 
 from jdl._checks import PositiveInt
-from jdl.losses import check_not_empty
 from jdl.nn.conv import _as_tuple, check_output_sizes, check_spatial_input, fold_batch_axes, frozen
 from jdl.nn.core import KW_ONLY, ParamFree
 
@@ -141,7 +140,6 @@ class _GlobalPool(ParamFree):
 
     def check_input(self, x):
         check_spatial_input(self, x, self.num_spatial)
-        check_not_empty(self, x, self.spatial_axes, reason="a pool over zero positions is undefined")
 
     @property
     def spatial_axes(self) -> tuple[int, ...]:

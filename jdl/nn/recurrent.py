@@ -52,7 +52,7 @@ import jax.numpy as jnp
 
 from jdl._checks import PositiveInt, Rate, check_floating_min_rank, check_lengths, check_that, check_tuple
 from jdl.nn.cells import Cell, GRUCell, LSTMCell, SimpleRNNCell, SimplifiedGRUCell, compute_dtype
-from jdl.nn.core import KW_ONLY, Layer, check_params, child_key
+from jdl.nn.core import KW_ONLY, Layer, check_params, child_key, inside
 from jdl.nn.dropout import Dropout
 from jdl.nn.recurrent_scan import IMPLEMENTATIONS, Implementation, flip_sequences, scan_cell, time_chunk_size
 
@@ -309,13 +309,16 @@ class StackedRNN(_Recurrent):
         object.__setattr__(self, "dropout", Dropout(self.dropout_rate))
 
     def init(self, key, x):
+        self.check_sequences(x)
         params = {}
         for index, (layer_name, layer) in enumerate(self.layers.items()):
-            params[layer_name], _ = layer.init(jax.random.fold_in(key, index), x)
-            x = jax.eval_shape(lambda p, v: layer.apply(p, {}, v)[0][0], params[layer_name], x)
+            with inside(self, layer_name):
+                params[layer_name], _ = layer.init(jax.random.fold_in(key, index), x)
+                x = jax.eval_shape(lambda p, v: layer.apply(p, {}, v)[0][0], params[layer_name], x)
         return params, {}
 
     def apply(self, params, state, x, *, key=None, train=False, lengths=None, initial_carry=None):
+        self.check_sequences(x, lengths)
         if initial_carry is not None:
             check_tuple(self, initial_carry, len(self.cells), "initial_carry",
                         f"a tuple of {len(self.cells)} carries (one per layer)")
@@ -326,6 +329,7 @@ class StackedRNN(_Recurrent):
             if index > 0:
                 x, _ = self.dropout.apply({}, {}, x, key=child_key(key, index), train=train)
             carry = None if initial_carry is None else initial_carry[index]
-            (x, carry), _ = layer.apply(params[layer_name], {}, x, lengths=lengths, initial_carry=carry)
+            with inside(self, layer_name):
+                (x, carry), _ = layer.apply(params[layer_name], {}, x, lengths=lengths, initial_carry=carry)
             carries.append(carry)
         return ((x, tuple(carries)) if self.return_carry else x), state

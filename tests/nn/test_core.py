@@ -341,7 +341,8 @@ def test_branches_of_different_dtypes_are_refused():
     residual = nn.Residual(to_bf16)
     with pytest.raises(TypeError, match=r"Residual\(Lambda\(<lambda>\)\): expected the main branch and the shortcut "
                                         r"to give the same dtype .* got bfloat16 and float32"):
-        residual.init(jax.random.key(0), x)
+        params, state = residual.init(jax.random.key(0), x)  # init sees shapes only: the sum's dtype is apply's
+        residual.apply(params, state, x)
     concat = nn.Concat([to_bf16, nn.Tanh()])
     with pytest.raises(TypeError, match=r"Concat\(.*\): expected branch outputs of one dtype .*bfloat16.*float32"):
         concat.init(jax.random.key(0), x)
