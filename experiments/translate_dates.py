@@ -59,10 +59,12 @@ class Settings:
     learning_rate: float = 2e-3
     beam_size: int = 4  # 0: no beam search
     num_heatmaps: int = 4
+    width: int = 64  # d_model of the Transformer, hidden size of the GRUs
+    layers: int = 2  # Transformer layers per stack
 
 
 QUICK = Settings(train_dates=60, test_dates=10, batch=32, transformer_steps=20, gru_steps=20, chunk=10,
-                 beam_size=0, num_heatmaps=2)
+                 beam_size=0, num_heatmaps=2, width=16, layers=1)
 
 
 # ----------------------------------------------------------------------------------- data
@@ -147,14 +149,15 @@ def evaluate(decode_fn, data: Data, batch: int = 256) -> dict:
 # ----------------------------------------------------------------------------------- the models
 
 
-def transformer_config(data: Data) -> models.TransformerConfig:
+def transformer_config(data: Data, settings: Settings) -> models.TransformerConfig:
     return models.TransformerConfig(
-        len(data.source_vocab), len(data.target_vocab), d_model=64, num_heads=4, num_encoder_layers=2,
-        num_decoder_layers=2, mlp_features=256, dropout_rate=0.1, max_length=max(data.train_source.shape[1], 16))
+        len(data.source_vocab), len(data.target_vocab), d_model=settings.width, num_heads=4,
+        num_encoder_layers=settings.layers, num_decoder_layers=settings.layers, mlp_features=4 * settings.width,
+        dropout_rate=0.1, max_length=max(data.train_source.shape[1], 16))
 
 
 def run_transformer(data: Data, settings: Settings, seed: int) -> tuple[dict, np.ndarray]:
-    model = models.Transformer(transformer_config(data))
+    model = models.Transformer(transformer_config(data, settings))
     example = (jnp.asarray(data.train_source[:2]), jnp.asarray(data.train_target[:2]))
     params, _ = jax.jit(model.init)(jax.random.key(seed), example)  # one compilation, not one per op
 
@@ -172,8 +175,8 @@ def run_transformer(data: Data, settings: Settings, seed: int) -> tuple[dict, np
 
 
 def run_gru_attention(data: Data, settings: Settings, seed: int) -> tuple[dict, np.ndarray]:
-    model = models.AttentionSeq2Seq(len(data.source_vocab), len(data.target_vocab), 64, embed_features=32,
-                                    bos_id=data.target_vocab.bos_id, eos_id=data.target_vocab.eos_id)
+    model = models.AttentionSeq2Seq(len(data.source_vocab), len(data.target_vocab), settings.width,
+                                    embed_features=settings.width // 2, bos_id=data.target_vocab.bos_id, eos_id=data.target_vocab.eos_id)
     params, _ = jax.jit(model.init)(jax.random.key(seed), jnp.asarray(data.train_source[:2]))
     lengths_of = lambda ids: jnp.sum(ids != 0, axis=1).astype(jnp.int32)  # noqa: E731
 

@@ -170,9 +170,8 @@ def check_lengths(where: str, lengths: Any, batch_shape: tuple[int, ...], steps:
 
 def check_int_at_least(where: Any, name: str, value: Any, low: int, *, none_ok: bool = False) -> None:
     """A count: an int ``>= low`` (``True`` is not a count); with ``none_ok``, ``None`` as well."""
-    if not (none_ok and value is None):
-        check_that(_is_int(value) and value >= low, where, f"{name} to be an int >= {low}" + " or None" * none_ok,
-                   repr(value))
+    check_that((none_ok and value is None) or (_is_int(value) and value >= low), where,
+               f"{name} to be an int >= {low}" + " or None" * none_ok, repr(value))
 
 
 def check_class_labels(where: str, scores: Any, labels: Any, scores_name: str = "logits", mask: Any = None) -> None:
@@ -181,15 +180,13 @@ def check_class_labels(where: str, scores: Any, labels: Any, scores_name: str = 
     check_floating_min_rank(where, scores, 1, "..., num_classes", scores_name)
     check_array(where, labels, "labels")
     expected = tuple(scores.shape[:-1])
-    if jnp.issubdtype(labels.dtype, jnp.floating) and tuple(labels.shape) == tuple(scores.shape):
-        raise TypeError(f"{where}: expected integer class labels of shape {expected}, got {jnp.dtype(labels.dtype).name}"
-                        f" labels of shape {tuple(labels.shape)} (one-hot or probabilities?); use softmax_cross_entropy "
-                        f"for those")
+    got = f"labels of shape {tuple(labels.shape)}"
+    check_that(not (jnp.issubdtype(labels.dtype, jnp.floating) and tuple(labels.shape) == tuple(scores.shape)), where,
+               f"integer class labels of shape {expected}", f"{jnp.dtype(labels.dtype).name} {got} (one-hot or "
+               f"probabilities?); use softmax_cross_entropy for those", TypeError)
     check_integer(where, labels, "labels")
-    if tuple(labels.shape) != expected:
-        raise ValueError(f"{where}: expected labels of shape {expected} ({scores_name}.shape[:-1], one class index per "
-                         f"example; nothing is broadcast), got labels of shape {tuple(labels.shape)} for {scores_name} "
-                         f"of shape {tuple(scores.shape)}")
+    check_that(tuple(labels.shape) == expected, where, f"labels of shape {expected} ({scores_name}.shape[:-1], one "
+               f"class index per example; nothing is broadcast)", f"{got} for {scores_name} of shape {tuple(scores.shape)}")
     if mask is not None:
         check_bool_mask(where, mask, expected, "the labels'")
 
@@ -202,10 +199,9 @@ def check_bool_mask(where: str, mask: Any, shape: tuple[int, ...], source: str, 
 
 def check_temperature(where: str, temperature: Any) -> None:
     """A sampling temperature: a number or a scalar array; when concrete, finite and ``>= 0``."""
-    if isinstance(temperature, bool) or not (isinstance(temperature, numbers.Real) or hasattr(temperature, "shape")):
-        raise TypeError(f"{where}: expected temperature to be a number >= 0, got {type(temperature).__name__}")
-    if hasattr(temperature, "shape") and np.ndim(temperature) != 0:
-        raise ValueError(f"{where}: expected a scalar temperature, got shape {tuple(np.shape(temperature))}")
+    check_that(_is_real(temperature) or hasattr(temperature, "shape"), where, "temperature to be a number >= 0",
+               type(temperature).__name__, TypeError)
+    check_that(np.ndim(temperature) == 0, where, "a scalar temperature", f"shape {tuple(np.shape(temperature))}")
     if is_concrete(temperature) and not (float(temperature) >= 0.0 and np.isfinite(float(temperature))):
         raise ValueError(f"{where}: expected a finite temperature >= 0 (0 is greedy decoding), "
                          f"got {float(temperature)}")
@@ -285,11 +281,9 @@ def check_broadcasts_to(where: Any, x: Any, target: tuple[int, ...], what: str, 
 
 def check_same_axes(where: Any, a: Any, b: Any, axes: slice, names: tuple[str, str], layout: str) -> None:
     """``a.shape[axes] == b.shape[axes]``: axes two inputs share (``layout`` names them); nothing is broadcast."""
-    if tuple(a.shape[axes]) != tuple(b.shape[axes]):
-        a_name, b_name = names
-        raise ValueError(f"{where}: expected {a_name} and {b_name} with the same {layout}, got {a_name} "
-                         f"{tuple(a.shape)} with {tuple(a.shape[axes])} and {b_name} {tuple(b.shape)} with "
-                         f"{tuple(b.shape[axes])}")
+    (a_name, b_name), a_axes, b_axes = names, tuple(a.shape[axes]), tuple(b.shape[axes])
+    check_that(a_axes == b_axes, where, f"{a_name} and {b_name} with the same {layout}",
+               f"{a_name} {tuple(a.shape)} with {a_axes} and {b_name} {tuple(b.shape)} with {b_axes}")
 
 
 def check_integer_scalar(where: Any, x: Any, what: str) -> None:

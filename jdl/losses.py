@@ -81,9 +81,10 @@ def _check_pair(where: str, x: Any, y: Any, x_name: str, y_name: str) -> None:
 def _check_distributions(where: str, x: Any, y: Any, x_name: str, y_name: str, hint: str = "") -> None:
     """Floating ``x`` and ``y`` of exactly the same shape ``(..., num_classes)``: distributions, not class indices."""
     check_min_rank(where, x, 1, "..., num_classes", x_name)
-    if hasattr(y, "dtype") and jnp.issubdtype(y.dtype, jnp.integer) and y.shape == x.shape[:-1]:
-        raise TypeError(f"{where}: expected floating {y_name} of shape {tuple(x.shape)} (one-hot or probabilities), "
-                        f"got {y.dtype} {y_name} of shape {tuple(y.shape)} (class indices?){hint}")
+    check_that(not (hasattr(y, "dtype") and jnp.issubdtype(y.dtype, jnp.integer) and y.shape == x.shape[:-1]), where,
+               f"floating {y_name} of shape {tuple(x.shape)} (one-hot or probabilities)",
+               f"{getattr(y, 'dtype', None)} {y_name} of shape {tuple(getattr(y, 'shape', ()))} (class indices?){hint}",
+               TypeError)
     _check_pair(where, x, y, x_name, y_name)
     check_floating(where, y, y_name)
 
@@ -108,8 +109,7 @@ def check_integer_labels(where: str, scores: Any, labels: Any, scores_name: str 
 
 
 def _check_smoothing(where: str, alpha: Any, name: str) -> None:
-    if isinstance(alpha, numbers.Real) and not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"{where}: expected {name} in [0, 1], got {alpha!r}")
+    check_that(not isinstance(alpha, numbers.Real) or 0.0 <= alpha <= 1.0, where, f"{name} in [0, 1]", repr(alpha))
 
 
 def _is_zero(alpha: Any) -> bool:
@@ -221,6 +221,9 @@ def mean_squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
 
 def mean_absolute_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
     """MAE: the scalar ``mean(|predictions - targets|)`` over every element.
+
+    Its gradient, ``sign(predictions - targets) / n``, has the same size for every error, so
+    an outlier pulls no harder than any other point (MSE's pulls in proportion to its error).
 
     Example:
         >>> import jax.numpy as jnp, jdl

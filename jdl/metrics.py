@@ -228,9 +228,8 @@ def sentence_bleu(
         31.9472
     """
     where = "sentence_bleu"
-    if not isinstance(hypothesis, str):
-        raise TypeError(f"{where}: expected the hypothesis to be a str, got {type(hypothesis).__name__}"
-                        + ("; for a list of hypotheses use corpus_bleu" if _is_sequence(hypothesis) else ""))
+    check_that(isinstance(hypothesis, str), where, "the hypothesis to be a str", type(hypothesis).__name__ + (
+        "; for a list of hypotheses use corpus_bleu" if _is_sequence(hypothesis) else ""), TypeError)
     refs = _check_references(where, references, "references")
     smooth_value = _check_bleu_options(where, max_order, smooth, smooth_value)
     stats = [_bleu_segment_stats(hypothesis, refs, max_order)]
@@ -243,9 +242,8 @@ def _is_sequence(x: Any) -> bool:
 
 def _check_strings(where: str, values: Any, what: str, expected: str, empty: str, hint: str) -> list[str]:
     """``values`` as a non-empty list of str; ``hint`` is added when a lone str was given instead."""
-    if not _is_sequence(values):
-        raise TypeError(f"{where}: expected {what} to be {expected}, got {type(values).__name__}"
-                        f"{hint if isinstance(values, str) else ''}")
+    check_that(_is_sequence(values), where, f"{what} to be {expected}",
+               f"{type(values).__name__}{hint if isinstance(values, str) else ''}", TypeError)
     values = list(values)
     check_that(values, where, f"{empty}", "an empty list")
     for i, value in enumerate(values):

@@ -207,8 +207,6 @@ class AttentionSeq2Seq(Layer):
         check_that(target_ids.shape[0] == source_ids.shape[0], where, f"target_ids with the source's batch size "
                    f"{source_ids.shape[0]}", f"target_ids of shape {tuple(target_ids.shape)} for source_ids of shape "
                    f"{tuple(source_ids.shape)}")
-        check_that(target_ids.shape[1] >= 1, where, "at least one target step",
-                   f"target_ids of shape {tuple(target_ids.shape)}")
         check_integer(where, target_ids, "target_ids")
         if target_lengths is not None:
             check_lengths(where, target_lengths, target_ids.shape[:1], target_ids.shape[1])

@@ -64,9 +64,8 @@ def _as_cells(where: str, cell: Any) -> tuple[Cell, ...]:
 
 def _check_features(where: Any, x: Any) -> None:
     check_array(where, x)
-    if jnp.issubdtype(x.dtype, jnp.integer):
-        raise TypeError(f"{where}: expected float features [*batch, time, features], got integer input of shape "
-                        f"{tuple(x.shape)}; give vocab_size= to embed token ids")
+    check_that(not jnp.issubdtype(x.dtype, jnp.integer), where, "float features [*batch, time, features]",
+               f"integer input of shape {tuple(x.shape)}; give vocab_size= to embed token ids", TypeError)
     check_floating_min_rank(where, x, 2, "*batch, time, features")
 
 
@@ -90,9 +89,8 @@ class _RecurrentModel(Layer):
         embedding = None
         if self.vocab_size is not None:
             embedding = Embedding(self.vocab_size, self.embed_features or cells[0].hidden_size)
-        elif self.embed_features is not None:
-            raise ValueError(f"{type(self).__name__}: embed_features={self.embed_features!r} needs vocab_size (token ids to "
-                             f"embed); leave both out for float features")
+        check_that(self.vocab_size is not None or self.embed_features is None, type(self).__name__, f"vocab_size (token "
+                   f"ids to embed) with embed_features={self.embed_features!r}", "None; leave both out for float features")
         if not isinstance(self.cell, Cell):
             object.__setattr__(self, "cell", cells)  # a list of cells, as a (hashable) tuple
         object.__setattr__(self, "cells", cells)
@@ -421,9 +419,8 @@ class CharLM(_RecurrentModel):
         concrete = lambda value, wanted: is_concrete(value) and float(value) == wanted  # noqa: E731
         deterministic = concrete(teacher_forcing_prob, 1.0) or (concrete(teacher_forcing_prob, 0.0)
                                                                 and concrete(temperature, 0.0))
-        if not deterministic or (train and self.dropout_rate > 0):
-            raise ValueError(f"{where}: expected a PRNG key for the coin flips, samples or dropout, got key=None; "
-                             f"pass key=jax.random.key(...)")
+        check_that(deterministic and not (train and self.dropout_rate > 0), where, "a PRNG key for the coin flips, "
+                   "samples or dropout", "key=None; pass key=jax.random.key(...)")
         return jax.random.key(0)
 
     def free_running_loss(self, params, ids: jax.Array, key: jax.Array | None, *, teacher_forcing_prob: Any = 0.0,

@@ -140,6 +140,5 @@ class PReLU(Layer):
         return {"slope": initializers.constant(self.negative_slope_init)(key, slope_shape, self.param_dtype)}, {}
 
     def apply(self, params, state, x, *, key=None, train=False):
-        check_floating(self, x)
-        check_params(self, params, state, x)
+        check_params(self, params, state, x)  # init's input check included
         return activations.prelu(x, params["slope"].astype(x.dtype)), state

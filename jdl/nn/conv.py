@@ -69,11 +69,8 @@ def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding
 
 
 def check_output_sizes(where, spatial, window, strides, padding, dilation) -> None:
-    """Every spatial axis must be non-empty and leave at least one output position (nothing
-    silently empty: an empty axis is an error whatever the padding, SAME's included)."""
-    for axis, size in enumerate(spatial):
-        check_that(size >= 1, where, f"spatial axis {axis} of at least 1 (an empty axis has no window to slide "
-                   f"over, whatever the padding)", size)
+    """Every spatial axis must leave at least one output position (nothing silently empty; an
+    empty axis, which SAME would pad into an empty output, is refused by the input checks)."""
     pads = [(0, 0)] * len(window) if padding == "VALID" else padding
     if padding == "SAME":
         return  # ceil(N / S) >= 1 for any N >= 1
@@ -109,10 +106,8 @@ def normalize_padding(padding, kernel_size: Sequence[int], dilation: Sequence[in
         return [(p, p) for p in padding]
     if len(padding) == n and all(isinstance(p, Sequence) and len(p) == 2 for p in padding):
         return [tuple(int(v) for v in p) for p in padding]
-    raise ValueError(
-        f"{where}: expected padding to be one of {PADDING_STRINGS}, an int, {n} ints or {n} (low, high) pairs, "
-        f"got {padding!r}"
-    )
+    raise ValueError(f"{where}: expected padding to be one of {PADDING_STRINGS}, an int, {n} ints or {n} (low, "
+                     f"high) pairs, got {padding!r}")
 
 
 def fold_batch_axes(x, num_spatial: int):
@@ -190,8 +185,7 @@ class Conv(Layer):
         return params, {}
 
     def apply(self, params, state, x, *, key=None, train=False):
-        self.check_input(x)
-        check_params(self, params, state, x)
+        check_params(self, params, state, x)  # init's check_input included
 
         w = params["w"]
         compute_dtype = self.dtype or jnp.result_type(x.dtype, w.dtype)

@@ -255,8 +255,7 @@ class ParamFree(Layer):
         return {}, {}
 
     def apply(self, params, state, x, *, key=None, train=False):
-        self.check_input(x)
-        check_params(self, params, state, x)
+        check_params(self, params, state, x)  # which runs init's check_input on x
         return self.fn(x), state
 
 
@@ -395,10 +394,9 @@ class Concat(Parallel):
                    f"{reference.ndim}) (the branch outputs have rank {reference.ndim})", self.axis)
         axis = self.axis % reference.ndim
         for out in outputs[1:]:
-            if out.ndim != reference.ndim or any(a != b for i, (a, b) in enumerate(zip(out.shape, reference.shape))
-                                                 if i != axis):
-                raise ValueError(f"{self}: expected branch outputs that differ only along axis {self.axis}, got "
-                                 f"shapes {[tuple(o.shape) for o in outputs]}")
+            check_that(out.ndim == reference.ndim and all(a == b for i, (a, b) in enumerate(zip(
+                out.shape, reference.shape)) if i != axis), self, f"branch outputs that differ only along axis "
+                f"{self.axis}", f"shapes {[tuple(o.shape) for o in outputs]}")
         return jnp.concatenate(outputs, axis=self.axis)
 
     def init(self, key, x):
@@ -436,11 +434,9 @@ class Residual(Layer):
         if dtypes:
             check_same_dtype(self, [main_out, skip_out], "the main branch and the shortcut to give the same dtype "
                              "for the sum")
-        if main_out.shape != skip_out.shape:
-            raise ValueError(
-                f"{self}: expected the main branch to keep the shape of its input {tuple(x.shape)} for the sum, "
-                f"got {tuple(main_out.shape)} from the main branch and {tuple(skip_out.shape)} from the shortcut; "
-                f"give a shortcut layer that matches them")
+        check_that(main_out.shape == skip_out.shape, self, f"the main branch to keep the shape of its input "
+                   f"{tuple(x.shape)} for the sum", f"{tuple(main_out.shape)} from the main branch and "
+                   f"{tuple(skip_out.shape)} from the shortcut; give a shortcut layer that matches them")
 
     def init(self, key, x):
         params, state = {}, {}

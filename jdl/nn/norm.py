@@ -33,9 +33,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jdl import init as initializers
-from jdl._checks import (
-    Positive, UnitInterval, check_floating, check_floating_min_rank, check_min_rank, check_train_flag,
-)
+from jdl._checks import Positive, UnitInterval, check_floating_min_rank, check_train_flag
 from jdl.nn.core import KW_ONLY, Layer, check_params
 
 
@@ -127,24 +125,17 @@ class BatchNorm(_Normalization):
     name: str = "batch_norm"
     always_shown: ClassVar[tuple] = ("momentum", "epsilon")
 
-    def check_input(self, x):
-        check_floating(self, x)
-        # With axis_name the batch may be a mapped axis (vmap/shard_map), so one example suffices.
-        if self.axis_name is None:
-            check_min_rank(self, x, 2, "batch, ..., features")
-        else:
-            check_min_rank(self, x, 1, "..., features")
-
     def init(self, key, x):
-        self.check_input(x)
+        # With axis_name the batch may be a mapped axis (vmap/shard_map), so one example suffices.
+        min_rank, layout = (1, "..., features") if self.axis_name else (2, "batch, ..., features")
+        check_floating_min_rank(self, x, min_rank, layout)
         features = x.shape[-1]
         state = {"mean": jnp.zeros((features,), self.param_dtype), "var": jnp.ones((features,), self.param_dtype)}
         return self.init_scale_and_shift(key, features), state
 
     def apply(self, params, state, x, *, key=None, train=False):
-        self.check_input(x)  # an empty batch too: its statistics would write NaN into the running averages
-        check_params(self, params, state, x)
-        check_train_flag(self, train)
+        check_params(self, params, state, x)  # init's input checks: an empty batch too, whose statistics would
+        check_train_flag(self, train)  # write NaN into the running averages
         if not train:
             return self.normalize(params, x - state["mean"], state["var"], x.dtype), state
 
@@ -175,8 +166,7 @@ class LayerNorm(_Normalization):
         return self.init_scale_and_shift(key, x.shape[-1]), {}
 
     def apply(self, params, state, x, *, key=None, train=False):
-        check_floating_min_rank(self, x, 1, "..., features")
-        check_params(self, params, state, x)
+        check_params(self, params, state, x)  # init's input check included
 
         # Statistics in float32 at least, so bfloat16 inputs do not lose the variance.
         x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))

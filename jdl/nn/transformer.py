@@ -211,8 +211,7 @@ class TransformerEncoderBlock(_Block):
     PARAMS: ClassVar[tuple] = ("self_attention", "norm_1", "feed_forward", "norm_2")
 
     def apply(self, params, state, x, *, mask=None, key=None, train=False):
-        self._check_input(x)
-        check_params(self, params, state, x)
+        check_params(self, params, state, x)  # init's input check included
 
         x = self._attend_self(params, x, mask, key, train)
         x = self._feed_forward(params, x, "norm_2", child_key(key, 2), train)
@@ -242,7 +241,6 @@ class TransformerDecoderBlock(_Block):
         object.__setattr__(self, "cross_attention", self.attention("cross_attention"))
 
     def _check_inputs(self, params, state, x, context) -> None:
-        self._check_input(x)
         check_that(context is not None, self, "context (the encoder's output, [batch..., source_length, d_model])",
                    None)
         check_params(self, params, state, x)

@@ -6,12 +6,12 @@ import pytest
 
 from tests.conformance.descriptors import CASES
 from tests.conformance.test_battery import (
-    build, test_dtypes, test_jit_vmap_and_grad, test_nan_in_gives_nan_out, test_params_tree_matches_its_golden_file,
+    build, test_float64, test_jit_vmap_grad_and_bfloat16, test_nan_in_gives_nan_out, test_params_tree_matches_its_golden_file,
     test_refusals, test_same_key_same_numbers,
 )
 
 # Collected here, with this file's ``built`` fixture.
-__all__ = ["test_dtypes", "test_jit_vmap_and_grad", "test_nan_in_gives_nan_out",
+__all__ = ["test_float64", "test_jit_vmap_grad_and_bfloat16", "test_nan_in_gives_nan_out",
            "test_params_tree_matches_its_golden_file", "test_refusals", "test_same_key_same_numbers"]
 
 

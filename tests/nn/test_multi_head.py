@@ -321,7 +321,7 @@ def test_a_nan_at_a_padded_position_reaches_no_other_output_nor_gradient():
     valid = jnp.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool)
     x = x.at[1, 3].set(jnp.nan)
     # A key-only mask: the padded key no longer spreads NaN to the queries that skip it.
-    y, _ = layer.apply(params, state, x, mask=nn.padding_mask(valid))
+    y, _ = jax.jit(layer.apply)(params, state, x, mask=nn.padding_mask(valid))
     assert bool(jnp.all(jnp.isfinite(y[0]))) and bool(jnp.all(jnp.isfinite(y[1, :3])))
     # With the queries' padding too, the padded position reaches no gradient either.
     mask = nn.padding_mask(valid, query_valid=valid)
@@ -330,4 +330,4 @@ def test_a_nan_at_a_padded_position_reaches_no_other_output_nor_gradient():
         out, _ = layer.apply(p, state, x, mask=mask)
         return jnp.sum(jnp.where(valid[..., None], out, 0.0))
 
-    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(jax.grad(loss)(params)))
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(jax.jit(jax.grad(loss))(params)))
