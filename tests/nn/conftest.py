@@ -96,8 +96,11 @@ def _finite_differences(fn, args, atol=1e-4, rtol=1e-4, eps=1e-4):
         check_grads(compiled, args64, order=1, modes=["rev"], atol=atol, rtol=rtol, eps=eps)
 
 
-def _check_transforms(layer, params, state, x, *, key=None, train=False, vmap=True, grads=False,
+def _check_transforms(layer, params, state, x, *, key=None, train=False, vmap=False, grads=False,
                       rtol=RTOL, atol=ATOL):
+    """jit (and, with ``grads``, grad inside and outside jit) against eager. ``vmap`` is off by
+    default: the conformance battery checks vmap against a loop for every public layer; a test
+    asks for it where its configuration is one the battery's table does not hold."""
     y, new_state = layer.apply(params, state, x, key=key, train=train)
     apply = functools.partial(layer.apply, train=train)
 
