@@ -1,14 +1,17 @@
 """The benchmark cases: one full train step of a classifier, in jdl and in flax + optax.
 
 A train step is forward, softmax cross-entropy, backward and an Adam(1e-3) update,
-jitted with the train state donated. Both sides run the very same step function
-(:func:`make_train_steps`); the model, loss and optimizer differ:
+jitted with the train state donated, ``K`` steps per call inside a ``lax.scan``:
 
 * jdl: the model as ``jdl.nn`` layers (the MNIST-1D models are the experiment's own,
   imported from ``experiments/mnist1d.py``), ``jdl.losses.softmax_cross_entropy_with_integer_labels``
-  and ``jdl.optim.adam``;
+  and ``jdl.optim.adam``, trained the way a jdl user trains: ``jdl.train.gradient_step``
+  in a ``jdl.train.batch_loop``, compiled by ``jdl.train.compile_loop``
+  (:class:`JdlTrainLoop`);
 * reference: its twin written with ``flax.linen`` modules (the anchor: written here, from
-  flax's pieces), ``optax.losses.softmax_cross_entropy_with_integer_labels`` and ``optax.adam``.
+  flax's pieces), ``optax.losses.softmax_cross_entropy_with_integer_labels`` and
+  ``optax.adam``, in the hand-written step of flax's examples (:func:`make_train_steps`,
+  :class:`TrainLoop`).
 
 The reference starts from the jdl weights, copied in (``kernel = w``, ``bias = b``), so
 that both sides train the same network on the same batches; :func:`check_losses` asserts
@@ -125,10 +128,10 @@ class FlaxLeNet(FlaxTwin):
 
 
 def make_train_steps(loss_of: Callable, optimizer, apply_updates: Callable) -> Callable:
-    """``run(train_state, xs, ys) -> (train_state, losses)``: one step per batch, in a scan.
+    """The reference's ``run(train_state, xs, ys) -> (train_state, losses)``: one step per batch, in a scan.
 
     ``train_state`` is ``(params, state, opt_state)``; ``loss_of(params, state, x, y)``
-    returns ``(mean loss, new state)``. Both sides of every case use this function.
+    returns ``(mean loss, new state)``.
     """
 
     def step(train_state, batch):
@@ -153,19 +156,40 @@ class TrainLoop:
 
     def __init__(self, loss_of: Callable, optimizer, apply_updates: Callable, train_state, xs, ys):
         self.run = jax.jit(make_train_steps(loss_of, optimizer, apply_updates), donate_argnums=0)
-        self.train_state, self.xs, self.ys = train_state, xs, ys
+        self.train_state, self.args = train_state, (xs, ys)
         self.donated: bool | None = None  # known after the first call
 
     def __call__(self):
         old_leaf = jax.tree.leaves(self.train_state)[0] if self.donated is None else None
-        self.train_state, losses = self.run(self.train_state, self.xs, self.ys)
+        self.train_state, losses = self.run(self.train_state, *self.args)
         if old_leaf is not None:
             self.donated = old_leaf.is_deleted()
-        return self.train_state, losses
+        return self.train_state, self.losses(losses)
+
+    def losses(self, out) -> jax.Array:
+        return out
 
     def compilations(self) -> int:
         """How many programs ``run`` has compiled (1 unless something retraced)."""
         return self.run._cache_size()
+
+
+class JdlTrainLoop(TrainLoop):
+    """:class:`TrainLoop` for jdl: ``jdl.train.gradient_step`` of ``loss_of`` in a compiled ``batch_loop``."""
+
+    def __init__(self, loss_of: Callable, optimizer, params, state, xs, ys):
+        def objective(p, s, batch, key):
+            loss, s = loss_of(p, s, *batch)
+            return loss, (s, {})
+
+        step = jdl.train.gradient_step(objective, optimizer)
+        self.run = jdl.train.compile_loop(jdl.train.batch_loop(step))
+        self.train_state = jdl.train.TrainState(params, state, optimizer.init(params), jnp.zeros((), jnp.int32),
+                                                jax.random.key(0))
+        self.args, self.donated = ((xs, ys),), None
+
+    def losses(self, metrics) -> jax.Array:
+        return metrics["loss"]
 
 
 def jdl_loss_of(model: nn.Layer) -> Callable:
@@ -253,12 +277,11 @@ class Budget:
 
 def train_step_case(jdl_loss: Callable, params, state, ref_loss: Callable, ref_params, xs, ys, *, steps: int,
                     rounds: int, dtype: str, record: dict) -> dict:
-    """What the runner needs of a train-step case: each side's :class:`TrainLoop` (``jdl.optim.adam``
-    and ``optax.adam``) on the same batches, the loss check, the budget and the record's extra keys."""
+    """What the runner needs of a train-step case: each side's loop (:class:`JdlTrainLoop` with
+    ``jdl.optim.adam``, :class:`TrainLoop` with ``optax.adam``) on the same batches, the loss check, the budget and the record's extra keys."""
     jdl_optimizer, ref_optimizer = jdl.optim.adam(LEARNING_RATE), optax.adam(LEARNING_RATE)
     return {
-        "jdl_call": TrainLoop(jdl_loss, jdl_optimizer, jdl.optim.apply_updates,
-                              (params, state, jdl_optimizer.init(params)), xs, ys),
+        "jdl_call": JdlTrainLoop(jdl_loss, jdl_optimizer, params, state, xs, ys),
         "ref_call": TrainLoop(ref_loss, ref_optimizer, optax.apply_updates,
                               (ref_params, {}, ref_optimizer.init(ref_params)), xs, ys),
         "check": functools.partial(check_losses, dtype=dtype),

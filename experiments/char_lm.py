@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jdl
 from jdl import io, models, nn, optim
 
 MIN_COUNT = 20  # rarer training characters map to the unknown id
@@ -155,28 +156,23 @@ def make_optimizer(config: Config) -> optim.GradientTransformation:
 
 
 def make_trainer(model: models.LanguageModel, optimizer, config: Config):
-    """``run_chunk((params, opt_state), train_ids, step_keys) -> ((params, opt_state), losses)``.
+    """``run(train_state, train_ids) -> (train_state, metrics)``: one chunk of training steps.
 
     Each step reads ``batch_size`` windows of ``seq_len + 1`` characters at random offsets
-    and takes one Adam step on their teacher-forcing loss; a chunk of steps is one
-    ``lax.scan``, jitted once (the last, shorter chunk compiles a second time at most).
+    (drawn on the device from the step's key) and takes one Adam step on their
+    teacher-forcing loss: a ``jdl.train.sampled_loop``, jitted once.
     """
     window = config.seq_len + 1
 
-    def train_step(carry, step_key):
-        params, opt_state, train_ids = carry
-        offsets = jax.random.randint(step_key, (config.batch_size,), 0, train_ids.shape[0] - window + 1)
-        batch = jax.vmap(lambda start: jax.lax.dynamic_slice(train_ids, (start,), (window,)))(offsets)
-        loss, grads = jax.value_and_grad(model.teacher_forcing_loss)(params, batch)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optim.apply_updates(params, updates), opt_state, train_ids), loss
+    def sample_windows(key, train_ids):
+        offsets = jax.random.randint(key, (config.batch_size,), 0, train_ids.shape[0] - window + 1)
+        return jax.vmap(lambda start: jax.lax.dynamic_slice(train_ids, (start,), (window,)))(offsets)
 
-    def run_chunk(train_state, train_ids, step_keys):
-        params, opt_state = train_state
-        (params, opt_state, _), losses = jax.lax.scan(train_step, (params, opt_state, train_ids), step_keys)
-        return (params, opt_state), losses
+    def objective(params, state, batch, key):
+        return model.teacher_forcing_loss(params, batch), (state, {})
 
-    return jax.jit(run_chunk, donate_argnums=0)
+    step = jdl.train.gradient_step(objective, optimizer)
+    return jdl.train.compile_loop(jdl.train.sampled_loop(step, sample_windows, config.steps // config.evals))
 
 
 def as_streams(ids: np.ndarray, streams: int) -> np.ndarray:
@@ -193,29 +189,20 @@ def train(config: Config, seed: int, corpus: dict, progress: bool = True) -> dic
     model = models.CharLM(len(vocabulary), nn.LSTMCell(config.hidden, forget_bias=config.forget_bias),
                           embed_features=config.embed_features)
     optimizer = make_optimizer(config)
-    init_key, data_key, sample_key = jax.random.split(jax.random.key(seed), 3)
-    params, _ = model.init(init_key, jax.ShapeDtypeStruct((config.batch_size, config.seq_len), jnp.int32))
-    train_state = (params, optimizer.init(params))
-    run_chunk = make_trainer(model, optimizer, config)
-    step_keys = jax.random.split(data_key, config.steps)
-    chunk = -(-config.steps // max(1, min(config.evals, config.steps)))
-    device_train_ids = jnp.asarray(train_ids)
+    train_key, sample_key = jax.random.split(jax.random.key(seed))
+    example = jax.ShapeDtypeStruct((config.batch_size, config.seq_len), jnp.int32)
+    train_state = jax.jit(lambda key: jdl.train.init(model, optimizer, key, example))(train_key)
+    run = make_trainer(model, optimizer, config)
 
     start = time.perf_counter()
-    curve = {"step": [], "train_loss_nats": [], "train_bits_per_char": [], "seconds": []}
-    for first in range(0, config.steps, chunk):
-        last = min(first + chunk, config.steps)
-        train_state, losses = run_chunk(train_state, device_train_ids, step_keys[first:last])
-        mean_loss = float(np.mean(np.asarray(losses)))
-        curve["step"].append(last)
-        curve["train_loss_nats"].append(mean_loss)
-        curve["train_bits_per_char"].append(mean_loss / math.log(2))
-        curve["seconds"].append(time.perf_counter() - start)
-        if progress:
-            print(f"  step {last:5d}/{config.steps}: train {mean_loss / math.log(2):.3f} bits/char "
-                  f"({curve['seconds'][-1]:.0f} s)", flush=True)
+    fitted = jdl.train.fit(train_state, run, jnp.asarray(train_ids), chunks=config.evals, progress=progress,
+                           desc="char_lm")
     train_seconds = time.perf_counter() - start
-    params = train_state[0]
+    losses = fitted.series("train/loss")
+    curve = {"step": fitted.series("step").tolist(), "train_loss_nats": losses.tolist(),
+             "train_bits_per_char": (losses / math.log(2)).tolist(),
+             "seconds": np.cumsum(fitted.series("seconds")).tolist()}
+    params = fitted.train_state.params
 
     start = time.perf_counter()
     evaluate = jax.jit(model.teacher_forcing_loss)
@@ -264,12 +251,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a tiny model on a small corpus: a smoke test in seconds")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
                         help="output folder (default: experiments/results/)")
-    parser.add_argument("--no-progress", action="store_true", help="print no per-chunk training losses")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     overrides = {name: getattr(args, name) for name in ("steps", "hidden") if getattr(args, name) is not None}
     args.config = dataclasses.replace(QUICK if args.quick else Config(), **overrides)
     if args.config.steps < 1 or args.config.hidden < 1:
         parser.error("--steps and --hidden must be positive")
+    if args.config.steps % args.config.evals:
+        parser.error(f"--steps must be a multiple of {args.config.evals} (the chunks of the loss curve)")
     return args
 
 

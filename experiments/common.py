@@ -10,7 +10,7 @@ import io
 import sys
 import time
 import types
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,124 +59,52 @@ def mnist1d_dataset(seed: int = 42) -> dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------
-# Training: many seeds at once (vmap), many steps per call (scan), one compilation.
-
-
-class TrainState(NamedTuple):
-    params: Any
-    state: Any
-    opt_state: Any
-
-
-def make_trainer(
-    model: jdl.nn.Layer,
-    optimizer: jdl.optim.GradientTransformation,
-    x_train: jax.Array,
-    y_train: jax.Array,
-    batch_size: int,
-    loss_fn: Callable = jdl.losses.softmax_cross_entropy_with_integer_labels,
-    augment: Callable | None = None,
-):
-    """Build ``init(keys)``, ``run_epochs(train_state, epoch_keys)`` and ``evaluate``.
-
-    Every function works on a stack of models, one per seed, with ``jax.vmap``: the
-    ensemble is trained in one program. ``run_epochs`` runs whole epochs inside
-    ``lax.scan`` (a shuffled pass over the training set per epoch, the last partial
-    batch dropped), so the host is visited once per call, not once per step.
-    """
-    num_train = x_train.shape[0]
-    steps_per_epoch = num_train // batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"make_trainer: batch_size {batch_size} exceeds the {num_train} training examples")
-
-    def init_one(key):
-        example = jax.ShapeDtypeStruct((batch_size,) + x_train.shape[1:], x_train.dtype)
-        params, state = model.init(key, example)
-        return TrainState(params, state, optimizer.init(params))
-
-    def loss_of(params, state, x, y, key):
-        logits, new_state = model.apply(params, state, x, key=key, train=True)
-        return jnp.mean(loss_fn(logits, y)), new_state
-
-    def train_step(train_state, batch):
-        x, y, key = batch
-        if augment is not None:
-            augment_key, key = jax.random.split(key)
-            x = augment(augment_key, x)
-        (loss, new_state), grads = jax.value_and_grad(loss_of, has_aux=True)(
-            train_state.params, train_state.state, x, y, key
-        )
-        updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
-        params = jdl.optim.apply_updates(train_state.params, updates)
-        return TrainState(params, new_state, opt_state), loss
-
-    def one_epoch(train_state, epoch_key):
-        order_key, dropout_key = jax.random.split(epoch_key)
-        order = jax.random.permutation(order_key, num_train)[: steps_per_epoch * batch_size]
-        order = order.reshape(steps_per_epoch, batch_size)
-        step_keys = jax.random.split(dropout_key, steps_per_epoch)
-        batches = (x_train[order], y_train[order], step_keys)
-        train_state, losses = jax.lax.scan(train_step, train_state, batches)
-        return train_state, jnp.mean(losses)
-
-    def run_one(train_state, epoch_keys):
-        return jax.lax.scan(one_epoch, train_state, epoch_keys)
-
-    def evaluate_one(train_state, x, y):
-        logits, _ = model.apply(train_state.params, train_state.state, x, train=False)
-        return jdl.metrics.accuracy(logits, y), jnp.mean(loss_fn(logits, y))
-
-    init = jax.jit(jax.vmap(init_one))
-    # Donating the train state lets XLA update params and optimizer state in place.
-    run_epochs = jax.jit(jax.vmap(run_one), donate_argnums=0)
-    evaluate = jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None)))
-    return init, run_epochs, evaluate, steps_per_epoch
+# Training: many seeds at once (vmap), whole epochs per call (scan), with jdl.train.
 
 
 class EnsembleRun(NamedTuple):
     """What :func:`train_ensemble` returns; every per-seed array has the seeds on axis 0."""
 
-    train_state: TrainState
-    evaluate: Callable  # evaluate(train_state, x, y) -> (accuracy, mean loss), per seed
+    train_state: jdl.train.TrainState
+    evaluate: Callable  # evaluate(train_state, (x, y)) -> {"loss", "accuracy"}, per seed
     steps: list  # the step count at each evaluation
     train_loss: list  # per evaluation: the mean training loss of the epochs since the last, (seeds,)
     test_accuracy: list  # per evaluation: (seeds,)
     seconds: float
 
 
+def epochs_per_chunk(epochs: int, evals: int) -> int:
+    """The largest divisor of ``epochs`` not above ``ceil(epochs / evals)``: equal chunks, at least ``evals`` of them."""
+    most = -(-epochs // max(1, min(evals, epochs)))
+    return max(size for size in range(1, most + 1) if epochs % size == 0)
+
+
 def train_ensemble(model: jdl.nn.Layer, optimizer, data: dict, seeds: list[int], epochs: int, batch_size: int,
                    evals: int = 20, augment: Callable | None = None, label: str = "",
                    progress: bool = False) -> EnsembleRun:
-    """Train one model per seed, all at once, evaluating on the test set ``evals`` times.
+    """Train one model per seed, all at once, evaluating on the test set after every chunk of epochs.
 
-    Seed ``s`` initialises with one half of ``jax.random.split(key(s))`` and draws its
-    batch orders and dropout keys from the other. Epochs run in equal chunks between
-    evaluations (the last may be shorter), so ``run_epochs`` compiles at most twice.
+    Seed ``s``'s train state is ``jdl.train.init(model, optimizer, key(s), example)``; the
+    members are stacked with ``vmap`` and ``jdl.train.fit`` runs chunks of
+    :func:`epochs_per_chunk` epochs, one compiled ``epoch_loop`` call each.
     """
-    from tqdm.auto import tqdm
-
-    x_train, y_train = jnp.asarray(data["x_train"]), jnp.asarray(data["y_train"])
-    x_test, y_test = jnp.asarray(data["x_test"]), jnp.asarray(data["y_test"])
-    init, run_epochs, evaluate, steps_per_epoch = make_trainer(model, optimizer, x_train, y_train, batch_size,
-                                                               augment=augment)
-    chunk = -(-epochs // max(1, min(evals, epochs)))
+    loss_fn = jdl.losses.softmax_cross_entropy_with_integer_labels
+    train_data = (jnp.asarray(data["x_train"]), jnp.asarray(data["y_train"]))
+    test_data = (jnp.asarray(data["x_test"]), jnp.asarray(data["y_test"]))
+    chunk = epochs_per_chunk(epochs, evals)
+    step = jdl.train.train_step(model, loss_fn, optimizer, augment=augment)
+    run = jdl.train.compile_loop(jdl.train.epoch_loop(step, batch_size, chunk), ensemble=True)
+    evaluate = jax.jit(jax.vmap(jdl.train.eval_step(model, loss_fn, metrics={"accuracy": jdl.metrics.accuracy}),
+                                in_axes=(0, None)))
+    example = jax.ShapeDtypeStruct((batch_size,) + train_data[0].shape[1:], train_data[0].dtype)
     start = time.perf_counter()
-    seed_keys = jax.vmap(jax.random.split)(jnp.stack([jax.random.key(s) for s in seeds]))
-    train_state = init(seed_keys[:, 0])
-    epoch_keys = jax.vmap(lambda k: jax.random.split(k, epochs))(seed_keys[:, 1])  # (seeds, epochs)
-    steps, train_losses, test_accuracies = [], [], []
-    bar = tqdm(total=epochs * steps_per_epoch, desc=f"{label:>8}", unit="step", disable=not progress)
-    for first in range(0, epochs, chunk):
-        last = min(first + chunk, epochs)
-        train_state, losses = run_epochs(train_state, epoch_keys[:, first:last])
-        accuracy, _ = evaluate(train_state, x_test, y_test)
-        train_losses.append(np.asarray(losses).mean(axis=1))
-        test_accuracies.append(np.asarray(accuracy))
-        steps.append(last * steps_per_epoch)
-        bar.update((last - first) * steps_per_epoch)
-        bar.set_postfix(test_acc=f"{float(np.mean(accuracy)):.3f}")
-    bar.close()
-    return EnsembleRun(train_state, evaluate, steps, train_losses, test_accuracies, time.perf_counter() - start)
+    keys = jnp.stack([jax.random.key(s) for s in seeds])
+    train_state = jax.jit(jax.vmap(lambda key: jdl.train.init(model, optimizer, key, example)))(keys)
+    result = jdl.train.fit(train_state, run, train_data, chunks=epochs // chunk, ensemble=True,
+                           evaluate=lambda ts: evaluate(ts, test_data), progress=progress, desc=f"{label:>8}")
+    return EnsembleRun(result.train_state, evaluate, result.series("step").tolist(),
+                       list(result.series("train/loss")), list(result.series("eval/accuracy")),
+                       time.perf_counter() - start)
 
 
 def epochs_for(steps: int, num_train: int, batch_size: int) -> int:

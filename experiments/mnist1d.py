@@ -162,7 +162,7 @@ def train_model(name: str, data: dict, seeds: list[int], recipe: Recipe, evals: 
                          evals, augment=augment, label=name, progress=progress)
     test_accuracy = run.test_accuracy[-1]
     x_train, y_train = jnp.asarray(data["x_train"]), jnp.asarray(data["y_train"])
-    train_accuracy = np.asarray(run.evaluate(run.train_state, x_train, y_train)[0])
+    train_accuracy = np.asarray(run.evaluate(run.train_state, (x_train, y_train))["accuracy"])
     one_model_params = jax.tree.map(lambda leaf: leaf[0], run.train_state.params)
     return {
         "test_accuracy": float(test_accuracy.mean()),

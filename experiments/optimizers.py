@@ -157,8 +157,8 @@ def run_mnist1d(names, data, seeds, steps: int, batch_size: int = 100, evals: in
     results = {}
     for name in names:
         run = train_ensemble(model, OPTIMIZERS[name](MNIST1D_RATES[name]), data, seeds, epochs, batch_size, evals)
-        train_accuracy, train_loss = run.evaluate(run.train_state, jnp.asarray(data["x_train"]),
-                                                  jnp.asarray(data["y_train"]))
+        train_metrics = run.evaluate(run.train_state, (jnp.asarray(data["x_train"]), jnp.asarray(data["y_train"])))
+        train_accuracy, train_loss = train_metrics["accuracy"], train_metrics["loss"]
         results[name] = {
             "learning_rate": MNIST1D_RATES[name],
             "final_train_loss": float(np.mean(train_loss)),

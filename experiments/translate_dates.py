@@ -12,7 +12,7 @@ Both models read characters and write characters (the ten digits and ``-``):
 * ``gru_attention``: the RNN encoder-decoder of Bahdanau et al. (a bidirectional GRU
   encoder, a GRU decoder with additive attention; :mod:`jdl.models.seq2seq`).
 
-Both train with Adam (warmup then cosine decay) inside jitted ``lax.scan`` chunks and are
+Both train with Adam (warmup then cosine decay) with ``jdl.train`` (jitted ``lax.scan`` chunks) and are
 decoded greedily on the held-out dates (and by beam search for the report). Reported per
 model: exact match (the whole ISO date right) and corpus BLEU over the target characters
 (:func:`jdl.metrics.corpus_bleu`, sacrebleu's definition; a date is scored as the string of
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import os
 import time
 
@@ -40,6 +39,7 @@ import numpy as np
 
 from experiments.common import atomic_save_figure
 from experiments.dates import make_split
+import jdl
 from jdl import io, metrics, models, optim
 from jdl.text import Vocab
 
@@ -55,7 +55,7 @@ class Settings:
     batch: int = 128
     transformer_steps: int = 2400
     gru_steps: int = 3000
-    chunk: int = 250  # train steps per jitted call
+    chunk: int = 50  # train steps per jitted call: one point of the loss curve
     learning_rate: float = 2e-3
     beam_size: int = 4  # 0: no beam search
     num_heatmaps: int = 4
@@ -97,39 +97,33 @@ def make_data(settings: Settings, seed: int) -> Data:
 # ----------------------------------------------------------------------------------- training
 
 
-def train(loss_fn, params, data: Data, steps: int, settings: Settings, seed: int, log_prefix: str):
+def train(model, loss_fn, example, data: Data, steps: int, settings: Settings, seed: int, log_prefix: str):
     """Adam with warmup + cosine decay on random batches; ``loss_fn(params, source, target, key)``.
 
-    Steps run ``settings.chunk`` at a time inside one jitted ``lax.scan`` (the train state
-    donated); the batches' indices are drawn on the device from the step's key.
+    ``jdl.train.fit`` runs ``settings.chunk`` steps per call of one jitted ``sampled_loop``
+    (the train state donated); each step draws its batch's rows on the device from its key.
+    Returns the params, the mean loss of each chunk and the training time.
     """
     schedule = optim.warmup_cosine_decay_schedule(0.0, settings.learning_rate, min(200, steps // 5 + 1), steps,
                                                   end_value=settings.learning_rate / 20)
     optimizer = optim.chain(optim.clip_by_global_norm(1.0), optim.adam(schedule))
     source, target = jnp.asarray(data.train_source), jnp.asarray(data.train_target)
-    count = source.shape[0]
 
-    def step(carry, key):
-        params, opt_state = carry
-        batch_key, dropout_key = jax.random.split(key)
-        index = jax.random.randint(batch_key, (settings.batch,), 0, count)
-        loss, grads = jax.value_and_grad(loss_fn)(params, source[index], target[index], dropout_key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optim.apply_updates(params, updates), opt_state), loss
+    def objective(params, state, batch, key):
+        return loss_fn(params, *batch, key), (state, {})
 
-    @functools.partial(jax.jit, donate_argnums=0)
-    def run(carry, keys):
-        return jax.lax.scan(step, carry, keys)
+    def sample_batch(key, rows):
+        index = jax.random.randint(key, (settings.batch,), 0, rows[0].shape[0])
+        return rows[0][index], rows[1][index]
 
-    carry, curve = (params, optimizer.init(params)), []
-    keys = jax.random.split(jax.random.key(seed), steps)
+    if steps % settings.chunk:
+        raise ValueError(f"translate_dates: {steps} steps are not a whole number of chunks of {settings.chunk}")
+    step = jdl.train.gradient_step(objective, optimizer)
+    run = jdl.train.compile_loop(jdl.train.sampled_loop(step, sample_batch, settings.chunk))
+    train_state = jax.jit(lambda key: jdl.train.init(model, optimizer, key, example))(jax.random.key(seed))
     start = time.perf_counter()
-    for first in range(0, steps, settings.chunk):
-        carry, losses = run(carry, keys[first:first + settings.chunk])
-        curve.extend(np.asarray(losses).tolist())
-        print(f"{log_prefix} step {first + len(losses):5d}/{steps}: loss {np.mean(curve[-settings.chunk:]):.4f}",
-              flush=True)
-    return carry[0], curve, time.perf_counter() - start
+    result = jdl.train.fit(train_state, run, (source, target), chunks=steps // settings.chunk, desc=log_prefix)
+    return result.train_state.params, result.series("train/loss").tolist(), time.perf_counter() - start
 
 
 def evaluate(decode_fn, data: Data, batch: int = 256) -> dict:
@@ -159,12 +153,12 @@ def transformer_config(data: Data, settings: Settings) -> models.TransformerConf
 def run_transformer(data: Data, settings: Settings, seed: int) -> tuple[dict, np.ndarray]:
     model = models.Transformer(transformer_config(data, settings))
     example = (jnp.asarray(data.train_source[:2]), jnp.asarray(data.train_target[:2]))
-    params, _ = jax.jit(model.init)(jax.random.key(seed), example)  # one compilation, not one per op
 
     def loss_fn(p, source, target, key):
         return model.loss(p, source, target, key=key, train=True, label_smoothing=0.1)
 
-    params, curve, seconds = train(loss_fn, params, data, settings.transformer_steps, settings, seed, "transformer")
+    params, curve, seconds = train(model, loss_fn, example, data, settings.transformer_steps, settings, seed,
+                                   "transformer")
     greedy = jax.jit(lambda s: model.greedy_decode(params, s, TARGET_LENGTH).tokens)
     beam = jax.jit(lambda s: model.beam_decode(params, s, TARGET_LENGTH, beam_size=settings.beam_size).tokens[:, 0])
     result = {"greedy": evaluate(greedy, data), "beam": evaluate(beam, data) if settings.beam_size else None}
@@ -177,14 +171,14 @@ def run_transformer(data: Data, settings: Settings, seed: int) -> tuple[dict, np
 def run_gru_attention(data: Data, settings: Settings, seed: int) -> tuple[dict, np.ndarray]:
     model = models.AttentionSeq2Seq(len(data.source_vocab), len(data.target_vocab), settings.width,
                                     embed_features=settings.width // 2, bos_id=data.target_vocab.bos_id, eos_id=data.target_vocab.eos_id)
-    params, _ = jax.jit(model.init)(jax.random.key(seed), jnp.asarray(data.train_source[:2]))
     lengths_of = lambda ids: jnp.sum(ids != 0, axis=1).astype(jnp.int32)  # noqa: E731
 
     def loss_fn(p, source, target, key):
         del key
         return model.loss(p, source, lengths_of(source), target, lengths_of(target))
 
-    params, curve, seconds = train(loss_fn, params, data, settings.gru_steps, settings, seed, "gru_attention")
+    params, curve, seconds = train(model, loss_fn, jnp.asarray(data.train_source[:2]), data, settings.gru_steps,
+                                   settings, seed, "gru_attention")
     greedy = jax.jit(lambda s: model.greedy_decode(params, s, lengths_of(s), TARGET_LENGTH).tokens)
     beam = jax.jit(lambda s: model.beam_decode(params, s, lengths_of(s), TARGET_LENGTH,
                                                beam_size=settings.beam_size).tokens[:, 0])
@@ -199,8 +193,8 @@ def _summary(result: dict, curve: list[float], seconds: float, num_params: int) 
     beam = result["beam"] or {}
     return {"exact_match": result["greedy"]["exact_match"], "bleu": result["greedy"]["bleu"],
             "beam_exact_match": beam.get("exact_match"), "beam_bleu": beam.get("bleu"),
-            "train_seconds": seconds, "num_params": num_params, "final_train_loss": float(np.mean(curve[-50:])),
-            "loss_curve": curve[::10], "greedy": result["greedy"], "beam": result["beam"]}
+            "train_seconds": seconds, "num_params": num_params, "final_train_loss": curve[-1],
+            "loss_curve": curve, "greedy": result["greedy"], "beam": result["beam"]}
 
 
 # ----------------------------------------------------------------------------------- report

@@ -55,7 +55,6 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jdl import decoding, losses
 from jdl._checks import (
@@ -68,6 +67,7 @@ from jdl.nn import (
 )
 from jdl.nn.core import KW_ONLY, Layer, check_params, child_key
 from jdl.nn.scaled_dot_product import Implementation as AttentionImplementation
+from jdl.summaries import count_params  # re-exported: jdl.models.count_params is jdl.summaries'
 
 __all__ = ["TransformerConfig", "transformer_base", "Transformer", "EncoderDecoderTransformer", "DecodeState",
            "count_params"]
@@ -379,11 +379,6 @@ class DecodeState(NamedTuple):
     memory: jax.Array  # [batch, source_length, d_model]
     source_valid: jax.Array  # [batch, source_length], True on real tokens
     caches: tuple  # one KVCache per decoder layer
-
-
-def count_params(params) -> int:
-    """The number of scalars in a params tree."""
-    return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params)))
 
 
 EncoderDecoderTransformer = Transformer  # the name this model had when `Transformer` was its constructor

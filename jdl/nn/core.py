@@ -39,6 +39,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
@@ -84,6 +85,8 @@ class Layer:
         super().__init_subclass__(**kwargs)
         dataclasses.dataclass(frozen=True, repr=False)(cls)
         cls.__post_init__ = _checking_fields_first(cls.__post_init__)
+        if "apply" in cls.__dict__:
+            cls.apply = _observable(cls.__dict__["apply"])
 
     def __post_init__(self):
         pass
@@ -129,6 +132,24 @@ def _checking_fields_first(post_init: Callable) -> Callable:
     return __post_init__
 
 
+# A tool that watches a forward pass (``jdl.summary`` records every layer's call) sets this to
+# ``hook(apply, layer, *args, **kwargs)``, which must return ``apply(layer, *args, **kwargs)``.
+# Unset (None), a call costs one ContextVar lookup, at trace time only under jit.
+apply_hook: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("jdl_apply_hook", default=None)
+
+
+def _observable(apply: Callable) -> Callable:
+    """``apply`` that goes through :data:`apply_hook` when one is set."""
+    @functools.wraps(apply)
+    def observable_apply(self, *args, **kwargs):
+        hook = apply_hook.get()
+        if hook is None:
+            return apply(self, *args, **kwargs)
+        return hook(apply, self, *args, **kwargs)
+
+    return observable_apply
+
+
 def _same(value, default) -> bool:
     try:
         return bool(value == default)
@@ -150,7 +171,11 @@ def _key_struct() -> jax.ShapeDtypeStruct:
 
 
 def _expected_uncached(layer: Layer, example: Any) -> tuple[Params, State]:
-    return jax.eval_shape(layer.init, _key_struct(), example)
+    token = apply_hook.set(None)  # init's shape inference runs children's apply: not the forward pass
+    try:
+        return jax.eval_shape(layer.init, _key_struct(), example)
+    finally:
+        apply_hook.reset(token)
 
 
 def expected_shapes(layer: Layer, x: Any) -> tuple[Params, State]:

@@ -8,6 +8,8 @@ import numpy as np
 import optax
 import pytest
 
+import jdl
+
 from experiments import common, mnist1d
 
 
@@ -91,18 +93,19 @@ def test_vmapped_seeds_match_separate_runs(data):
                                [r["test_accuracy_per_seed"][0] for r in alone], atol=1e-6)
 
 
-def test_train_step_compiles_once(data):
+def test_ensemble_loop_compiles_once(data):
+    """The experiment's loop: jdl.train's epoch loop, vmapped over seeds, one compilation for every chunk."""
     model = mnist1d.make_model("mlp")
     x, y = jnp.asarray(data["x_train"][:400]), jnp.asarray(data["y_train"][:400])
-    init, run_epochs, evaluate, steps_per_epoch = common.make_trainer(model, optax.adam(1e-2), x, y, 100)
-    assert steps_per_epoch == 4
-    keys = jax.random.split(jax.random.key(0), 2)
-    state = init(keys)
-    epoch_keys = jax.vmap(lambda k: jax.random.split(k, 6))(keys)
-    for first in (0, 2, 4):
-        state, losses = run_epochs(state, epoch_keys[:, first:first + 2])
-    assert run_epochs._cache_size() == 1
-    assert losses.shape == (2, 2) and bool(jnp.all(jnp.isfinite(losses)))
+    optimizer = optax.adam(1e-2)
+    step = jdl.train.train_step(model, jdl.losses.softmax_cross_entropy_with_integer_labels, optimizer)
+    run = jdl.train.compile_loop(jdl.train.epoch_loop(step, 100, 2), ensemble=True)
+    state = jax.vmap(lambda k: jdl.train.init(model, optimizer, k, x))(jax.random.split(jax.random.key(0), 2))
+    for _ in range(3):
+        state, metrics = run(state, (x, y))
+    assert run._cache_size() == 1
+    assert metrics["loss"].shape == (2, 2, 4) and bool(jnp.all(jnp.isfinite(metrics["loss"])))
+    assert state.step.tolist() == [24, 24]
 
 
 def test_bad_arguments_are_refused():
