@@ -52,7 +52,8 @@ Example:
     >>> logits, weights = jax.jit(model.logits)(params, source, source_lengths, target)
     >>> logits.shape, weights.shape               # [batch, target_len, vocab], [batch, target_len, source_len]
     ((2, 3, 10), (2, 3, 4))
-    >>> model.greedy_decode(params, source, source_lengths, max_length=5).tokens.shape
+    >>> greedy = jax.jit(model.greedy_decode, static_argnames="max_length")
+    >>> greedy(params, source, source_lengths, max_length=5).tokens.shape
     (2, 5)
 """
 from __future__ import annotations

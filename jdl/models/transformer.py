@@ -38,11 +38,11 @@ Example:
     ...                                   num_encoder_layers=1, num_decoder_layers=1, mlp_features=32, max_length=8)
     >>> model = models.Transformer(config)
     >>> source, target = jnp.array([[5, 6, 7, 0]]), jnp.array([[8, 9, 2]])
-    >>> params, state = model.init(jax.random.key(0), (source, target))
-    >>> logits, _ = model.apply(params, state, (source, target))
+    >>> params, state = jax.jit(model.init)(jax.random.key(0), (source, target))  # one program, not one per op
+    >>> logits, _ = jax.jit(model.apply)(params, state, (source, target))
     >>> logits.shape
     (1, 3, 12)
-    >>> float(model.loss(params, source, target)) > 0
+    >>> float(jax.jit(model.loss)(params, source, target)) > 0
     True
 """
 from __future__ import annotations

@@ -198,11 +198,11 @@ class MultiHeadAttention(Layer):
         >>> layer = MultiHeadAttention(num_heads=2)
         >>> x = jax.random.normal(jax.random.key(1), (1, 4, 8))
         >>> params, state = layer.init(jax.random.key(0), x)
-        >>> full, _ = layer.apply(params, state, x, mask=nn.causal_mask(4))
+        >>> full, _ = jax.jit(layer.apply)(params, state, x, mask=nn.causal_mask(4))
         >>> cache = layer.init_cache(params, (1,), max_length=4)
-        >>> steps = []
+        >>> steps, decode_step = [], jax.jit(layer.decode_step)
         >>> for t in range(4):
-        ...     y, cache = layer.decode_step(params, x[:, t:t + 1], cache)
+        ...     y, cache = decode_step(params, x[:, t:t + 1], cache)
         ...     steps.append(y)
         >>> bool(jnp.allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5))
         True

@@ -36,9 +36,12 @@ Example:
     >>> params = {"w": jnp.array([1.0, -2.0])}
     >>> optimizer = optim.adam(learning_rate=0.1)
     >>> state = optimizer.init(params)
-    >>> for _ in range(100):
+    >>> @jax.jit
+    ... def step(params, state):
     ...     updates, state = optimizer.update(jax.grad(loss)(params), state, params)
-    ...     params = optim.apply_updates(params, updates)
+    ...     return optim.apply_updates(params, updates), state
+    >>> for _ in range(100):
+    ...     params, state = step(params, state)
     >>> bool(loss(params) < 1e-2)
     True
 """

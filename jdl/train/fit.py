@@ -289,14 +289,33 @@ def fit(train_state: TrainState, run: Callable, data: Any, *, chunks: PositiveIn
         tensorboard_dir: str | None = None, progress: bool = True, desc: str = "fit") -> FitResult:
     """Train for ``chunks`` calls of ``run(train_state, data) -> (train_state, step metrics)``.
 
-    ``evaluate(train_state) -> {name: value}`` runs after every chunk (jit it). See the
-    module docstring for the rules (``patience``, ``plateau_patience``), checkpoints and
-    logs. Returns a :class:`FitResult`; the ``train_state`` passed in is donated to ``run``.
+    Returns a :class:`FitResult`; the ``train_state`` passed in is donated to ``run``. See
+    the module docstring for the rules.
+
+    Args:
+        run, data: one chunk of training, e.g. ``compile_loop(epoch_loop(step, batch, epochs))``.
+        chunks: how many calls of ``run`` in all (a resumed run counts those already done).
+        evaluate: ``evaluate(train_state) -> {name: scalar}`` after every chunk (jit it); its
+            values are recorded as ``eval/<name>``, the chunk's step metrics as ``train/<name>``.
+        ensemble: the train state is a stack of members (``compile_loop(..., ensemble=True)``).
+        monitor, mode, min_delta: the watched metric, whether lower or higher is better, and
+            by how much a value must beat another to count as better.
+        patience, stopping_rule: early stopping (``None``: off) and what a value is compared with.
+        plateau_patience, plateau_factor: the learning-rate cut (``None``: off).
+        checkpoint_dir, checkpoint_every, keep_checkpoints, resume: checkpoints every so many
+            chunks and at each improvement, the last ``keep_checkpoints`` and the best kept;
+            with ``resume``, continue from the latest one found in ``checkpoint_dir``.
+        log_path: JSON lines, one record per chunk (rewritten from where a resumed run starts).
+        tensorboard_dir: scalars for TensorBoard (needs ``tensorboardX``).
+        progress, desc: the tqdm bar.
     """
     rules = _Rules(monitor, mode, min_delta, patience, stopping_rule, plateau_patience, plateau_factor)
     _check_rules(train_state, evaluate, rules)
     manager = _manager(checkpoint_dir, keep_checkpoints, monitor, mode)
     first_chunk, watch, history = 0, Watch(), []
+    check_that(manager is None or resume or manager.latest_step() is None, "jdl.train.fit",
+               "an empty checkpoint_dir with resume=False (or resume=True to continue it)",
+               f"steps {manager.steps() if manager is not None else []} in {checkpoint_dir}", FileExistsError)
     resumed = _resume(manager, train_state) if manager is not None and resume else None
     if resumed is not None:
         train_state, first_chunk, watch, history = resumed

@@ -5,10 +5,10 @@ import sys
 import textwrap
 
 import jax
-import numpy as np
 import pytest
 
 from jdl import checkpoint, train
+from tests.train.helpers import bits
 
 # The run both processes build: an MLP with dropout, Adam whose rate the plateau rule cuts.
 RUN = textwrap.dedent("""
@@ -28,14 +28,6 @@ RUN = textwrap.dedent("""
         return train.fit(ts, run, (x, y), chunks=chunks, evaluate=evaluate, plateau_patience=1, min_delta=0.1,
                          checkpoint_dir=directory, log_path=log, progress=False)
 """)
-
-
-def bits(tree):
-    def raw(leaf):
-        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-            leaf = jax.random.key_data(leaf)
-        return np.asarray(leaf).tobytes()
-    return [raw(leaf) for leaf in jax.tree.leaves(tree)]
 
 
 def records(path):
@@ -85,3 +77,13 @@ def test_fit_refuses_a_checkpoint_of_another_model(tmp_path):
     train.fit(state(jax.numpy.zeros(3)), run, None, chunks=1, checkpoint_dir=directory, progress=False)
     with pytest.raises(ValueError, match="params/w"):
         train.fit(state(jax.numpy.zeros(4)), run, None, chunks=2, checkpoint_dir=directory, progress=False)
+
+
+def test_fit_without_resume_refuses_a_used_directory(tmp_path):
+    directory = str(tmp_path / "ckpt")
+    state = lambda: train.TrainState({"w": jax.numpy.zeros(3)}, {}, (), jax.numpy.zeros((), jax.numpy.int32),  # noqa: E731
+                                     jax.random.key(0))
+    run = lambda ts, d: (ts._replace(step=ts.step + 1), {"loss": jax.numpy.zeros(())})  # noqa: E731
+    train.fit(state(), run, None, chunks=2, checkpoint_dir=directory, progress=False)
+    with pytest.raises(FileExistsError, match=r"resume=False .* got steps \[1, 2\]"):
+        train.fit(state(), run, None, chunks=2, checkpoint_dir=directory, resume=False, progress=False)

@@ -9,6 +9,7 @@ import pytest
 
 import jdl
 from jdl import nn, optim, train
+from tests.train.helpers import bits
 
 LOSS = jdl.losses.softmax_cross_entropy_with_integer_labels
 MODEL = nn.Sequential([nn.Dense(16), nn.ReLU(), nn.Dropout(0.2), nn.Dense(3)])
@@ -18,15 +19,6 @@ def toy_data(n=48, seed=0):
     x = jax.random.normal(jax.random.key(seed), (n, 5))
     y = (x[:, 0] + x[:, 1] > 0).astype(jnp.int32) + (x[:, 2] > 1).astype(jnp.int32)
     return x, y
-
-
-def bits(tree):
-    """Leaves as raw bytes (typed keys as their data): equal bit for bit, NaN payloads included."""
-    def raw(leaf):
-        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-            leaf = jax.random.key_data(leaf)
-        return np.asarray(leaf).tobytes()
-    return [raw(leaf) for leaf in jax.tree.leaves(tree)]
 
 
 # ----------------------------------------------------------------------------- steps
@@ -226,3 +218,19 @@ def test_fit_writes_json_lines(tmp_path):
     records = [json.loads(line) for line in open(log)]
     assert [r["step"] for r in records] == [1, 2, 3]
     assert records[1]["eval/loss"] == "NaN" and records[2]["eval/loss"] == 1.0  # strict JSON: NaN stays not-a-number
+
+
+def test_fit_writes_tensorboard_scalars(tmp_path):
+    event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")
+    train.fit(_index_state(), counting_run, None, chunks=3, evaluate=scripted([3.0, 2.0, 1.0]),
+              tensorboard_dir=str(tmp_path), progress=False)
+    (path,) = tmp_path.iterdir()
+    data, scalars = path.read_bytes(), {}
+    while data:  # TFRecord: length (8 bytes), its CRC (4), the event, its CRC (4)
+        length = int.from_bytes(data[:8], "little")
+        event = event_pb2.Event.FromString(data[12:12 + length])
+        for value in event.summary.value:
+            scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+        data = data[16 + length:]
+    assert scalars["eval/loss"] == [(1, 3.0), (2, 2.0), (3, 1.0)]
+    assert [v for _, v in scalars["lr_factor"]] == [1.0, 1.0, 1.0] and "train/loss" in scalars
