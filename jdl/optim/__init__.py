@@ -21,6 +21,9 @@ from jdl.optim.schedule import (
     constant_schedule, cosine_decay_schedule, exponential_decay, join_schedules, linear_schedule,
     piecewise_constant_schedule, polynomial_schedule, warmup_cosine_decay_schedule,
 )
+from jdl.optim.partition import (
+    MaskedNode, MaskedState, MultiTransformState, masked, multi_transform, set_to_zero,
+)
 from jdl.optim.wrappers import (
     ApplyIfFiniteState, MultiSteps, MultiStepsState, apply_if_finite, has_updated, multi_steps,
 )
@@ -34,6 +37,7 @@ __all__ = [
     "clip", "clip_by_global_norm", "clip_by_leaf_norm", "clip_by_block_rms", "global_norm",
     "multi_steps", "MultiSteps", "MultiStepsState", "has_updated",
     "apply_if_finite", "ApplyIfFiniteState",
+    "masked", "MaskedNode", "MaskedState", "multi_transform", "MultiTransformState", "set_to_zero",
     "trace", "TraceState", "ema", "EmaState", "scale_by_rss", "ScaleByRssState",
     "scale_by_rms", "ScaleByRmsState", "ScaleByRmsWithCountState",
     "scale_by_stddev", "ScaleByRStdDevState", "ScaleByRStdDevWithCountState",
