@@ -126,7 +126,10 @@ def train(model, loss_fn, example, data: Data, steps: int, settings: Settings, s
     return result.train_state.params, result.series("train/loss").tolist(), time.perf_counter() - start
 
 
-def evaluate(decode_fn, data: Data, batch: int = 256) -> dict:
+EVAL_BATCH = 256  # test sources per decoder call
+
+
+def evaluate(decode_fn, data: Data, batch: int = EVAL_BATCH) -> dict:
     """Decode the test sources (``decode_fn(source_ids) -> token ids [n, length]``) and score them."""
     outputs = []
     for first in range(0, len(data.test_source), batch):
@@ -163,7 +166,7 @@ def run_transformer(data: Data, settings: Settings, seed: int) -> tuple[dict, np
     beam = jax.jit(lambda s: model.beam_decode(params, s, TARGET_LENGTH, beam_size=settings.beam_size).tokens[:, 0])
     result = {"greedy": evaluate(greedy, data), "beam": evaluate(beam, data) if settings.beam_size else None}
     examples = jnp.asarray(data.test_source[:settings.num_heatmaps])
-    decoded = greedy(examples)
+    decoded = _first_decoded(greedy, data, settings.num_heatmaps)
     weights = jax.jit(model.cross_attention)(params, examples, model.shift_right(decoded))[-1].mean(axis=1)
     return _summary(result, curve, seconds, models.count_params(params)), np.asarray(weights)
 
@@ -184,9 +187,15 @@ def run_gru_attention(data: Data, settings: Settings, seed: int) -> tuple[dict, 
                                                beam_size=settings.beam_size).tokens[:, 0])
     result = {"greedy": evaluate(greedy, data), "beam": evaluate(beam, data) if settings.beam_size else None}
     examples = jnp.asarray(data.test_source[:settings.num_heatmaps])
-    decoded = greedy(examples)
-    _, weights = model.logits(params, examples, lengths_of(examples), decoded)
+    decoded = _first_decoded(greedy, data, settings.num_heatmaps)
+    _, weights = jax.jit(lambda s, t: model.logits(params, s, lengths_of(s), t))(examples, decoded)
     return _summary(result, curve, seconds, models.count_params(params)), np.asarray(weights)
+
+
+def _first_decoded(greedy, data: Data, count: int) -> jax.Array:
+    """The greedy outputs of the first ``count`` test sources, decoded as :func:`evaluate`'s first
+    batch (the same shape: no new compilation of the decoder)."""
+    return greedy(jnp.asarray(data.test_source[:EVAL_BATCH]))[:count]
 
 
 def _summary(result: dict, curve: list[float], seconds: float, num_params: int) -> dict:

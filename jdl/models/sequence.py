@@ -25,7 +25,7 @@ Example:
     >>> model = models.SequenceClassifier(3, nn.GRUCell(8), vocab_size=20, bidirectional=True)
     >>> ids = jnp.array([[4, 7, 1, 0], [5, 2, 0, 0]])
     >>> params, state = model.init(jax.random.key(0), ids)
-    >>> logits, state = model.apply(params, state, ids, lengths=jnp.array([3, 2]))
+    >>> logits, state = jax.jit(model.apply)(params, state, ids, lengths=jnp.array([3, 2]))
     >>> logits.shape
     (2, 3)
 """
@@ -173,7 +173,7 @@ class SequenceClassifier(_RecurrentModel):
         >>> model = models.SequenceClassifier(2, nn.LSTMCell(8), readout="mean")
         >>> x = jnp.ones((4, 6, 3))                               # 4 sequences, 6 steps, 3 features
         >>> params, state = model.init(jax.random.key(0), x)
-        >>> sorted(params), model.apply(params, state, x)[0].shape
+        >>> sorted(params), jax.jit(model.apply)(params, state, x)[0].shape
         (['head', 'rnn'], (4, 2))
     """
 
@@ -226,7 +226,7 @@ class SequenceTagger(_RecurrentModel):
         >>> tagger = models.SequenceTagger(5, nn.GRUCell(8), vocab_size=10, bidirectional=True)
         >>> ids, lengths = jnp.array([[1, 2, 3], [4, 5, 0]]), jnp.array([3, 2])
         >>> params, state = tagger.init(jax.random.key(0), ids)
-        >>> logits, _ = tagger.apply(params, state, ids, lengths=lengths)
+        >>> logits, _ = jax.jit(tagger.apply)(params, state, ids, lengths=lengths)
         >>> logits.shape
         (2, 3, 5)
         >>> loss = losses.masked_cross_entropy(logits, jnp.array([[0, 1, 2], [3, 4, -1]]),
@@ -278,7 +278,7 @@ class CharLM(_RecurrentModel):
         >>> lm = models.CharLM(30, [nn.LSTMCell(16), nn.LSTMCell(16)], dropout_rate=0.1)
         >>> ids = jnp.zeros((2, 10), jnp.int32)
         >>> params, state = lm.init(jax.random.key(0), ids)
-        >>> (logits, carry), state = lm.apply(params, state, ids)
+        >>> (logits, carry), state = jax.jit(lm.apply)(params, state, ids)
         >>> logits.shape, len(carry)
         ((2, 10, 30), 2)
     """
@@ -359,7 +359,7 @@ class CharLM(_RecurrentModel):
             >>> lm = models.CharLM(5, nn.LSTMCell(8))
             >>> ids = jnp.array([[0, 1, 2, 3, 4, 0]])
             >>> params, _ = lm.init(jax.random.key(0), ids)
-            >>> bool(abs(lm.teacher_forcing_loss(params, ids) - jnp.log(5.0)) < 0.3)  # near uniform at init
+            >>> bool(abs(jax.jit(lm.teacher_forcing_loss)(params, ids) - jnp.log(5.0)) < 0.3)  # near uniform at init
             True
         """
         self._check_sequences(f"{self}.teacher_forcing_loss", ids, lengths)
@@ -437,8 +437,9 @@ class CharLM(_RecurrentModel):
             >>> lm = models.CharLM(5, [nn.GRUCell(8), nn.GRUCell(8)])
             >>> ids, lengths = jnp.array([[0, 1, 2, 3, 4, 0], [1, 2, 3, 0, 0, 0]]), jnp.array([6, 3])
             >>> params, _ = lm.init(jax.random.key(0), ids)
-            >>> forced = lm.free_running_loss(params, ids, None, teacher_forcing_prob=1.0, lengths=lengths)
-            >>> bool(jnp.allclose(forced, lm.teacher_forcing_loss(params, ids, lengths=lengths), atol=1e-6))
+            >>> loss = jax.jit(lm.free_running_loss, static_argnames="teacher_forcing_prob")  # p = 1: no key needed
+            >>> forced = loss(params, ids, None, teacher_forcing_prob=1.0, lengths=lengths)
+            >>> bool(jnp.allclose(forced, jax.jit(lm.teacher_forcing_loss)(params, ids, lengths=lengths), atol=1e-6))
             True
         """
         self._check_sequences(f"{self}.free_running_loss", ids, lengths)

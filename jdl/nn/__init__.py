@@ -9,7 +9,7 @@ from jdl.nn.core import Concat, Lambda, Layer, Parallel, Residual, Sequential, P
 from jdl.nn.dense import Dense
 from jdl.nn.dropout import Dropout
 from jdl.nn.embed import Embedding, attend
-from jdl.nn.norm import BatchNorm, LayerNorm
+from jdl.nn.norm import BatchNorm, LayerNorm, LocalResponseNorm
 from jdl.nn.position import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_positions
 from jdl.nn.pool import AvgPool, AvgPool1D, AvgPool2D, GlobalAvgPool, GlobalMaxPool, MaxPool, MaxPool1D, MaxPool2D
 from jdl.nn.reshape import Flatten, Reshape
@@ -22,7 +22,7 @@ __all__ = [
     "Sequential", "Residual", "Parallel", "Concat", "Lambda",
     "Dense", "Conv", "Conv1D", "Conv2D", "conv_output_size",
     "MaxPool", "AvgPool", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool", "GlobalMaxPool",
-    "Flatten", "Reshape", "Dropout", "BatchNorm", "LayerNorm", "Embedding", "attend",
+    "Flatten", "Reshape", "Dropout", "BatchNorm", "LayerNorm", "LocalResponseNorm", "Embedding", "attend",
     "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "PReLU", "ELU", "GELU", "Softmax", "LogSoftmax", "Step",
 ]
 __all__ += [

@@ -137,6 +137,11 @@ def _checking_fields_first(post_init: Callable) -> Callable:
 # Unset (None), a call costs one ContextVar lookup, at trace time only under jit.
 apply_hook: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("jdl_apply_hook", default=None)
 
+# True while shapes are inferred (:func:`expected_shapes`, :func:`output_shape`): ``init`` and
+# ``apply`` then run with init's float32 params on an input of any precision, so checks that
+# compare the dtypes of two branches (a Residual's sum, a Concat's join) wait for the real apply.
+inferring_shapes: contextvars.ContextVar[bool] = contextvars.ContextVar("jdl_inferring_shapes", default=False)
+
 
 def _observable(apply: Callable) -> Callable:
     """``apply`` that goes through :data:`apply_hook` when one is set."""
@@ -172,9 +177,11 @@ def _key_struct() -> jax.ShapeDtypeStruct:
 
 def _expected_uncached(layer: Layer, example: Any) -> tuple[Params, State]:
     token = apply_hook.set(None)  # init's shape inference runs children's apply: not the forward pass
+    inferring = inferring_shapes.set(True)
     try:
         return jax.eval_shape(layer.init, _key_struct(), example)
     finally:
+        inferring_shapes.reset(inferring)
         apply_hook.reset(token)
 
 
@@ -238,8 +245,30 @@ def check_params(layer: Layer, params: Params, state: State, x: Any) -> None:
 
 
 def output_shape(layer: Layer, params: Params, state: State, x: Any) -> Any:
-    """The shape and dtype of ``layer``'s output for input ``x``, without computing it."""
-    return jax.eval_shape(lambda p, s, v: layer.apply(p, s, v, train=False)[0], params, state, x)
+    """The shape and dtype of ``layer``'s output for input ``x``, without computing it.
+
+    Memoised per layer and shapes, as :func:`expected_shapes`: a network of repeated blocks
+    (ResNet-110's 54) traces each distinct block once while its ``init`` infers the shapes.
+    """
+    leaves, treedef = jax.tree.flatten(shape_structs((params, state, x)), is_leaf=_is_struct)
+    try:
+        return _output_shape_cached(layer, treedef, tuple(leaves))
+    except TypeError as error:  # a layer with an unhashable field: trace every time
+        if "unhashable" not in str(error):
+            raise
+        return _output_shape_uncached(layer, treedef, leaves)
+
+
+def _output_shape_uncached(layer: Layer, treedef, leaves) -> Any:
+    params, state, x = treedef.unflatten(leaves)
+    token = inferring_shapes.set(True)
+    try:
+        return jax.eval_shape(lambda p, s, v: layer.apply(p, s, v, train=False)[0], params, state, x)
+    finally:
+        inferring_shapes.reset(token)
+
+
+_output_shape_cached = functools.lru_cache(maxsize=2048)(_output_shape_uncached)
 
 
 @contextlib.contextmanager
@@ -412,8 +441,9 @@ class Concat(Parallel):
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", axis={self.axis})"
 
-    def _concatenate(self, outputs):
-        check_same_dtype(self, outputs, "branch outputs of one dtype")
+    def _concatenate(self, outputs, dtypes: bool = True):
+        if dtypes:
+            check_same_dtype(self, outputs, "branch outputs of one dtype")
         reference = outputs[0]
         check_that(-reference.ndim <= self.axis < reference.ndim, self, f"axis in [-{reference.ndim}, "
                    f"{reference.ndim}) (the branch outputs have rank {reference.ndim})", self.axis)
@@ -427,12 +457,13 @@ class Concat(Parallel):
     def init(self, key, x):
         params, state = self.init_children(key, x)
         # Fail at init, not at first use: the branches' outputs must concatenate.
-        jax.eval_shape(lambda p, s, v: self._concatenate(self.apply_children(p, s, v)[0]), params, state, x)
+        dtypes = not inferring_shapes.get()
+        jax.eval_shape(lambda p, s, v: self._concatenate(self.apply_children(p, s, v)[0], dtypes), params, state, x)
         return params, state
 
     def apply(self, params, state, x, *, key=None, train=False):
         outputs, state = super().apply(params, state, x, key=key, train=train)
-        return self._concatenate(outputs), state
+        return self._concatenate(outputs, dtypes=not inferring_shapes.get()), state
 
 
 class Residual(Layer):
@@ -484,5 +515,5 @@ class Residual(Layer):
             with inside(self, "shortcut"):
                 skip_out, new_state["shortcut"] = self.shortcut.apply(params["shortcut"], state["shortcut"], x,
                                                                       key=child_key(key, 1), train=train)
-        self._check_sum(main_out, skip_out, x)
+        self._check_sum(main_out, skip_out, x, dtypes=not inferring_shapes.get())
         return main_out + skip_out, new_state

@@ -1,4 +1,4 @@
-"""Normalisation layers: batch norm and layer norm, with learned gamma and beta.
+"""Normalisation layers: batch norm and layer norm, with learned gamma and beta; local response norm.
 
 Both standardise and then rescale:
 
@@ -12,7 +12,8 @@ running averages follow ``running = momentum * running + (1 - momentum) * batch`
 but computed in two passes in float32 or wider (:func:`moments`), so large offsets and
 magnitudes (``1e4 + N(0, 1)``, ``|x| ~ 1e19``) do not cancel it away or overflow it.
 Layer norm (Ba et al., 2016) takes them over the feature axis of each example and has no
-running state.
+running state. Local response normalisation (AlexNet's, :class:`LocalResponseNorm`) has
+neither params nor state: it divides each activity by the energy of its neighbouring channels.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -26,15 +27,15 @@ Example:
 from __future__ import annotations
 
 from dataclasses import field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from jdl import init as initializers
-from jdl._checks import Positive, UnitInterval, check_floating_min_rank, check_train_flag
-from jdl.nn.core import KW_ONLY, Layer, check_params
+from jdl._checks import Positive, PositiveInt, UnitInterval, check_floating_min_rank, check_train_flag
+from jdl.nn.core import KW_ONLY, Layer, ParamFree, check_params
 
 
 class _Normalization(Layer):
@@ -172,3 +173,51 @@ class LayerNorm(_Normalization):
         x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         _, centered, var, unit = moments(x32, (-1,))
         return self.normalize(params, centered, var, x.dtype, unit), state
+
+
+class LocalResponseNorm(ParamFree):
+    """Local response normalisation across channels (Krizhevsky et al., 2012, section 3.3).
+
+    Each activity ``a_c`` (channels last) is divided by the energy of the ``size`` channels
+    around it at the same position, channels past either end left out of the sum:
+
+        b_c = a_c / (k + alpha * sum_{j = c - size // 2}^{c + (size - 1) // 2} a_j^2) ^ beta
+
+    The defaults are AlexNet's: ``k = 2``, ``n = size = 5``, ``alpha = 1e-4``, ``beta = 0.75``.
+    For an odd ``size`` the window is the paper's ``max(0, c - n/2) .. min(N - 1, c + n/2)``; an
+    even one reaches one channel further back than forward, as PyTorch's.
+
+    ``convention`` says what multiplies the sum. ``"paper"`` (and TensorFlow's
+    ``tf.nn.local_response_normalization``, with ``depth_radius = size // 2``, ``bias = k``):
+    ``alpha``. ``"pytorch"`` (``torch.nn.LocalResponseNorm``, Caffe's LRN layer): ``alpha /
+    size``, the mean of the squares instead of their sum, so the paper's AlexNet is
+    ``alpha = 5e-4`` there (Caffe's reference AlexNet keeps ``alpha = 1e-4`` and ``k = 1``:
+    other numbers than the paper's). The denominator is computed in float32 at least: ``alpha * sum`` is
+    about ``1e-4`` of ``k``, below bfloat16's resolution.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jdl import nn
+        >>> lrn = nn.LocalResponseNorm(size=3, alpha=1.0, beta=1.0, k=1.0)
+        >>> lrn.apply({}, {}, jnp.array([[1.0, 2.0, 0.0]]))[0]  # 1/(1+1+4), 2/(1+1+4+0), 0
+        Array([[0.16666667, 0.33333334, 0.        ]], dtype=float32)
+    """
+
+    size: PositiveInt = 5
+    alpha: Positive = 1e-4
+    beta: Positive = 0.75
+    k: Positive = 2.0
+    _: KW_ONLY
+    convention: Literal["paper", "pytorch"] = "paper"
+    name: str = "local_response_norm"
+
+    def check_input(self, x) -> None:
+        check_floating_min_rank(self, x, 1, "..., channels")
+
+    def fn(self, x):
+        wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        window = (1,) * (x.ndim - 1) + (self.size,)
+        pads = ((0, 0),) * (x.ndim - 1) + ((self.size // 2, (self.size - 1) // 2),)
+        energy = lax.reduce_window(jnp.square(wide), 0.0, lax.add, window, (1,) * x.ndim, pads)  # 0.0: a sum JAX differentiates
+        alpha = self.alpha / self.size if self.convention == "pytorch" else self.alpha
+        return (wide / (self.k + alpha * energy) ** self.beta).astype(x.dtype)

@@ -98,6 +98,7 @@ CASES = [
     Case("Dropout", lambda: nn.Dropout(0.5), None, X, stochastic=True),
     Case("BatchNorm", lambda: nn.BatchNorm(), None, X),
     Case("LayerNorm", lambda: nn.LayerNorm(), None, X),
+    Case("LocalResponseNorm", lambda: nn.LocalResponseNorm(3), None, X),
     Case("Embedding", lambda: nn.Embedding(VOCAB, 4), lambda: nn.Embedding(VOCAB, 5), ids(BATCH, LENGTH),
          integer_input=True),
     # activations
@@ -151,6 +152,28 @@ CASES = [
          lambda: models.AttentionSeq2Seq(VOCAB, VOCAB, 5), seq2seq_example, integer_input=True, model=True),
     Case("Transformer", lambda: models.Transformer(_config()), lambda: models.Transformer(_config(d_model=12)),
          transformer_example, integer_input=True, stochastic=True, model=True),
+    # the convolutional networks: each family small, at the smallest input its table takes, with equal widths
+    # where they are free (equal shapes share compiled programs, the battery's main cost)
+    Case("LeNet5", lambda: models.lenet5(3), lambda: models.lenet5(4), floats(BATCH, 32, 32, 1), model=True),
+    Case("AlexNet", lambda: models.alexnet(3, widths=(3,) * 5, hidden_features=3),
+         lambda: models.alexnet(3, widths=(3, 3, 3, 3, 4), hidden_features=3), floats(BATCH, 67, 67, 3),
+         stochastic=True, model=True),
+    Case("ZFNet", lambda: models.zfnet(3, widths=(3,) * 5, hidden_features=3),
+         lambda: models.zfnet(3, widths=(3,) * 5, hidden_features=4), floats(BATCH, 53, 53, 3),
+         stochastic=True, model=True),
+    Case("VGG", lambda: models.VGG(((2,), (3,)), 3, batch_norm=True, hidden_features=5),
+         lambda: models.VGG(((2,), (3,)), 3, hidden_features=5), floats(BATCH, 4, 4, 3), stochastic=True, model=True),
+    Case("Inception", lambda: models.Inception(2, 2, 3, 1, 2, 2), lambda: models.naive_inception(2, 3, 2), IMAGE,
+         model=True),
+    Case("GoogLeNet", lambda: models.googlenet(3, stem_widths=(2, 2, 2), stages=(((1,) * 6,), ((1,) * 6,))),
+         lambda: models.googlenet(3, stem_widths=(2, 2, 2), stages=(((1,) * 6,),)),
+         floats(BATCH, 16, 16, 3), stochastic=True, model=True),
+    Case("BasicBlock", lambda: models.BasicBlock(5, strides=2), lambda: models.BasicBlock(6, strides=2), IMAGE,
+         model=True),
+    Case("Bottleneck", lambda: models.Bottleneck(2, shortcut="zero_pad"), lambda: models.Bottleneck(3), IMAGE,
+         model=True),
+    Case("ResNet", lambda: models.ResNet("basic", (1, 1), 3, widths=(2, 4), stem="cifar", shortcut="zero_pad"),
+         lambda: models.ResNet("basic", (1, 1), 3, widths=(2, 5), stem="cifar"), floats(BATCH, 8, 8, 3), model=True),
 ]
 
 # Public names that are not layers to run on an input (functions, bases, NamedTuples).

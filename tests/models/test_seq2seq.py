@@ -108,7 +108,8 @@ def test_teacher_forcing_matches_the_seeds_equations_and_the_step_interface(opti
     np.testing.assert_allclose(weights, ref_weights, rtol=2e-5, atol=1e-6)
 
     # The step interface fed the true tokens gives the same log-probabilities and weights.
-    state = model.init_decode_state(params, SOURCE, jnp.asarray(SOURCE_LENGTHS))
+    # Jitted: eagerly, the encoder's scan would be compiled at every call.
+    state = jax.jit(model.init_decode_state)(params, SOURCE, jnp.asarray(SOURCE_LENGTHS))
     assert set(state) == {"carry", "memory", "keys", "mask"}
     assert all(leaf.shape[0] == 3 for leaf in jax.tree.leaves(state))
     step_fn = model.step_fn(params)
@@ -234,13 +235,13 @@ def test_greedy_decode_is_argmax_step_by_step(reversal):
     source, lengths, batch = jnp.asarray(source), jnp.asarray(lengths), source.shape[0]
     max_length = MAX_LEN + 1
     out = model.greedy_decode(params, source, lengths, max_length)
-    state = model.init_decode_state(params, source, lengths)
+    state = jax.jit(model.init_decode_state)(params, source, lengths)  # (eager: the encoder's scan compiled per call)
     step_fn = jax.jit(model.step_fn(params))
     previous, finished = jnp.full((batch,), BOS, jnp.int32), np.zeros(batch, bool)
     expected, scores, ends = [], np.zeros(batch), np.full(batch, max_length)
     for t in range(max_length):
         log_probs, state = step_fn(state, previous, t)
-        choice = np.asarray(jnp.argmax(log_probs, axis=-1))
+        choice = np.argmax(np.asarray(log_probs), axis=-1)
         scores += np.where(finished, 0.0, np.max(np.asarray(log_probs), axis=-1))
         choice = np.where(finished, PAD, choice)
         ends = np.where(~finished & (choice == EOS), t + 1, ends)

@@ -1,6 +1,8 @@
 """Sequence models: shapes and padding, the language model's losses against hand-written loops
 over the cells, free running and scheduled sampling, generation under jit against a Python
 loop, temperature, training on small synthetic tasks, and the bad-input errors."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,8 +55,9 @@ def test_classifier_padding_does_not_change_a_sequence(readout, bidirectional, c
     logits = apply(params, ids, jnp.asarray(lengths))
     assert logits.shape == (3, 3)
     np.testing.assert_allclose(apply(params, _pad(ids, lengths, 0), jnp.asarray(lengths)), logits, rtol=1e-5, atol=1e-6)
+    apply_alone = jax.jit(lambda p, x: model.apply(p, state, x)[0])  # no lengths: nothing to mask
     for b in (1, 2):  # the padded ones
-        alone, _ = model.apply(params, state, ids[b:b + 1, :lengths[b]])
+        alone = apply_alone(params, ids[b:b + 1, :lengths[b]])
         np.testing.assert_allclose(logits[b], alone[0], rtol=1e-5, atol=1e-6)
 
 
@@ -65,19 +68,23 @@ def test_classifier_readouts_match_the_layers_by_hand():
     lengths = jnp.array([5, 3, 1])
     params, state = model.init(jax.random.key(2), x)
     assert set(params) == {"rnn", "head"} and set(params["rnn"]) == {"layer_0"}
-    (outputs, (c, h)), _ = nn.LSTM(H).apply(params["rnn"]["layer_0"], {}, x, lengths=lengths)
+    # One compilation for the layer and both classifiers (eager would compile op by op).
+    run = jax.jit(lambda p: (nn.LSTM(H).apply(p["rnn"]["layer_0"], {}, x, lengths=lengths)[0],
+                             model.apply(p, state, x, lengths=lengths)[0],
+                             mean_model.apply(p, state, x, lengths=lengths)[0]))
+    (outputs, (c, h)), final_logits, mean_logits = run(params)
     w, b = params["head"]["w"], params["head"]["b"]
-    np.testing.assert_allclose(model.apply(params, state, x, lengths=lengths)[0], h @ w + b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(final_logits, h @ w + b, rtol=1e-5, atol=1e-6)
     mean = jnp.stack([outputs[i, :n].mean(axis=0) for i, n in enumerate([5, 3, 1])])
-    np.testing.assert_allclose(mean_model.apply(params, state, x, lengths=lengths)[0], mean @ w + b,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mean_logits, mean @ w + b, rtol=1e-5, atol=1e-6)
     # Both directions: [h_forward after the last real step, h_backward after step 0].
     both = models.SequenceClassifier(4, nn.GRUCell(H), bidirectional=True)
     params, state = both.init(jax.random.key(3), x)
-    (_, (h_forward, h_backward)), _ = nn.Bidirectional(nn.GRUCell(H)).apply(params["rnn"]["layer_0"], {}, x,
-                                                                            lengths=lengths)
+    run = jax.jit(lambda p: (nn.Bidirectional(nn.GRUCell(H)).apply(p["rnn"]["layer_0"], {}, x, lengths=lengths)[0],
+                             both.apply(p, state, x, lengths=lengths)[0]))
+    (_, (h_forward, h_backward)), both_logits = run(params)
     want = jnp.concatenate([h_forward, h_backward], axis=-1) @ params["head"]["w"] + params["head"]["b"]
-    np.testing.assert_allclose(both.apply(params, state, x, lengths=lengths)[0], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(both_logits, want, rtol=1e-5, atol=1e-6)
 
 
 def test_classifier_learns_the_first_token_of_variable_length_sequences():
@@ -97,7 +104,7 @@ def test_classifier_learns_the_first_token_of_variable_length_sequences():
 
     params = _train(loss, params, (jnp.asarray(ids), jnp.asarray(labels), jnp.asarray(lengths)))
     test_ids = _pad(jnp.asarray(ids[-1]), lengths[-1], 4)
-    logits, _ = model.apply(params, state, test_ids, lengths=jnp.asarray(lengths[-1]))
+    logits, _ = jax.jit(lambda p, x, n: model.apply(p, state, x, lengths=n))(params, test_ids, jnp.asarray(lengths[-1]))
     assert float(metrics.masked_accuracy(logits, jnp.asarray(labels[-1]))) > 0.9
 
 
@@ -109,14 +116,15 @@ def test_tagger_padding_and_masked_loss():
     lengths = np.array([5, 3], np.int32)
     x = _pad(jax.random.normal(jax.random.key(3), (2, 5, 3)), lengths, 1e3)
     params, state = tagger.init(jax.random.key(4), x)
-    logits, _ = tagger.apply(params, state, x, lengths=jnp.asarray(lengths))
+    # One compilation for the padded batch and the unpadded sequence alone.
+    logits, alone = jax.jit(lambda p: (tagger.apply(p, state, x, lengths=jnp.asarray(lengths))[0],
+                                       tagger.apply(p, state, x[1:, :3])[0]))(params)
     assert logits.shape == (2, 5, 4)
-    alone, _ = tagger.apply(params, state, x[1:, :3])
     np.testing.assert_allclose(logits[1, :3], alone[0], rtol=1e-5, atol=1e-6)
 
     labels = jnp.array([[0, 1, 2, 3, 0], [1, 2, 3, -1, 99]])  # junk labels at the padded steps
     mask = losses.sequence_mask(jnp.asarray(lengths), 5)
-    loss, grad = jax.value_and_grad(losses.masked_cross_entropy)(logits, labels, mask)
+    loss, grad = jax.value_and_grad(losses.masked_cross_entropy)(logits, labels, mask)  # eager: labels checked
     log_probs = np.asarray(jax.nn.log_softmax(logits))
     expected = -np.mean([log_probs[b, t, labels[b, t]] for b in range(2) for t in range(lengths[b])])
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
@@ -143,7 +151,8 @@ def test_tagger_learns_to_tag_each_token_with_the_next_one():
         return losses.masked_cross_entropy(logits, y, losses.sequence_mask(n, time))
 
     params = _train(loss, params, (jnp.asarray(ids), jnp.asarray(tags), jnp.asarray(lengths)), learning_rate=0.03)
-    logits, _ = tagger.apply(params, state, jnp.asarray(ids[-1]), lengths=jnp.asarray(lengths[-1]))
+    logits, _ = jax.jit(lambda p, x, n: tagger.apply(p, state, x, lengths=n))(params, jnp.asarray(ids[-1]),
+                                                                              jnp.asarray(lengths[-1]))
     mask = losses.sequence_mask(jnp.asarray(lengths[-1]), time)
     accuracy = metrics.masked_accuracy(logits, jnp.asarray(tags[-1]), mask)
     assert float(accuracy) > 0.9
@@ -152,9 +161,16 @@ def test_tagger_learns_to_tag_each_token_with_the_next_one():
 # ------------------------------------------------------------------------- language model
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_cell(cell):
+    """The cell's public step ``cell(params, carry, x_t)``, jitted: one compilation per cell, not per op."""
+    return jax.jit(lambda params, carry, x: cell(params, carry, x))
+
+
 def _loop_loss(lm, params, ids, lengths=None):
     """Teacher forcing written out: embed, each layer's cell step by step, the head, log-softmax."""
-    table, w, b = params["embedding"]["embedding"], params["head"]["w"], params["head"]["b"]
+    table, w, b = (np.asarray(a) for a in (params["embedding"]["embedding"], params["head"]["w"], params["head"]["b"]))
+    ids = np.asarray(ids)
     batch, time = ids.shape
     lengths = np.full(batch, time) if lengths is None else np.asarray(lengths)
     carry = [cell.initial_carry((batch,)) for cell in lm.cells]
@@ -162,8 +178,10 @@ def _loop_loss(lm, params, ids, lengths=None):
     for t in range(time - 1):
         x = table[ids[:, t]]
         for i, cell in enumerate(lm.cells):
-            carry[i], x = cell(params["rnn"][f"layer_{i}"], carry[i], x)
-        log_probs = np.asarray(jax.nn.log_softmax(x @ w + b))
+            carry[i], x = _jitted_cell(cell)(params["rnn"][f"layer_{i}"], carry[i], x)
+        z = np.asarray(x) @ w + b
+        log_probs = z - z.max(axis=-1, keepdims=True)
+        log_probs = log_probs - np.log(np.exp(log_probs).sum(axis=-1, keepdims=True))
         for row in range(batch):
             if t + 1 < lengths[row]:
                 total -= log_probs[row, int(ids[row, t + 1])]
@@ -176,14 +194,16 @@ def test_teacher_forcing_loss_matches_a_loop_over_the_cells(cells):
     lm = models.CharLM(VOCAB, cells, embed_features=5, dropout_rate=0.3)
     ids = _ids((3, 6), seed=5)
     params, _ = lm.init(jax.random.key(6), ids)
-    np.testing.assert_allclose(lm.teacher_forcing_loss(params, ids), _loop_loss(lm, params, ids), rtol=1e-5)
     lengths = jnp.array([6, 2, 4])
     padded = _pad(ids, lengths, 0)
-    got = jax.jit(lambda p, x, n: lm.teacher_forcing_loss(p, x, lengths=n))(params, padded, lengths)
+    # One compilation: no lengths, lengths, and training mode (dropout on, keyed).
+    loss, got, train_loss = jax.jit(lambda p, x, n, key: (
+        lm.teacher_forcing_loss(p, ids), lm.teacher_forcing_loss(p, x, lengths=n),
+        lm.teacher_forcing_loss(p, ids, key=key, train=True)))(params, padded, lengths, jax.random.key(0))
+    np.testing.assert_allclose(loss, _loop_loss(lm, params, ids), rtol=1e-5)
     np.testing.assert_allclose(got, _loop_loss(lm, params, padded, lengths), rtol=1e-5)
     # Dropout is on only in training, and then needs a key.
-    train_loss = lm.teacher_forcing_loss(params, ids, key=jax.random.key(0), train=True)
-    assert abs(float(train_loss) - float(lm.teacher_forcing_loss(params, ids))) > 1e-4
+    assert abs(float(train_loss) - float(loss)) > 1e-4
 
 
 def test_free_running_equals_teacher_forcing_at_probability_one_and_replays_its_inputs():
@@ -203,8 +223,13 @@ def test_free_running_equals_teacher_forcing_at_probability_one_and_replays_its_
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(mixed_grad))
 
     # Whatever was fed, apply (teacher forcing) on the fed inputs gives the same logits.
-    logits, inputs = lm.free_running(params, ids, jax.random.key(1), teacher_forcing_prob=0.5, temperature=0.0)
-    (replayed, _), _ = lm.apply(params, {}, inputs)
+    @jax.jit
+    def run_and_replay(p, key):
+        logits, inputs = lm.free_running(p, ids, key, teacher_forcing_prob=0.5, temperature=0.0)
+        (replayed, _), _ = lm.apply(p, {}, inputs)
+        return logits, inputs, replayed
+
+    logits, inputs, replayed = run_and_replay(params, jax.random.key(1))
     np.testing.assert_allclose(logits, replayed, rtol=1e-5, atol=1e-5)
     # Step 0 reads the true token; later steps the true one or the previous argmax, each about half the time.
     truth, own = np.asarray(ids[:, 1:-1]), np.asarray(jnp.argmax(logits[:, :-1], -1))
@@ -219,10 +244,11 @@ def test_free_running_at_probability_zero_feeds_the_models_own_greedy_prediction
     lm = models.CharLM(VOCAB, nn.GRUCell(H))
     ids = _ids((2, 6), seed=9)
     params, _ = lm.init(jax.random.key(10), ids)
-    loss = lm.free_running_loss(params, ids, None, teacher_forcing_prob=0.0, temperature=0.0)
+    loss = jax.jit(lambda p: lm.free_running_loss(p, ids, None, teacher_forcing_prob=0.0, temperature=0.0))(params)
+    step = jax.jit(lambda c, token: lm.step(params, c, token))  # one compilation for the five steps
     carry, token, total = lm.initial_carry((2,)), ids[:, 0], 0.0
     for t in range(5):
-        carry, logits = lm.step(params, carry, token)
+        carry, logits = step(carry, token)
         total += float(jnp.sum(-jax.nn.log_softmax(logits)[jnp.arange(2), ids[:, t + 1]]))
         token = jnp.argmax(logits, axis=-1)
     np.testing.assert_allclose(loss, total / 10, rtol=1e-5)
@@ -232,11 +258,17 @@ def test_generate_under_jit_equals_a_python_loop_with_the_same_keys():
     lm = models.CharLM(VOCAB, [nn.LSTMCell(H), nn.LSTMCell(H)])
     params, _ = lm.init(jax.random.key(11), jnp.zeros((1, 3), jnp.int32))
     prompt, key, length = _ids((2, 3), seed=12), jax.random.key(13), 8
-    (logits, carry), _ = lm.apply(params, {}, prompt)
-    logits, expected = logits[:, -1], []
-    for step_key in jax.random.split(key, length):
+    (logits, carry), _ = jax.jit(lambda p, x: lm.apply(p, {}, x))(params, prompt)
+
+    @jax.jit  # one compilation for the eight steps of the loop
+    def sample_and_step(carry, logits, step_key):
         token = decoding.sample_tokens(step_key, logits, 0.7)
         carry, logits = lm.step(params, carry, token)
+        return carry, logits, token
+
+    logits, expected = logits[:, -1], []
+    for step_key in jax.random.split(key, length):
+        carry, logits, token = sample_and_step(carry, logits, step_key)
         expected.append(token)
     before = _generate._cache_size()
     generated = lm.generate(params, key, prompt, length, temperature=0.7)
@@ -247,7 +279,7 @@ def test_generate_under_jit_equals_a_python_loop_with_the_same_keys():
     np.testing.assert_array_equal(lm.generate(params, key, prompt[0], length, temperature=0.7), generated[0])
     # Greedy: each token is the argmax given the tokens before; a tiny temperature is greedy too.
     greedy = lm.generate(params, key, prompt, length, temperature=0.0)
-    (logits, _), _ = lm.apply(params, {}, jnp.concatenate([prompt, greedy], axis=1))
+    (logits, _), _ = jax.jit(lambda p, x: lm.apply(p, {}, x))(params, jnp.concatenate([prompt, greedy], axis=1))
     np.testing.assert_array_equal(greedy, jnp.argmax(logits[:, 2:-1], axis=-1))
     np.testing.assert_array_equal(lm.generate(params, jax.random.key(99), prompt, length, temperature=1e-4), greedy)
 

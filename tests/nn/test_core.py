@@ -284,7 +284,7 @@ def test_ensemble_of_eight_models_is_eight_models(randn, assert_trees_close):
     x = randn((6, 5))
     init_keys = jax.random.split(jax.random.key(0), 8)
     dropout_keys = jax.random.split(jax.random.key(1), 8)
-    params, state = jax.vmap(model.init, in_axes=(0, None))(init_keys, x)
+    params, state = jax.jit(jax.vmap(model.init, in_axes=(0, None)))(init_keys, x)
     assert params["dense_0"]["w"].shape == (8, 5, 8) and state["batch_norm_1"]["var"].shape == (8, 8)
 
     def apply_one(p, s, key):

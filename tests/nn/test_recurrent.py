@@ -59,7 +59,9 @@ def test_layer_matches_flax(kind, mode, randn, random_params, compare_with_flax)
         return _flat(_mask(outputs, LENGTHS), final)
 
     compare_with_flax(jdl_fn, flax_fn, params, x)
-    (outputs, _), _ = layer.apply(params, {}, x, lengths=jnp.asarray(LENGTHS), initial_carry=carry)
+    # Jitted: an eager RNN compiles its scan at every call.
+    outputs = jax.jit(lambda p, v: layer.apply(p, {}, v, lengths=jnp.asarray(LENGTHS), initial_carry=carry)[0][0])(
+        params, x)
     assert outputs.shape == (3, T, 2 * H if mode == "bidirectional" else H)
     assert float(jnp.abs(outputs[1, 2:]).max()) == 0.0 and float(jnp.abs(outputs[1, :2]).min()) > 0.0
 
@@ -78,12 +80,16 @@ def test_padded_batch_equals_each_sequence_alone(cell, reverse, randn, random_pa
     carry = _random_carry(cell, 4, seed=32)
     run = jax.jit(lambda v, c, n: layer.apply(params, {}, v, lengths=n, initial_carry=c)[0])
     outputs, final = run(x, carry, jnp.asarray(lengths))
+    # Each nonempty sequence alone, unpadded (no lengths), all in one compilation.
+    alone_runs = jax.jit(lambda p, v, c0: {b: layer.apply(p, {}, v[b:b + 1, :n],
+                                                          initial_carry=jax.tree.map(lambda c: c[b:b + 1], c0))[0]
+                                           for b, n in enumerate(lengths) if n > 0})(params, x, carry)
     for b, n in enumerate(lengths):
         carry_b = jax.tree.map(lambda c: c[b:b + 1], carry)
         if n == 0:
             np.testing.assert_array_equal(jax.tree.map(lambda c: c[b], final), jax.tree.map(lambda c: c[0], carry_b))
         else:
-            (alone, alone_final), _ = layer.apply(params, {}, x[b:b + 1, :n], initial_carry=carry_b)
+            alone, alone_final = alone_runs[b]
             np.testing.assert_allclose(outputs[b, :n], alone[0], rtol=1e-5, atol=1e-5)
             for got, want in zip(jax.tree.leaves(final), jax.tree.leaves(alone_final)):
                 np.testing.assert_allclose(got[b], want[0], rtol=1e-5, atol=1e-5)
@@ -94,11 +100,17 @@ def test_bidirectional_equals_forward_plus_reversed_sequences(randn, random_para
     layer = nn.Bidirectional(nn.GRUCell(H), nn.LSTMCell(H))
     x = randn((3, T, F), seed=40)
     params = random_params(layer, x, seed=41, scale=0.5)
-    (outputs, (fwd_final, bwd_final)), _ = layer.apply(params, {}, x, lengths=jnp.asarray(LENGTHS))
     forward, backward = nn.RNN(nn.GRUCell(H)), nn.RNN(nn.LSTMCell(H))
+
+    @jax.jit  # one compilation for the batch and every sequence alone (eager RNNs compile a scan per call)
+    def run(p):
+        alone = [(forward.apply(p["forward"], {}, x[b:b + 1, :n])[0],
+                  backward.apply(p["backward"], {}, x[b:b + 1, :n][:, ::-1])[0]) for b, n in enumerate(LENGTHS)]
+        return layer.apply(p, {}, x, lengths=jnp.asarray(LENGTHS))[0], alone
+
+    (outputs, (fwd_final, bwd_final)), alone = run(params)
     for b, n in enumerate(LENGTHS):
-        (fwd, fwd_carry), _ = forward.apply(params["forward"], {}, x[b:b + 1, :n])
-        (bwd, bwd_carry), _ = backward.apply(params["backward"], {}, x[b:b + 1, :n][:, ::-1])
+        (fwd, fwd_carry), (bwd, bwd_carry) = alone[b]
         want = jnp.concatenate([fwd[0], bwd[0, ::-1]], axis=-1)
         np.testing.assert_allclose(outputs[b, :n], want, rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(outputs[b, n:], 0.0)
@@ -229,11 +241,18 @@ def test_stacked_equals_layers_chained_by_hand(bidirectional):
     x = jax.random.normal(jax.random.key(0), (3, 6, 2))
     lengths = jnp.array([6, 2, 4])
     params, state = stacked.init(jax.random.key(1), x)
-    (outputs, carries), _ = stacked.apply(params, state, x, lengths=lengths)  # eval: no dropout
     make = nn.Bidirectional if bidirectional else nn.RNN
-    hidden = x
-    for index, cell in enumerate(cells):
-        (hidden, carry), _ = make(cell).apply(params[f"layer_{index}"], {}, hidden, lengths=lengths)
+
+    @jax.jit  # one compilation for the stack and the layers by hand (eager RNNs compile a scan per call)
+    def run(p):
+        hidden, by_hand = x, []
+        for index, cell in enumerate(cells):
+            (hidden, carry), _ = make(cell).apply(p[f"layer_{index}"], {}, hidden, lengths=lengths)
+            by_hand.append(carry)
+        return stacked.apply(p, state, x, lengths=lengths)[0], hidden, by_hand  # eval: no dropout
+
+    (outputs, carries), hidden, by_hand = run(params)
+    for index, carry in enumerate(by_hand):
         np.testing.assert_allclose(jax.tree.leaves(carries[index])[0], jax.tree.leaves(carry)[0], rtol=1e-6)
     np.testing.assert_allclose(outputs, hidden, rtol=1e-6)
     assert outputs.shape == (3, 6, 4 * (2 if bidirectional else 1))
@@ -244,13 +263,17 @@ def test_stacked_dropout_between_layers():
     stacked = nn.StackedRNN([nn.GRUCell(8), nn.GRUCell(8)], dropout_rate=0.5)
     x = jax.random.normal(jax.random.key(0), (4, 5, 3))
     params, state = stacked.init(jax.random.key(1), x)
-    (eval_out, _), _ = stacked.apply(params, state, x)
-    (train_out, _), _ = stacked.apply(params, state, x, key=jax.random.key(2), train=True)
-    (again, _), _ = stacked.apply(params, state, x, key=jax.random.key(2), train=True)
+    no_dropout = nn.StackedRNN([nn.GRUCell(8), nn.GRUCell(8)], dropout_rate=0.0)
+
+    @jax.jit  # one compilation (eager RNNs compile a scan per call), called twice with the same key
+    def run(p, key):
+        return (stacked.apply(p, state, x)[0][0], stacked.apply(p, state, x, key=key, train=True)[0][0],
+                no_dropout.apply(p, state, x, key=key, train=True)[0][0])
+
+    eval_out, train_out, plain = run(params, jax.random.key(2))
+    _, again, _ = run(params, jax.random.key(2))
     assert not np.allclose(train_out, eval_out)  # the mask between the layers changed the top layer's input
     np.testing.assert_array_equal(train_out, again)  # same key, same mask
-    no_dropout = nn.StackedRNN([nn.GRUCell(8), nn.GRUCell(8)], dropout_rate=0.0)
-    (plain, _), _ = no_dropout.apply(params, state, x, key=jax.random.key(2), train=True)
     np.testing.assert_allclose(plain, eval_out, rtol=1e-6)
     with pytest.raises(ValueError, match=r"Dropout\(rate=0.5\): train=True needs a PRNG key"):
         stacked.apply(params, state, x, train=True)
