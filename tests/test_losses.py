@@ -50,7 +50,8 @@ def _close(actual, expected, rtol=RTOL, atol=ATOL):
 def _finite_differences(fn, args):
     """check_grads in float64 (x64 only inside), forward and reverse mode, first order."""
     with jax.enable_x64(True):
-        args64 = tuple(jnp.asarray(a, jnp.float64) for a in args)
+        # NumPy arrays: check_grads's perturbations then run in NumPy, not as XLA ops compiled per shape.
+        args64 = tuple(np.asarray(a, np.float64) for a in args)
         fn = jax.jit(fn)  # one compilation per transform instead of one per eager op
         assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves(fn(*args64)))
         check_grads(fn, args64, order=1, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5, eps=1e-5)

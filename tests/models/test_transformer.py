@@ -119,7 +119,8 @@ def test_finite_differences(batch):
     source, target = batch
     with jax.enable_x64(True):
         params, _ = model.init(jax.random.key(2), batch)
-        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+        # NumPy arrays: check_grads's perturbations then run in NumPy, not as XLA ops compiled per leaf shape.
+        params = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
         loss = jax.jit(lambda p: model.loss(p, source, target, label_smoothing=0.1))  # one compilation, many calls
         check_grads(loss, (params,), order=1, modes=["rev"], atol=1e-5, rtol=1e-5)
 
