@@ -164,12 +164,12 @@ def _append_line(path: str, record: dict) -> None:
 class _Outputs:
     """Where records go: the JSON-lines file, TensorBoard, the progress bar."""
 
-    def __init__(self, log_path, tensorboard_dir, progress, total_steps, desc):
+    def __init__(self, log_path, tensorboard_dir, progress, desc):
         from tqdm.auto import tqdm
 
         self.log_path = log_path
         self.writer = _tensorboard_writer(tensorboard_dir) if tensorboard_dir else None
-        self.bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not progress)
+        self.bar = tqdm(total=None, desc=desc, unit="step", disable=not progress)  # known after the first chunk
 
     def write(self, record: dict, steps_done: int) -> None:
         if self.log_path:
@@ -322,7 +322,7 @@ def fit(train_state: TrainState, run: Callable, data: Any, *, chunks: PositiveIn
     if log_path:
         _truncate_log(log_path, history[-1]["step"] if history else 0)
     best = _best_at_start(manager, train_state, watch, patience)
-    outputs = _Outputs(log_path, tensorboard_dir, progress, None, desc)
+    outputs = _Outputs(log_path, tensorboard_dir, progress, desc)
     stopped = False
     try:
         for chunk in range(first_chunk + 1, chunks + 1):
