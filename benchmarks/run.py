@@ -22,6 +22,7 @@ import jax
 import optax
 
 from benchmarks.cases import CASES as TRAIN_CASES, Config
+from benchmarks.cnn_cases import CNN_CASES
 from benchmarks.harness import compare
 from benchmarks.optim_cases import OPTIMIZER_CASES, SkipCase
 from benchmarks.recurrent_cases import RECURRENT_CASES
@@ -29,10 +30,11 @@ from benchmarks.report import cell, device_description, markdown_table, provenan
 from benchmarks.transformer_cases import TRANSFORMER_CASES
 from jdl.io import atomic_write_text
 
-CASES = {**TRAIN_CASES, **TRANSFORMER_CASES, **OPTIMIZER_CASES, **RECURRENT_CASES}
+CASES = {**TRAIN_CASES, **CNN_CASES, **TRANSFORMER_CASES, **OPTIMIZER_CASES, **RECURRENT_CASES}
 # Names --only accepts for a whole group of cases.
-GROUPS = {"train_steps": list(TRAIN_CASES) + list(TRANSFORMER_CASES), "optimizer_updates": list(OPTIMIZER_CASES),
-          "recurrent": list(RECURRENT_CASES), "lstm": [n for n in RECURRENT_CASES if n.startswith("lstm")],
+GROUPS = {"train_steps": list(TRAIN_CASES) + list(CNN_CASES) + list(TRANSFORMER_CASES), "cnn": list(CNN_CASES),
+          "optimizer_updates": list(OPTIMIZER_CASES), "recurrent": list(RECURRENT_CASES),
+          "lstm": [n for n in RECURRENT_CASES if n.startswith("lstm")],
           "gru": [n for n in RECURRENT_CASES if n.startswith("gru")]}
 
 

@@ -1,12 +1,12 @@
 """The CNN zoo: parameter counts and sizes against the papers, seed 003 and torchvision (counted
 with ``jax.eval_shape``: nothing is allocated), Inception's multiplies through ``jdl.summary``,
 and the ResNet blocks and a VGG against flax.linen twins with copied weights."""
-import flax.linen as fnn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from benchmarks.cnn_cases import FlaxBlock, FlaxVGG, to_flax
 from jdl import count_params, models, nn, summary
 
 
@@ -143,76 +143,7 @@ def test_inception_multiplies_on_28x28x256():
     assert bottleneck.rows[0].output.shape == (1, 28, 28, 480)
 
 
-# ----------------------------------------------------------------------------- flax twins
-
-
-def _bn(name, train):
-    return fnn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
-
-
-def _conv(name, features, kernel_size, strides=1, use_bias=False):
-    return fnn.Conv(features, (kernel_size, kernel_size), strides, padding=(kernel_size - 1) // 2, use_bias=use_bias,
-                    name=name)
-
-
-class FlaxBlock(fnn.Module):
-    """torchvision's BasicBlock or Bottleneck (stride on the 3 x 3) in flax.linen; module names are
-    jdl's param paths joined by ``_``."""
-
-    features: int
-    strides: int = 1
-    bottleneck: bool = False
-    zero_pad: bool = False
-
-    @fnn.compact
-    def __call__(self, x, train):
-        out = self.features * (4 if self.bottleneck else 1)
-        if self.bottleneck:
-            y = fnn.relu(_bn("main_bn1", train)(_conv("main_conv1", self.features, 1)(x)))
-            y = fnn.relu(_bn("main_bn2", train)(_conv("main_conv2", self.features, 3, self.strides)(y)))
-            y = _bn("main_bn3", train)(_conv("main_conv3", out, 1)(y))
-        else:
-            y = fnn.relu(_bn("main_bn1", train)(_conv("main_conv1", out, 3, self.strides)(x)))
-            y = _bn("main_bn2", train)(_conv("main_conv2", out, 3)(y))
-        if x.shape[-1] != out or self.strides != 1:
-            if self.zero_pad:
-                x = x[:, ::self.strides, ::self.strides]
-                x = jnp.pad(x, ((0, 0),) * 3 + ((0, out - x.shape[-1]),))
-            else:
-                x = _bn("shortcut_bn", train)(_conv("shortcut_conv", out, 1, self.strides)(x))
-        return fnn.relu(y + x)
-
-
-class FlaxVGG(fnn.Module):
-    """torchvision's VGG with batch norm (conv with bias, BN, ReLU; 2 x 2 max pooling), no dropout."""
-
-    stages: tuple
-    hidden_features: int
-    num_classes: int
-
-    @fnn.compact
-    def __call__(self, x, train):
-        for stage, widths in enumerate(self.stages, start=1):
-            for index, width in enumerate(widths, start=1):
-                x = _conv(f"conv{stage}_{index}", width, 3, use_bias=True)(x)
-                x = fnn.relu(_bn(f"bn{stage}_{index}", train)(x))
-            x = fnn.max_pool(x, (2, 2), (2, 2))
-        x = x.reshape(x.shape[0], -1)
-        x = fnn.relu(fnn.Dense(self.hidden_features, name="fc6")(x))
-        x = fnn.relu(fnn.Dense(self.hidden_features, name="fc7")(x))
-        return fnn.Dense(self.num_classes, name="fc8")(x)
-
-
-FLAX_NAMES = {"w": "kernel", "b": "bias", "gamma": "scale", "beta": "bias", "mean": "mean", "var": "var"}
-
-
-def to_flax(tree):
-    """jdl's nested params (or state) as flax's: ``{"main": {"conv1": {"w"}}}`` -> ``{"main_conv1": {"kernel"}}``."""
-    modules = {}
-    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        keys = [entry.key for entry in path]
-        modules.setdefault("_".join(keys[:-1]), {})[FLAX_NAMES[keys[-1]]] = leaf
-    return modules
+# ----------------------------------------------------------------------------- flax twins (benchmarks/cnn_cases.py)
 
 
 def random_variables(layer, x, seed=0):
