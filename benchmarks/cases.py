@@ -229,23 +229,27 @@ def _shapes(tree) -> Any:
     return jax.tree.map(lambda a: (tuple(a.shape), jnp.dtype(a.dtype).name), flax.core.unfreeze(tree))
 
 
-def check_losses(jdl_out, ref_out, dtype: str) -> dict:
+def check_losses(jdl_out, ref_out, dtype: str, second_step_tolerance: float | None = None) -> dict:
     """Assert the two sides' losses agree on the first two steps of the first call.
 
     The first loss is the forward pass from the shared initial weights; the second comes
     after one backward pass and Adam update on each side, so it checks those too.
+    ``second_step_tolerance`` (default: the dtype's) loosens the second check only: Adam's
+    first update is ``lr * sign(g)`` elementwise, so in a deep network the gradient entries
+    that are zero but for rounding move by ``+-lr`` on either side, whichever their sign.
     """
     jdl_losses = np.asarray(jnp.asarray(jdl_out[1], jnp.float32))
     ref_losses = np.asarray(jnp.asarray(ref_out[1], jnp.float32))
     tolerance = LOSS_TOLERANCE[dtype]
+    tolerances = np.array([tolerance, second_step_tolerance or tolerance])
     first = slice(0, 2)
     differences = np.abs(jdl_losses[first] - ref_losses[first])
     if not (np.all(np.isfinite(jdl_losses)) and np.all(np.isfinite(ref_losses))
-            and np.all(differences <= tolerance * (1 + np.abs(ref_losses[first])))):
+            and np.all(differences <= tolerances * (1 + np.abs(ref_losses[first])))):
         raise AssertionError(
             f"jdl and flax+optax disagree, so they are not timing the same computation: losses of the first "
             f"steps {jdl_losses[first].tolist()} (jdl) vs {ref_losses[first].tolist()} (flax+optax), "
-            f"tolerance {tolerance} ({dtype})"
+            f"tolerances {tolerances.tolist()} ({dtype})"
         )
     return {
         "jdl_losses": jdl_losses[first].tolist(),

@@ -2,7 +2,8 @@
 
 Part 1, the zoo: every network of ``jdl.models`` at its native input size, with its params
 (counted with ``jax.eval_shape``: nothing allocated) beside the published figure, its
-forward multiply-adds (``jdl.summary``: FLOPs / 2) and, unless ``--no-timing``, the time to
+forward multiply-adds (``jdl.summary``'s FLOPs / 2: the convolutions' and matmuls'; batch
+norm, pooling and activations are not counted) and, unless ``--no-timing``, the time to
 compile one train step (softmax cross-entropy, SGD with momentum) and to run it, at
 ``--timing-batch`` images, on this machine.
 
@@ -47,7 +48,8 @@ def _vgg_bn(constructor):
 
 
 # The published figures are the papers' where they give an exact count, torchvision's otherwise
-# (its models reproduce the papers' layouts); tests/models/test_cnn_zoo.py asserts each one.
+# (its models reproduce the papers' layouts), and for the CIFAR ResNets the exact count behind He
+# et al.'s rounded one; tests/experiments/test_cnn_zoo.py checks each against the network's own.
 ZOO = {
     "lenet5": Network(models.lenet5, 32, 1, None, "LeCun et al. (1998) say about 60,000 (C3 partly connected)"),
     "alexnet": Network(models.alexnet, 227, 3, 62_378_344, "seed 003's table"),

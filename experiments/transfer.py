@@ -14,7 +14,8 @@ transfer learning:
 
 Each way takes the same number of full-batch Adam steps. Every seed pretrains its own
 network and draws its own examples; the seeds run at once (``jax.vmap``), the steps inside
-``lax.scan``. The table gives the test accuracy's mean and spread over the seeds.
+``lax.scan``. The table gives the test accuracy's mean and spread (the standard deviation
+over the seeds, NumPy's default ``ddof=0``, as every table of the experiments).
 
     python experiments/transfer.py
     python experiments/transfer.py --shots 5 --num-seeds 3 --out /tmp/transfer
@@ -71,6 +72,14 @@ def optimizer_for(way: str, learning_rate: float, fine_tune_rate: float) -> opti
     return optim.adam(fine_tune_rate if way == "fine_tune" else learning_rate)
 
 
+def with_pretrained_trunk(fresh: jdl.train.TrainState, pretrained_params: dict, pretrained_state: dict,
+                          optimizer) -> jdl.train.TrainState:
+    """``fresh`` with the pretrained params and state everywhere but the output layer, which keeps
+    its fresh initialisation; the optimizer state starts anew for those params."""
+    params = {name: fresh.params[name] if name == HEAD else layer for name, layer in pretrained_params.items()}
+    return fresh._replace(params=params, state=pretrained_state, opt_state=optimizer.init(params))
+
+
 def transfer_run(model, pretrained_params, pretrained_state, way: str, optimizer, test: tuple, steps: int,
                  evals: int):
     """One seed's run (vmapped over the seeds by the caller): ``(test accuracy per evaluation,
@@ -80,19 +89,16 @@ def transfer_run(model, pretrained_params, pretrained_state, way: str, optimizer
     evaluate = jdl.train.eval_step(model, loss_fn, metrics={"accuracy": jdl.metrics.accuracy})
 
     def run(key, x_few, y_few):
-        init_key, train_key = jax.random.split(key)
-        fresh = jdl.train.init(model, optimizer, init_key, x_few)
-        if way != "scratch":  # the pretrained trunk, the fresh output layer
-            params = {name: fresh.params[name] if name == HEAD else layer for name, layer in pretrained_params.items()}
-            fresh = fresh._replace(params=params, state=pretrained_state, opt_state=optimizer.init(params),
-                                   key=train_key)
+        fresh = jdl.train.init(model, optimizer, key, x_few)
+        start = fresh if way == "scratch" else with_pretrained_trunk(fresh, pretrained_params, pretrained_state,
+                                                                     optimizer)
 
         def chunk(train_state, _):
             train_state, metrics = jax.lax.scan(lambda ts, _: step(ts, (x_few, y_few)), train_state, None,
                                                 length=steps // evals)
             return train_state, (evaluate(train_state, test)["accuracy"], metrics["loss"].mean())
 
-        return jax.lax.scan(chunk, fresh, None, length=evals)[1]
+        return jax.lax.scan(chunk, start, None, length=evals)[1]
 
     return run
 
@@ -102,6 +108,9 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     first, second = split_by_digit(digits_dataset())
     seeds = list(range(args.seed, args.seed + args.num_seeds))
+    fewest = int(np.bincount(second["y_train"]).min())
+    if args.shots > fewest:
+        raise SystemExit(f"--shots {args.shots}: the training split has only {fewest} images of some digit of 5-9")
     print(f"backend: {jax.default_backend()}; pretraining on {len(first['x_train'])} images of 0-4, "
           f"then {args.shots} per class of 5-9, tested on {len(second['x_test'])}; seeds {seeds}")
 
@@ -111,9 +120,10 @@ def main(argv=None) -> dict:
     pretrained = pretraining.train_state
     pretrain_accuracy = np.asarray(pretraining.test_accuracy[-1])
 
-    keys = jnp.stack([jax.random.key(1000 + s) for s in seeds])
+    # Per seed: one key draws the examples, another initialises the new layer (and any dropout).
+    draw_keys, keys = jnp.stack([jax.random.split(jax.random.key(1000 + s)) for s in seeds], axis=1)
     x_pool, y_pool = jnp.asarray(second["x_train"]), jnp.asarray(second["y_train"])
-    picks = jax.vmap(lambda key: draw_shots(key, y_pool, args.shots))(keys)  # (seeds, 5 shots)
+    picks = jax.vmap(lambda key: draw_shots(key, y_pool, args.shots))(draw_keys)  # (seeds, 5 * shots)
     test = (jnp.asarray(second["x_test"]), jnp.asarray(second["y_test"]))
     results = {}
     for way in WAYS:
@@ -123,8 +133,11 @@ def main(argv=None) -> dict:
                                                              args.evals)(key, x_pool[pick], y_pool[pick]))
         accuracy, loss = jax.jit(runs)(pretrained.params, pretrained.state, keys, picks)
         accuracy, loss = np.asarray(accuracy), np.asarray(loss)  # (seeds, evals)
-        results[way] = {"test_accuracy": float(accuracy[:, -1].mean()), "test_accuracy_std": float(accuracy[:, -1].std()),
-                        "test_accuracy_per_seed": accuracy[:, -1].tolist(), "final_train_loss": float(loss[:, -1].mean()),
+        results[way] = {"test_accuracy": float(accuracy[:, -1].mean()),
+                        "test_accuracy_std": float(accuracy[:, -1].std()),
+                        "test_accuracy_per_seed": accuracy[:, -1].tolist(),
+                        # the mean training loss over the last chunk of steps, averaged over the seeds
+                        "last_chunk_train_loss": float(loss[:, -1].mean()),
                         "curves": {"step": [(i + 1) * (args.steps // args.evals) for i in range(args.evals)],
                                    "test_accuracy": accuracy.T.tolist(), "train_loss": loss.T.tolist()},
                         "seconds": time.perf_counter() - run_start}

@@ -33,8 +33,22 @@ def test_frozen_trunk_moves_only_the_head():
         assert all(changed) if name == transfer.HEAD else not any(changed), name
 
 
+def test_the_trunk_is_the_pretrained_one_and_the_head_is_new():
+    model = models.lenet5(5)
+    x = jnp.ones((2, 32, 32, 1))
+    optimizer = jdl.optim.adam(1e-3)
+    fresh = jdl.train.init(model, optimizer, jax.random.key(0), x)
+    pretrained = jdl.train.init(model, optimizer, jax.random.key(1), x).params
+    start = transfer.with_pretrained_trunk(fresh, pretrained, fresh.state, optimizer)
+    for name in fresh.params:
+        source = fresh.params if name == transfer.HEAD else pretrained
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(start.params[name]),
+                                                        jax.tree.leaves(source[name]))), name
+    assert jax.tree.structure(start.opt_state) == jax.tree.structure(fresh.opt_state)
+
+
 def test_toy_run_writes_its_table(tmp_path):
-    output = transfer.main(["--pretrain-epochs", "2", "--steps", "20", "--evals", "2", "--num-seeds", "2",
+    output = transfer.main(["--pretrain-epochs", "2", "--steps", "20", "--evals", "2", "--num-seeds", "3",
                             "--shots", "5", "--out", str(tmp_path), "--no-progress"])
     with open(os.path.join(tmp_path, "transfer.json")) as f:
         saved = json.load(f)
@@ -42,7 +56,13 @@ def test_toy_run_writes_its_table(tmp_path):
     assert saved["pretrain_test_accuracy"] == pytest.approx(output["pretrain_test_accuracy"])
     assert saved["pretrain_test_accuracy"] > 0.5  # five classes: chance is 20%
     for way in saved["ways"].values():
-        assert len(way["test_accuracy_per_seed"]) == 2 and 0.0 <= way["test_accuracy"] <= 1.0
-        assert np.asarray(way["curves"]["test_accuracy"]).shape == (2, 2)  # (evaluations, seeds)
+        accuracy = np.asarray(way["curves"]["test_accuracy"])  # (evaluations, seeds)
+        assert accuracy.shape == (2, 3) and way["test_accuracy_per_seed"] == accuracy[-1].tolist()
+        assert way["test_accuracy"] == pytest.approx(accuracy[-1].mean())
     with open(os.path.join(tmp_path, "transfer.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_more_shots_than_images_are_refused():
+    with pytest.raises(SystemExit, match="only"):
+        transfer.main(["--shots", "1000", "--no-progress"])
