@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 import jdl
-from experiments.common import atomic_save_figure, digits_dataset, train_ensemble
+from experiments.common import digits_dataset, finish_figure, plot_mean_and_spread, require_positive, train_ensemble
 from jdl import io, models
 
 
@@ -187,19 +187,11 @@ def plot_digits(results: dict, path: str) -> None:
 
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4))
     for name, r in results.items():
-        steps = r["curves"]["step"]
         for axes, key in ((loss_axes, "train_loss"), (accuracy_axes, "test_accuracy")):
-            values = np.asarray(r["curves"][key])  # (evaluations, seeds)
-            mean, spread = values.mean(axis=1), values.std(axis=1)
-            axes.plot(steps, mean, label=name)
-            axes.fill_between(steps, mean - spread, mean + spread, alpha=0.2)
+            plot_mean_and_spread(axes, r["curves"]["step"], r["curves"][key], name)
     loss_axes.set(xlabel="step", ylabel="training loss", yscale="log", title="Digits 32 x 32: training loss")
     accuracy_axes.set(xlabel="step", ylabel="test accuracy", title="test accuracy (mean +- std over seeds)")
-    for axes in (loss_axes, accuracy_axes):
-        axes.legend()
-        axes.grid(alpha=0.3)
-    atomic_save_figure(path, figure)
-    plt.close(figure)
+    finish_figure(figure, (loss_axes, accuracy_axes), path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -221,9 +213,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
-    for name in ("timing_batch", "epochs", "batch_size", "evals", "num_seeds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    require_positive(parser, args, ("timing_batch", "epochs", "batch_size", "evals", "num_seeds"))
     return args
 
 

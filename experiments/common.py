@@ -148,3 +148,29 @@ def atomic_save_figure(path: str, figure) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     jdl.io.atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_mean_and_spread(axes, steps, values, label: str) -> None:
+    """``values`` of shape (evaluations, seeds): the mean over the seeds as a line, +- one std shaded."""
+    values = np.asarray(values)
+    mean, spread = values.mean(axis=1), values.std(axis=1)
+    axes.plot(steps, mean, label=label)
+    axes.fill_between(steps, mean - spread, mean + spread, alpha=0.2)
+
+
+def finish_figure(figure, axes_list, path: str) -> None:
+    """Legend and grid on every axes, then the PNG written atomically and the figure closed."""
+    import matplotlib.pyplot as plt
+
+    for axes in axes_list:
+        axes.legend()
+        axes.grid(alpha=0.3)
+    atomic_save_figure(path, figure)
+    plt.close(figure)
+
+
+def require_positive(parser, args, names: tuple[str, ...]) -> None:
+    """``parser.error`` unless every named argument is at least 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jdl
-from experiments.common import atomic_save_figure, digits_dataset, train_ensemble
+from experiments.common import digits_dataset, finish_figure, plot_mean_and_spread, require_positive, train_ensemble
 from jdl import io, models, optim
 
 WAYS = ("scratch", "frozen", "fine_tune")
@@ -177,16 +177,10 @@ def plot(output: dict, path: str) -> None:
 
     figure, axes = plt.subplots(figsize=(6, 4))
     for way, r in output["ways"].items():
-        values = np.asarray(r["curves"]["test_accuracy"])  # (evals, seeds)
-        mean, spread = values.mean(axis=1), values.std(axis=1)
-        axes.plot(r["curves"]["step"], mean, label=way)
-        axes.fill_between(r["curves"]["step"], mean - spread, mean + spread, alpha=0.2)
+        plot_mean_and_spread(axes, r["curves"]["step"], r["curves"]["test_accuracy"], way)
     axes.set(xlabel="full-batch step", ylabel="test accuracy on 5-9",
              title=f"Digits 5-9 from {output['shots']} examples per class")
-    axes.legend()
-    axes.grid(alpha=0.3)
-    atomic_save_figure(path, figure)
-    plt.close(figure)
+    finish_figure(figure, (axes,), path)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -202,9 +196,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
-    for name in ("shots", "pretrain_epochs", "steps", "evals", "num_seeds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    require_positive(parser, args, ("shots", "pretrain_epochs", "steps", "evals", "num_seeds"))
     if args.steps % args.evals:
         parser.error(f"--steps ({args.steps}) must be a multiple of --evals ({args.evals})")
     return args
