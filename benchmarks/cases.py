@@ -280,15 +280,19 @@ class Budget:
 
 
 def train_step_case(jdl_loss: Callable, params, state, ref_loss: Callable, ref_params, xs, ys, *, steps: int,
-                    rounds: int, dtype: str, record: dict) -> dict:
+                    rounds: int, dtype: str, record: dict, ref_state=None,
+                    second_step_tolerance: float | None = None) -> dict:
     """What the runner needs of a train-step case: each side's loop (:class:`JdlTrainLoop` with
-    ``jdl.optim.adam``, :class:`TrainLoop` with ``optax.adam``) on the same batches, the loss check, the budget and the record's extra keys."""
+    ``jdl.optim.adam``, :class:`TrainLoop` with ``optax.adam``) on the same batches, the loss check
+    (:func:`check_losses`), the budget and the record's extra keys. ``ref_state``: the reference's
+    non-trained variables (flax's batch statistics), ``{}`` by default."""
     jdl_optimizer, ref_optimizer = jdl.optim.adam(LEARNING_RATE), optax.adam(LEARNING_RATE)
+    ref_state = {} if ref_state is None else ref_state
     return {
         "jdl_call": JdlTrainLoop(jdl_loss, jdl_optimizer, params, state, xs, ys),
         "ref_call": TrainLoop(ref_loss, ref_optimizer, optax.apply_updates,
-                              (ref_params, {}, ref_optimizer.init(ref_params)), xs, ys),
-        "check": functools.partial(check_losses, dtype=dtype),
+                              (ref_params, ref_state, ref_optimizer.init(ref_params)), xs, ys),
+        "check": functools.partial(check_losses, dtype=dtype, second_step_tolerance=second_step_tolerance),
         "steps_per_call": steps,
         "rounds": rounds,
         "num_params": count_params(params),

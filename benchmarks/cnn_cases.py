@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from benchmarks.cases import NUM_CLASSES, Budget, Config, check_losses, jdl_loss_of, train_step_case
+from benchmarks.cases import NUM_CLASSES, Budget, Config, jdl_loss_of, train_step_case
 from benchmarks.optim_cases import SkipCase
 from jdl import models
 
@@ -160,8 +160,8 @@ def _flax_loss_of(module):
 class CNNCase:
     name: str
     description: str
-    jdl_model: Callable  # (dtype) -> jdl layer
-    flax_module: Callable  # (dtype) -> flax module
+    jdl_model: Callable[[], object]  # the jdl network (float32 params, as the zoo's constructors make)
+    flax_module: Callable[[], object]  # its flax.linen twin
     size: int = 64
     batch: int = 8
     budget: Budget = Budget(steps_per_call=2, rounds=7, quick_steps_per_call=2, quick_rounds=3)
@@ -170,49 +170,38 @@ class CNNCase:
     def build(self, config: Config) -> dict:
         if config.conv_implementation != "auto":
             raise SkipCase("the zoo's networks use Conv2D's default implementation ('auto')")
-        dtype = jnp.dtype(config.dtype)
+        if config.dtype != "float32":
+            raise SkipCase(f"the CNN cases run in float32 (the zoo's constructors make float32 params), "
+                           f"not {config.dtype}")
         steps, rounds = self.budget.choose(config)
         steps = max(steps, 2)  # the loss check compares two steps
         x_key, y_key, init_key = jax.random.split(jax.random.key(0), 3)
-        xs = jax.random.normal(x_key, (steps, self.batch, self.size, self.size, 3), jnp.float32).astype(dtype)
+        xs = jax.random.normal(x_key, (steps, self.batch, self.size, self.size, 3), jnp.float32)
         ys = jax.random.randint(y_key, (steps, self.batch), 0, NUM_CLASSES, jnp.int32)
-        model = self.jdl_model(dtype)
+        model = self.jdl_model()
         params, state = jax.jit(model.init)(init_key, xs[0])
-        module = self.flax_module(dtype)
+        module = self.flax_module()
         expected = jax.eval_shape(lambda key, x: module.init(key, x, False), jax.random.key(0), xs[0])
         shapes = lambda tree: jax.tree.map(lambda a: (a.shape, a.dtype), tree)  # noqa: E731
         for collection, ours in (("params", params), ("batch_stats", state)):
             if shapes(expected.get(collection, {})) != shapes(to_flax(ours)):
                 raise AssertionError(f"{self.name}: the flax twin's {collection} differ from the jdl model's")
-        built = train_step_case(jdl_loss_of(model), params, state, _flax_loss_of(module), to_flax(params), xs, ys,
-                                steps=steps, rounds=rounds, dtype=config.dtype,
-                                record={"batch": self.batch, "image_size": self.size})
         # The first loss must agree to float32 rounding; after Adam's sign-like first step (see
         # check_losses) 1e-2. The gradients themselves agree to ~1e-5 of their largest entry
         # (ResNet-18, measured); tests/models/test_cnn_zoo.py checks the blocks' at 1e-4.
-        built["check"] = functools.partial(check_losses, dtype=config.dtype, second_step_tolerance=1e-2)
-        # The reference's train state carries flax's batch statistics (the jdl one its own state).
-        ref_loop = built["ref_call"]
-        ref_params, _, ref_opt_state = ref_loop.train_state
-        ref_loop.train_state = (ref_params, to_flax(state), ref_opt_state)
-        return built
-
-
-def _with_dtype(model, dtype):
-    """``model`` as built: the zoo's constructors make float32 params, so the CNN cases run in float32."""
-    if jnp.dtype(dtype) != jnp.float32:
-        raise SkipCase(f"the CNN cases run in float32 (the zoo's constructors make float32 params), not {dtype}")
-    return model
+        return train_step_case(jdl_loss_of(model), params, state, _flax_loss_of(module), to_flax(params), xs, ys,
+                               steps=steps, rounds=rounds, dtype=config.dtype,
+                               record={"batch": self.batch, "image_size": self.size},
+                               ref_state=to_flax(state), second_step_tolerance=1e-2)
 
 
 CNN_CASES = {
     case.name: case
     for case in (
         CNNCase("resnet18_train_step", "ResNet-18 (torchvision layout, batch norm) on 64x64x3, batch 8",
-                lambda dtype: _with_dtype(models.resnet18(NUM_CLASSES), dtype),
-                lambda dtype: FlaxResNet((2, 2, 2, 2), dtype=dtype)),
+                lambda: models.resnet18(NUM_CLASSES), lambda: FlaxResNet((2, 2, 2, 2))),
         CNNCase("vgg11_train_step", "VGG-11 (configuration A, dropout off) on 64x64x3, batch 8",
-                lambda dtype: _with_dtype(models.vgg11(NUM_CLASSES, dropout_rate=0.0), dtype),
-                lambda dtype: FlaxVGG(models.VGG_CONFIGS["A"], 4096, NUM_CLASSES, batch_norm=False, dtype=dtype)),
+                lambda: models.vgg11(NUM_CLASSES, dropout_rate=0.0),
+                lambda: FlaxVGG(models.VGG_CONFIGS["A"], 4096, NUM_CLASSES, batch_norm=False)),
     )
 }
