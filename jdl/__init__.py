@@ -3,13 +3,19 @@
 Layers are pairs of pure functions over plain nested-dict pytrees (:mod:`jdl.nn`);
 initialisers, activations, losses and metrics are plain functions; :mod:`jdl.optim` holds
 the optimizers, :mod:`jdl.models` reusable networks built from the layers,
-:mod:`jdl.decoding` greedy and beam search, :mod:`jdl.text` tokenisation; :mod:`jdl.train`
+:mod:`jdl.decoding` greedy and beam search, :mod:`jdl.text` tokenisation;
+:mod:`jdl.linear_units` the perceptron, delta rules and logistic regression with their
+learning rules, :mod:`jdl.backprop` backpropagation written out by hand, :mod:`jdl.regions`
+the linear regions of ReLU networks; :mod:`jdl.train`
 the train state, steps, compiled loops and ``fit``, :mod:`jdl.checkpoint` saving and
 restoring pytrees (safetensors and JSON), :func:`jdl.summary` a model's table of layers.
 """
-from jdl import activations, checkpoint, decoding, init, io, losses, metrics, models, nn, optim, text, train
-from jdl.summaries import count_params, flops, summary
+from jdl import (
+    activations, backprop, checkpoint, decoding, init, io, linear_units, losses, metrics, models, nn, optim, regions,
+    text, train,
+)
+from jdl.summaries import capture_intermediates, count_params, flops, summary
 
 __version__ = "0.1.0"
-__all__ = ["activations", "checkpoint", "decoding", "init", "io", "losses", "metrics", "models", "nn", "optim",
-           "text", "train", "summary", "count_params", "flops"]
+__all__ = ["activations", "backprop", "checkpoint", "decoding", "init", "io", "linear_units", "losses", "metrics",
+           "models", "nn", "optim", "regions", "text", "train", "summary", "count_params", "flops", "capture_intermediates"]

@@ -83,6 +83,26 @@ def gelu(x, approximate: bool = True):
     return 0.5 * x * (1.0 + jax.lax.erf(x / jnp.sqrt(2.0).astype(x.dtype)))
 
 
+def softplus(x):
+    """``log(1 + e^x)``, a smooth ReLU whose derivative is ``sigmoid(x)``.
+
+    Computed as ``logaddexp(0, x)``: finite at +-1e4 (``softplus(1e4) = 1e4``), and the
+    negative tail keeps its relative precision (``softplus(-20) = 2e-9``).
+    """
+    return jnp.logaddexp(0.0, x)
+
+
+def hard_tanh(x, min_value: float = -1.0, max_value: float = 1.0):
+    """``x`` clipped to ``[min_value, max_value]``: tanh's shape, piecewise linear.
+
+    The derivative is 1 on the closed interval and 0 outside it (as ``jax.nn.hard_tanh``);
+    NaN stays NaN.
+    """
+    # Each `where` keeps x on its false branch, so NaN (false in every comparison) passes through.
+    x = jnp.where(x > max_value, jnp.full_like(x, max_value), x)
+    return jnp.where(x < min_value, jnp.full_like(x, min_value), x)
+
+
 def softmax(x, axis: int = -1):
     """``exp(x_i) / sum_j exp(x_j)``, shifted by the max so it never overflows."""
     shifted = x - jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 from jdl._checks import check_int_at_least, check_that
 from jdl.losses import check_integer_labels, masked_mean
 
-__all__ = ["BleuScore", "accuracy", "masked_accuracy", "corpus_bleu", "sentence_bleu", "top_k_accuracy"]
+__all__ = ["BleuScore", "accuracy", "masked_accuracy", "corpus_bleu", "sentence_bleu", "top_k_accuracy",
+           "dead_unit_fraction"]
 
 
 def _check_inputs(where: str, logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> None:
@@ -105,6 +106,35 @@ def top_k_accuracy(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
     _, top_classes = jax.lax.top_k(logits, int(k))
     hit = jnp.any(top_classes == labels[..., None], axis=-1)
     return jnp.mean(_correct(hit, logits, labels))
+
+
+def dead_unit_fraction(activations: jax.Array, batch_axes: int | Sequence[int] = 0) -> jax.Array:
+    """The fraction of ReLU units that are dead on a batch: ``h <= 0`` for every example.
+
+    A dead unit passes no gradient (``relu'(z) = 0`` for ``z <= 0``), so on this batch its
+    incoming weights do not learn; the course's advice is to "keep count of dead
+    activations". ``activations`` are a layer's ReLU outputs or its pre-activations (both
+    are ``<= 0`` exactly where the unit is off: :func:`jdl.capture_intermediates` gives
+    either). ``batch_axes`` are the example axes (``(0, 1)`` for ``(batch, time, units)``);
+    every other axis indexes a unit. A float32 scalar; NaN if any activation is NaN.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> h = jnp.array([[0.0, 1.0, 0.0], [0.0, 0.0, 2.0]])  # unit 0 is off for both examples
+        >>> jdl.metrics.dead_unit_fraction(h)
+        Array(0.33333334, dtype=float32)
+    """
+    where = "dead_unit_fraction"
+    check_that(hasattr(activations, "shape") and jnp.issubdtype(activations.dtype, jnp.floating), where,
+               "floating-point activations", getattr(activations, "dtype", type(activations).__name__), TypeError)
+    axes = (batch_axes,) if isinstance(batch_axes, int) else tuple(batch_axes)
+    ndim = activations.ndim
+    check_that(all(isinstance(a, int) and -ndim <= a < ndim for a in axes) and len({a % ndim for a in axes}) == len(axes)
+               and len(axes) < ndim, where, f"distinct batch_axes of an array of rank {ndim}, leaving a unit axis",
+               repr(batch_axes))
+    dead = jnp.all(activations <= 0, axis=axes)
+    fraction = jnp.mean(dead.astype(jnp.float32))
+    return jnp.where(jnp.any(jnp.isnan(activations)), jnp.nan, fraction)
 
 
 # --------------------------------------------------------------------------------------

@@ -66,13 +66,14 @@ from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 from jax.extend.core import ClosedJaxpr, Jaxpr
 
 from jdl._checks import check_int_at_least, check_that
 from jdl.nn.core import Layer, _key_struct, apply_hook
 
-__all__ = ["summary", "Summary", "Row", "count_params", "flops", "jaxpr_flops", "FlopCount"]
+__all__ = ["summary", "Summary", "Row", "count_params", "flops", "jaxpr_flops", "FlopCount", "capture_intermediates"]
 
 WHERE = "jdl.summary"
 
@@ -462,3 +463,80 @@ def summary(model: Layer, example: Any, *, key: Any = None, train: bool = False,
                      *_call_flops(call, memo)) for call in calls if depth is None or call.depth <= depth)
     leaves = _param_leaves(params)
     return Summary(model.name, rows, count_params(params), _bytes(leaves), total.flops, total.exact)
+
+
+# ----------------------------------------------------------------------------- intermediates
+
+
+class _Capture:
+    """The :data:`~jdl.nn.core.apply_hook` of :func:`capture_intermediates`: outputs by path."""
+
+    def __init__(self, keep: Callable[[str, Layer], bool]):
+        self.keep = keep
+        self.stack: list[_Frame] = []
+        self.values: dict[str, Any] = {}
+        self.trace_state = jax.extend.core.get_opaque_trace_state(convention="flax")
+
+    def __call__(self, apply, layer, *args, **kwargs):
+        if self.stack and self.stack[-1].layer is layer:  # super().apply(...) inside the same call
+            return apply(layer, *args, **kwargs)
+        params = list(inspect.signature(apply).bind(layer, *args, **kwargs).arguments.values())[1]
+        path = _child_path(self.stack[-1], layer, params) if self.stack else ""
+        self.stack.append(_Frame(path, layer, params))
+        try:
+            result = apply(layer, *args, **kwargs)
+        finally:
+            self.stack.pop()
+        # A call inside a transformation the parent runs (a cell inside a recurrent layer's scan)
+        # sees another trace: its output is a per-step value that cannot leave that scan.
+        same_trace = jax.extend.core.get_opaque_trace_state(convention="flax") == self.trace_state
+        if same_trace and self.keep(path, layer):
+            self.values[path or layer.name] = result[0]
+        return result
+
+
+def _keep_rule(filter: Any) -> Callable[[str, Layer], bool]:
+    if filter is None:
+        return lambda path, layer: True
+    if isinstance(filter, type) or (isinstance(filter, tuple) and all(isinstance(t, type) for t in filter)):
+        return lambda path, layer: isinstance(layer, filter)
+    check_that(callable(filter), "jdl.capture_intermediates", "filter: None, a Layer class, a tuple of classes or "
+               "a function (path, layer) -> bool", repr(filter), TypeError)
+    return filter
+
+
+def capture_intermediates(model: Layer, params: Any, state: Any, x: Any, *, filter: Any = None, key: Any = None,
+                          train: bool = False, **options) -> tuple[Any, Any, dict[str, Any]]:
+    """``model.apply`` that also returns the output of every layer it calls, by path.
+
+    Returns ``(y, new_state, intermediates)``: ``y`` and ``new_state`` are ``apply``'s,
+    ``intermediates`` maps each layer's path (as in :func:`summary`: ``dense_0``,
+    ``encoder/block_0/self_attention``; the model itself under its ``name``) to its output.
+    ``filter`` keeps some: a layer class (``nn.ReLU``), a tuple of classes, or a function
+    ``(path, layer) -> bool``; ``None`` keeps all. Layers a parent calls inside its own
+    ``scan`` or ``vmap`` (a recurrent layer's cell) are not captured: their outputs are per
+    step and stay inside that transformation.
+
+    The hidden activations it returns are what the toolkit's analyses read: the activation
+    pattern of a ReLU network (:mod:`jdl.regions`), the fraction of dead units
+    (:func:`jdl.metrics.dead_unit_fraction`). It works under ``jit``, ``grad`` and ``vmap``
+    (the capture happens while ``apply`` is traced).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jdl import nn, capture_intermediates
+        >>> model = nn.Sequential([nn.Dense(8), nn.ReLU(), nn.Dense(8), nn.ReLU(), nn.Dense(1)])
+        >>> params, state = model.init(jax.random.key(0), jnp.zeros((5, 2)))
+        >>> y, _, hidden = capture_intermediates(model, params, state, jnp.ones((5, 2)), filter=nn.ReLU)
+        >>> sorted(hidden), hidden["relu_1"].shape
+        (['relu_1', 'relu_3'], (5, 8))
+    """
+    check_that(isinstance(model, Layer), "jdl.capture_intermediates", "a jdl Layer as the model",
+               type(model).__name__, TypeError)
+    capture = _Capture(_keep_rule(filter))
+    token = apply_hook.set(capture)
+    try:
+        y, new_state = model.apply(params, state, x, key=key, train=train, **options)
+    finally:
+        apply_hook.reset(token)
+    return y, new_state, capture.values

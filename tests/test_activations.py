@@ -26,6 +26,9 @@ ELEMENTWISE = {
     "gelu_tanh": (act.gelu, lambda x: jax.nn.gelu(x, approximate=True)),
     "gelu_erf": (lambda x: act.gelu(x, approximate=False), lambda x: jax.nn.gelu(x, approximate=False)),
     "prelu_0.25": (lambda x: act.prelu(x, 0.25), lambda x: jax.nn.leaky_relu(x, 0.25)),
+    "softplus": (act.softplus, jax.nn.softplus),
+    "hard_tanh": (act.hard_tanh, jax.nn.hard_tanh),
+    "hard_tanh_0_2": (lambda x: act.hard_tanh(x, 0.0, 2.0), lambda x: jax.nn.hard_tanh(x - 1.0) + 1.0),
 }
 ALONG_AXIS = {
     "softmax": (act.softmax, jax.nn.softmax),

@@ -165,3 +165,28 @@ def test_out_of_range_labels_are_errors_or_under_jit_nan():
     mask = np.array([True, True, False, True])
     np.testing.assert_allclose(metrics.masked_accuracy(logits, bad, mask),
                                (np.argmax(logits, -1) == labels)[mask].mean(), rtol=1e-6)
+
+
+def test_dead_unit_fraction_against_numpy_and_through_a_model():
+    from jdl import capture_intermediates, nn
+
+    rng = np.random.default_rng(0)
+    h = np.maximum(rng.standard_normal((6, 4, 5)) - 1.0, 0.0).astype(np.float32)
+    h[:, :, 2] = 0.0  # unit 2 off at every step of every example
+    np.testing.assert_allclose(metrics.dead_unit_fraction(jnp.asarray(h), batch_axes=(0, 1)),
+                               np.mean(np.all(h <= 0, axis=(0, 1))))
+    np.testing.assert_allclose(metrics.dead_unit_fraction(jnp.asarray(h)), np.mean(np.all(h <= 0, axis=0)))
+    assert float(metrics.dead_unit_fraction(jnp.asarray(h), batch_axes=(0, 1))) >= 0.2
+    h[0, 0, 0] = np.nan
+    assert np.isnan(metrics.dead_unit_fraction(jnp.asarray(h)))  # NaN is never turned into a number
+    # a large negative bias kills every unit of the first layer, none of the second
+    model = nn.Sequential([nn.Dense(8, bias_init=lambda k, s, d: jnp.full(s, -100.0, d)), nn.ReLU(),
+                           nn.Dense(8, bias_init=lambda k, s, d: jnp.ones(s, d)), nn.ReLU()])
+    x = jnp.asarray(rng.standard_normal((16, 3)), jnp.float32)
+    params, state = model.init(jax.random.key(0), x)
+    _, _, hidden = capture_intermediates(model, params, state, x, filter=nn.ReLU)
+    assert {path: float(metrics.dead_unit_fraction(a)) for path, a in hidden.items()} == {"relu_1": 1.0, "relu_3": 0.0}
+    with pytest.raises(ValueError, match=r"dead_unit_fraction: expected distinct batch_axes of an array of rank 2"):
+        metrics.dead_unit_fraction(jnp.ones((2, 3)), batch_axes=(0, 1))
+    with pytest.raises(TypeError, match=r"dead_unit_fraction: expected floating-point activations, got int32"):
+        metrics.dead_unit_fraction(jnp.ones((2, 3), jnp.int32))

@@ -3,6 +3,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from experiments.mnist1d import make_model
@@ -226,3 +227,42 @@ def test_bad_inputs_name_jdl_summary():
 def test_dropout_with_train_and_key():
     table = summary(nn.Sequential([nn.Dense(4), nn.Dropout(0.5)]), struct(2, 3), train=True, key=jax.random.key(0))
     assert [r.path for r in table.rows] == ["", "dense_0", "dropout_1"]
+
+
+# ----------------------------------------------------------------------------- capture_intermediates
+
+
+def test_capture_intermediates_returns_every_layers_output_by_summary_path():
+    from jdl import capture_intermediates
+
+    model = nn.Sequential([nn.Dense(6), nn.ReLU(), nn.Residual(nn.Dense(6)), nn.Dense(2)])
+    x = jax.random.normal(jax.random.key(0), (3, 4))
+    params, state = model.init(jax.random.key(1), x)
+    y, new_state, hidden = jax.jit(lambda p, x: capture_intermediates(model, p, state, x))(params, x)
+    assert set(hidden) == {r.path or "sequential" for r in summary(model, x).rows}
+    first = x @ params["dense_0"]["w"] + params["dense_0"]["b"]
+    np.testing.assert_allclose(hidden["dense_0"], first, rtol=1e-6)
+    np.testing.assert_allclose(hidden["relu_1"], np.maximum(first, 0), rtol=1e-6)
+    np.testing.assert_allclose(hidden["sequential"], y)
+    np.testing.assert_allclose(y, model.apply(params, state, x)[0], rtol=1e-6)
+    assert new_state == state
+    # filters: a class, a tuple of classes, a function of (path, layer)
+    assert set(capture_intermediates(model, params, state, x, filter=nn.ReLU)[2]) == {"relu_1"}
+    assert set(capture_intermediates(model, params, state, x, filter=(nn.ReLU, nn.Residual))[2]) == {"relu_1",
+                                                                                                     "residual_2"}
+    kept = capture_intermediates(model, params, state, x, filter=lambda path, layer: path.startswith("residual_2/"))[2]
+    assert set(kept) == {"residual_2/main"}
+    with pytest.raises(TypeError, match=r"jdl.capture_intermediates: expected filter"):
+        capture_intermediates(model, params, state, x, filter="relu")
+
+
+def test_capture_intermediates_skips_calls_inside_a_layers_own_scan():
+    """A recurrent layer runs its cell inside ``lax.scan``: the cell's per-step outputs stay there."""
+    from jdl import capture_intermediates
+
+    model = nn.RNN(nn.SimpleRNNCell(3))
+    x = jnp.ones((2, 5, 4))
+    params, state = model.init(jax.random.key(0), x)
+    y, _, hidden = jax.jit(lambda p: capture_intermediates(model, p, state, x))(params)
+    assert list(hidden) == ["rnn"]
+    jax.tree.map(np.testing.assert_array_equal, hidden["rnn"], y)

@@ -1,5 +1,7 @@
 """Layers: each a frozen dataclass with the pure methods ``init`` and ``apply`` (see :mod:`jdl.nn.core`)."""
-from jdl.nn.activation import ELU, GELU, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, Softmax, Step, Tanh
+from jdl.nn.activation import (
+    ELU, GELU, HardTanh, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, Softmax, Softplus, Step, Tanh,
+)
 from jdl.nn.additive import AdditiveAttention, additive_attention_keys
 from jdl.nn.masks import causal_mask, combine_masks, masked_softmax, padding_mask
 from jdl.nn.multi_head import KVCache, MultiHeadAttention, init_kv_cache
@@ -11,6 +13,7 @@ from jdl.nn.dropout import Dropout
 from jdl.nn.embed import Embedding, attend
 from jdl.nn.norm import BatchNorm, LayerNorm, LocalResponseNorm
 from jdl.nn.position import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_positions
+from jdl.nn.radial import RadialBasis
 from jdl.nn.pool import AvgPool, AvgPool1D, AvgPool2D, GlobalAvgPool, GlobalMaxPool, MaxPool, MaxPool1D, MaxPool2D
 from jdl.nn.reshape import Flatten, Reshape
 from jdl.nn.cells import Cell, GRUCell, LSTMCell, SimpleRNNCell, SimplifiedGRUCell
@@ -24,6 +27,7 @@ __all__ = [
     "MaxPool", "AvgPool", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool", "GlobalMaxPool",
     "Flatten", "Reshape", "Dropout", "BatchNorm", "LayerNorm", "LocalResponseNorm", "Embedding", "attend",
     "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "PReLU", "ELU", "GELU", "Softmax", "LogSoftmax", "Step",
+    "Softplus", "HardTanh", "RadialBasis",
 ]
 __all__ += [
     "Cell", "SimpleRNNCell", "LSTMCell", "GRUCell", "SimplifiedGRUCell", "RNN", "LSTM", "GRU", "Bidirectional", "StackedRNN",

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from jdl import activations
 from jdl import init as initializers
-from jdl._checks import check_floating
+from jdl._checks import check_floating, check_that
 from jdl.nn.core import KW_ONLY, Layer, ParamFree, check_params
 
 
@@ -91,6 +91,25 @@ class GELU(_Activation):
 
     approximate: bool = True
     function = staticmethod(activations.gelu)
+
+
+class Softplus(_Activation):
+    """``log(1 + e^x)``: a smooth ReLU."""
+
+    function = staticmethod(activations.softplus)
+
+
+class HardTanh(_Activation):
+    """``x`` clipped to ``[min_value, max_value]``."""
+
+    min_value: float = -1.0
+    max_value: float = 1.0
+    function = staticmethod(activations.hard_tanh)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_that(self.min_value < self.max_value, self, "min_value < max_value",
+                   f"min_value={self.min_value}, max_value={self.max_value}")
 
 
 class Softmax(_Activation):

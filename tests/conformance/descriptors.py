@@ -105,7 +105,8 @@ CASES = [
     *[Case(name, make, None, X) for name, make in [
         ("Sigmoid", nn.Sigmoid), ("Tanh", nn.Tanh), ("ReLU", nn.ReLU), ("LeakyReLU", nn.LeakyReLU),
         ("ELU", nn.ELU), ("GELU", nn.GELU), ("Softmax", nn.Softmax), ("LogSoftmax", nn.LogSoftmax),
-        ("Step", nn.Step)]],
+        ("Step", nn.Step), ("Softplus", nn.Softplus), ("HardTanh", nn.HardTanh)]],
+    Case("RadialBasis", lambda: nn.RadialBasis(5), lambda: nn.RadialBasis(6), X),
     Case("PReLU", lambda: nn.PReLU(), None, X),
     Case("Lambda", lambda: nn.Lambda(jnp.tanh), None, X),
     # combinators

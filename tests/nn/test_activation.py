@@ -18,6 +18,7 @@ ACTIVATIONS = [
     pytest.param(nn.Softmax(), fnn.softmax, id="softmax"),
     pytest.param(nn.Softmax(axis=0), lambda x: fnn.softmax(x, axis=0), id="softmax-axis0"),
     pytest.param(nn.LogSoftmax(), fnn.log_softmax, id="log_softmax"),
+    pytest.param(nn.Softplus(), fnn.softplus, id="softplus"),
 ]
 
 
@@ -91,6 +92,36 @@ def test_prelu_per_channel(randn, check_transforms, finite_differences):
     finite_differences(lambda p, v: layer.apply(p, {}, v)[0], (params, x))
 
 
+def test_hard_tanh_matches_flax(randn, compare_with_flax, finite_differences):
+    x = np.asarray(randn((4, 6), 3, scale=2.0))
+    x = jnp.asarray(np.where(np.abs(np.abs(x) - 1.0) < 0.1, x + 0.3, x))  # off the kinks at +-1
+    layer = nn.HardTanh()
+    compare_with_flax(lambda p, v: layer.apply(p, {}, v)[0], lambda p, v: fnn.hard_tanh(v), {}, x)
+    finite_differences(lambda v: layer.apply({}, {}, v)[0], (x,))
+    y, _ = nn.HardTanh(0.0, 6.0).apply({}, {}, jnp.array([-1.0, 3.0, 7.0]))  # ReLU6's shape
+    np.testing.assert_array_equal(y, [0.0, 3.0, 6.0])
+
+
+def test_radial_basis_matches_scikit_learn_rbf_kernel(randn, finite_differences):
+    """``exp(-||x - c||^2 / (2 sigma^2))`` is scikit-learn's ``rbf_kernel`` with ``gamma = 1 / (2 sigma^2)``."""
+    from sklearn.metrics.pairwise import rbf_kernel
+
+    layer = nn.RadialBasis(4)
+    x = randn((5, 3), 0)
+    params, state = layer.init(jax.random.key(1), x)
+    assert params["centers"].shape == (3, 4) and params["widths"].shape == (4,) and state == {}
+    widths = np.array([0.5, 1.0, 2.0, 3.0], np.float32)
+    params = {"centers": params["centers"], "widths": jnp.asarray(widths)}
+    y, _ = jax.jit(layer.apply)(params, state, x)
+    for unit, sigma in enumerate(widths):
+        reference = rbf_kernel(np.asarray(x, np.float64), np.asarray(params["centers"][:, unit:unit + 1].T, np.float64),
+                               gamma=1.0 / (2.0 * sigma**2))[:, 0]
+        np.testing.assert_allclose(y[:, unit], reference, rtol=1e-5, atol=1e-7)
+    at_centres, _ = layer.apply(params, state, params["centers"].T)
+    np.testing.assert_allclose(np.diag(at_centres), np.ones(4), rtol=1e-6)  # 1 at its own centre
+    finite_differences(lambda p, v: layer.apply(p, {}, v)[0], (params, x))
+
+
 def test_activation_errors():
     with pytest.raises(TypeError, match=r"ReLU\(\): expected a floating-point input, got int32"):
         nn.ReLU().apply({}, {}, jnp.ones((2,), jnp.int32))
@@ -101,6 +132,10 @@ def test_activation_errors():
     with pytest.raises(ValueError, match=r"PReLU\(negative_slope_init=0.01, per_channel=True\): expected "
                                          r"params\['slope'\] of shape \(3,\), got \(\)"):
         nn.PReLU(per_channel=True).apply({"slope": jnp.zeros(())}, {}, jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"RadialBasis\(features=4\): expected params\['centers'\] of shape \(3, 4\)"):
+        nn.RadialBasis(4).apply({"centers": jnp.zeros((2, 4)), "widths": jnp.ones(4)}, {}, jnp.ones((5, 3)))
+    with pytest.raises(ValueError, match=r"HardTanh\(min_value=1.0, max_value=-1.0\): expected min_value < max_value"):
+        nn.HardTanh(1.0, -1.0)
 
 
 def _all_activation_layers():
