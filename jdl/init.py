@@ -22,6 +22,10 @@ LeCun uniform / normal variance ``1 / fan_in``
 orthogonal             a (semi-)orthogonal matrix times ``scale``
 =====================  ======================================================
 
+The same factory called with the same arguments returns the same function
+(``he_normal() is he_normal()``), so two layers built alike compare equal and share
+``jit``'s cache and the layers' memoised shape checks.
+
 All of them except the Gaussian and orthogonal are :func:`variance_scaling`, the one
 place where the fan arithmetic lives. Note that ``jax.nn.initializers.glorot_normal``,
 ``he_normal`` and ``lecun_normal`` draw from a *truncated* normal; the course's Xavier
@@ -36,6 +40,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -48,6 +53,20 @@ Initializer = Callable[..., jax.Array]
 
 _MODES = ("fan_in", "fan_out", "fan_avg")
 _DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
+
+
+def _same_for_same_arguments(factory: Callable) -> Callable:
+    """``factory`` memoised on its (hashable) arguments: equal arguments, the same initialiser."""
+    cached = functools.lru_cache(maxsize=None)(factory)
+
+    @functools.wraps(factory)
+    def memoised(*args, **kwargs):
+        try:
+            return cached(*args, **kwargs)
+        except TypeError:  # an unhashable argument: a fresh initialiser, as before
+            return factory(*args, **kwargs)
+
+    return memoised
 
 
 def compute_fans(shape: Sequence[int], in_axis: int = -2, out_axis: int = -1) -> tuple[int, int]:
@@ -81,6 +100,7 @@ def ones(key, shape, dtype=jnp.float32):
     return jnp.ones(shape, dtype)
 
 
+@_same_for_same_arguments
 def constant(value: float) -> Initializer:
     """Every entry equal to ``value``."""
 
@@ -91,6 +111,7 @@ def constant(value: float) -> Initializer:
     return init
 
 
+@_same_for_same_arguments
 def normal(stddev: float = 1e-2) -> Initializer:
     """The course's Gaussian initialisation ``N(0, sigma)`` with ``sigma = stddev``."""
     check_that(stddev >= 0, "normal", "stddev >= 0", stddev)
@@ -101,6 +122,7 @@ def normal(stddev: float = 1e-2) -> Initializer:
     return init
 
 
+@_same_for_same_arguments
 def uniform(scale: float = 1e-2) -> Initializer:
     """``U(0, scale)``, as ``jax.nn.initializers.uniform``.
 
@@ -115,6 +137,7 @@ def uniform(scale: float = 1e-2) -> Initializer:
     return init
 
 
+@_same_for_same_arguments
 def variance_scaling(scale: float, mode: str, distribution: str, in_axis: int = -2, out_axis: int = -1) -> Initializer:
     """Zero-mean draws with variance ``scale / n``, ``n`` the fan chosen by ``mode``.
 
@@ -171,6 +194,7 @@ kaiming_uniform = he_uniform
 kaiming_normal = he_normal
 
 
+@_same_for_same_arguments
 def orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
     """A random (semi-)orthogonal matrix times ``scale`` (Saxe et al., 2014).
 

@@ -181,3 +181,12 @@ def test_bad_inputs_are_errors():
         init.compute_fans((10,))
     with pytest.raises(ValueError, match=r"^orthogonal: expected a shape of rank >= 2, got \(10,\)"):
         init.orthogonal()(key, (10,))
+
+
+def test_equal_arguments_give_the_same_initialiser_so_layers_compare_equal():
+    from jdl import nn
+
+    assert init.he_normal() is init.he_normal() and init.normal(0.1) is init.normal(0.1)
+    assert init.he_normal() is not init.he_uniform() and init.normal(0.1) is not init.normal(0.2)
+    assert nn.Dense(3, kernel_init=init.he_normal()) == nn.Dense(3, kernel_init=init.he_normal())
+    assert hash(nn.Dense(3, kernel_init=init.xavier_uniform())) == hash(nn.Dense(3, kernel_init=init.xavier_uniform()))
