@@ -104,26 +104,37 @@ def backward(weights: Sequence[jax.Array], memo: Memo, output_grad: jax.Array) -
     return d_weights, d_biases
 
 
+def _dense_layers(params: dict) -> list[str]:
+    """The names of the dense layers' params (those with a kernel ``w``), in the order the network applies them.
+
+    A ``Sequential`` names its children ``<name>_<index>``; the order is read from the index,
+    not from the dict, whose keys JAX sorts as strings (``dense_10`` before ``dense_2``)
+    whenever the params pass through ``jit`` or a tree map.
+    """
+    names = [name for name, p in params.items() if isinstance(p, dict) and "w" in p]
+    check_that(names and all("b" in params[name] for name in names), "backprop.from_dense",
+               "Dense layers with biases among the params", sorted(params))
+    suffixes = [name.rsplit("_", 1)[-1] for name in params]
+    if all(suffix.isdigit() for suffix in suffixes):
+        names.sort(key=lambda name: int(name.rsplit("_", 1)[-1]))
+    return names
+
+
 def from_dense(params: dict) -> tuple[list, list]:
     """``(weights, biases)`` in UDL's layout from the params of a ``Sequential`` of ``Dense`` and ``ReLU`` layers.
 
-    The dense layers are taken in order; ``Omega_k = W_k^T`` (``jdl.nn.Dense`` computes ``x W + b``).
+    The dense layers are taken in the order of their index (``dense_0``, ``dense_2``, ...);
+    ``Omega_k = W_k^T`` (``jdl.nn.Dense`` computes ``x W + b``).
     """
-    dense = [p for p in params.values() if isinstance(p, dict) and "w" in p]
-    check_that(dense and all("b" in p for p in dense), "backprop.from_dense",
-               "Dense layers with biases among the params", sorted(params))
-    return [p["w"].T for p in dense], [p["b"] for p in dense]
+    names = _dense_layers(params)
+    return [params[name]["w"].T for name in names], [params[name]["b"] for name in names]
 
 
 def to_dense(params: dict, weights: Sequence, biases: Sequence) -> dict:
     """``params`` with its dense layers' ``w`` and ``b`` replaced by ``Omega_k^T`` and ``beta_k`` (gradients too)."""
-    result, k = {}, 0
-    for name, p in params.items():
-        if isinstance(p, dict) and "w" in p:
-            result[name] = {"w": weights[k].T, "b": biases[k]}
-            k += 1
-        else:
-            result[name] = p
+    result = dict(params)
+    for name, omega, beta in zip(_dense_layers(params), weights, biases, strict=True):
+        result[name] = {"w": omega.T, "b": beta}
     return result
 
 

@@ -30,17 +30,21 @@ def test_hand_backprop_equals_jax_grad_for_relu_networks(depth):
         x_key, y_key, init_key = jax.random.split(jax.random.key(depth), 3)
         x = jax.random.normal(x_key, (7, 3), jnp.float64)
         y = jax.random.normal(y_key, (7, 2), jnp.float64)
-        params, state = model.init(init_key, x)
+        params, state = jax.jit(model.init)(init_key, x)
 
         def loss(params):
             return jnp.sum((model.apply(params, state, x)[0] - y) ** 2)
 
-        weights, biases = backprop.from_dense(params)
-        out, memo = backprop.forward(weights, biases, x)
-        np.testing.assert_allclose(out, model.apply(params, state, x)[0], rtol=1e-12)
-        d_weights, d_biases = backprop.backward(weights, memo, 2.0 * (out - y))
-        by_hand = backprop.to_dense(params, d_weights, d_biases)
-        expected = jax.grad(loss)(params)
+        @jax.jit  # the hand-written pass and jax.grad in one program
+        def both(params):
+            weights, biases = backprop.from_dense(params)
+            out, memo = backprop.forward(weights, biases, x)
+            d_weights, d_biases = backprop.backward(weights, memo, 2.0 * (out - y))
+            return (out, model.apply(params, state, x)[0], memo, backprop.to_dense(params, d_weights, d_biases),
+                    jax.grad(loss)(params))
+
+        out, model_out, memo, by_hand, expected = both(params)
+        np.testing.assert_allclose(out, model_out, rtol=1e-12)
         for name in expected:
             for leaf in expected[name]:
                 np.testing.assert_allclose(by_hand[name][leaf], expected[name][leaf], atol=1e-6, rtol=1e-6)
@@ -60,11 +64,15 @@ def test_the_toy_functions_eight_derivatives():
         def loss(beta, omega):
             return jnp.sum((backprop.toy_forward(beta, omega, x)[0] - y) ** 2)
 
-        f, memo = backprop.toy_forward(beta, omega, x)
-        np.testing.assert_allclose(f, beta[3] + omega[3] * jnp.cos(beta[2] + omega[2] * jnp.exp(
-            beta[1] + omega[1] * jnp.sin(beta[0] + omega[0] * x))), rtol=1e-14)
-        d_beta, d_omega = backprop.toy_backward(omega, memo, y)
-        ref_beta, ref_omega = jax.grad(loss, argnums=(0, 1))(beta, omega)
+        @jax.jit
+        def by_hand_and_by_autodiff(beta, omega):
+            f, memo = backprop.toy_forward(beta, omega, x)
+            direct = beta[3] + omega[3] * jnp.cos(beta[2] + omega[2] * jnp.exp(
+                beta[1] + omega[1] * jnp.sin(beta[0] + omega[0] * x)))
+            return f, direct, backprop.toy_backward(omega, memo, y), jax.grad(loss, argnums=(0, 1))(beta, omega)
+
+        f, direct, (d_beta, d_omega), (ref_beta, ref_omega) = by_hand_and_by_autodiff(beta, omega)
+        np.testing.assert_allclose(f, direct, rtol=1e-14)
         np.testing.assert_allclose(d_beta, ref_beta, atol=1e-6, rtol=1e-9)
         np.testing.assert_allclose(d_omega, ref_omega, atol=1e-6, rtol=1e-9)
         assert np.all(np.abs(ref_omega) > 1e-3)  # all eight are exercised
@@ -93,7 +101,8 @@ def test_jacobian_is_in_numerator_layout():
         return jnp.tanh(a @ x) + x[0] * x[1]
 
     x = jnp.array([0.3, -0.2, 0.5])
-    jacobian = jax.jacobian(f)(x)
+    jacobian = jax.jit(jax.jacobian(f))(x)
+    f = jax.jit(f)
     assert jacobian.shape == (4, 3)
     eps = 1e-3
     for j in range(3):
@@ -112,12 +121,15 @@ def test_identities_of_seed_003():
     def y_of(z):
         return jnp.stack([jnp.cos(z[1]), z[0] + z[1], z[0] * 3.0, jnp.tanh(z[0] * z[1])])
 
-    # d(Ax)/dx = A and, through a function of z, d(Ax)/dz = A dx/dz
-    np.testing.assert_allclose(jax.jacobian(lambda x: a @ x)(x_of(z)), a, rtol=1e-6)
-    np.testing.assert_allclose(jax.jacobian(lambda z: a @ x_of(z))(z), a @ jax.jacobian(x_of)(z), rtol=1e-5)
-    # alpha = y^T x: d alpha/dz = x^T dy/dz + y^T dx/dz
-    d_alpha = jax.grad(lambda z: y_of(z) @ x_of(z))(z)
-    np.testing.assert_allclose(d_alpha, x_of(z) @ jax.jacobian(y_of)(z) + y_of(z) @ jax.jacobian(x_of)(z), rtol=1e-5)
+    @jax.jit  # both sides of every identity in one program
+    def sides(a, z):
+        x, y, dx_dz, dy_dz = x_of(z), y_of(z), jax.jacobian(x_of)(z), jax.jacobian(y_of)(z)
+        return {"dAx/dx": (jax.jacobian(lambda x: a @ x)(x), a),
+                "dAx/dz": (jax.jacobian(lambda z: a @ x_of(z))(z), a @ dx_dz),
+                "dy.x/dz": (jax.grad(lambda z: y_of(z) @ x_of(z))(z), x @ dy_dz + y @ dx_dz)}
+
+    for name, (autodiff, identity) in sides(a, z).items():
+        np.testing.assert_allclose(autodiff, identity, rtol=1e-5, err_msg=name)
 
 
 def test_the_jacobians_of_a_layer():
@@ -136,12 +148,18 @@ def test_the_jacobians_of_a_layer():
 def test_critical_points_of_x4_plus_4x3():
     """Seed 002: ``f = x^4 + 4x^3``, ``f' = 4x^2 (x + 3)``: a minimum at -3 (``f'' = 36``), an inflection at 0."""
     f = lambda x: x**4 + 4 * x**3  # noqa: E731
-    d1, d2, d3 = jax.grad(f), jax.grad(jax.grad(f)), jax.grad(jax.grad(jax.grad(f)))
-    assert float(d1(-3.0)) == 0.0 and float(d1(0.0)) == 0.0
-    assert float(d2(-3.0)) == 36.0
-    assert float(d2(0.0)) == 0.0 and float(d3(0.0)) == 24.0  # f'' changes sign at 0: an inflection point
-    assert float(jax.hessian(f)(-3.0)) == 36.0
-    h = jax.hessian(lambda v: v[0] ** 2 * v[1] + jnp.sin(v[2]) * v[0])(jnp.array([1.0, 2.0, 0.5]))
+    d1, d2, d3 = (jax.vmap(jax.grad(f)), jax.vmap(jax.grad(jax.grad(f))),
+                  jax.vmap(jax.grad(jax.grad(jax.grad(f)))))
+    g = lambda v: v[0] ** 2 * v[1] + jnp.sin(v[2]) * v[0]  # noqa: E731
+
+    @jax.jit  # every derivative in one program: eager, each small op would compile on its own
+    def derivatives(x):
+        return (d1(x), d2(x), d3(x), jax.vmap(jax.hessian(f))(x)), jax.hessian(g)(jnp.array([1.0, 2.0, 0.5]))
+
+    (slope, curvature, third, hessian), h = derivatives(jnp.array([-3.0, 0.0]))
+    assert slope.tolist() == [0.0, 0.0]
+    assert curvature.tolist() == [36.0, 0.0] and float(third[1]) == 24.0  # f'' changes sign at 0: inflection
+    assert float(hessian[0]) == 36.0
     np.testing.assert_allclose(h, h.T)  # symmetric, as the course's matrix of second derivatives
     np.testing.assert_allclose(h, [[4.0, 2.0, np.cos(0.5)], [2.0, 0.0, 0.0], [np.cos(0.5), 0.0, -np.sin(0.5)]],
                                rtol=1e-6)
@@ -150,8 +168,8 @@ def test_critical_points_of_x4_plus_4x3():
 def test_sigmoid_and_tanh_derivatives_peak_at_zero():
     """``sigmoid' <= 1/4`` and ``tanh' <= 1``, the maxima at 0 (the vanishing-gradient argument)."""
     z = jnp.linspace(-8.0, 8.0, 1601)
-    sigmoid_slope = jax.vmap(jax.grad(nn.Sigmoid().fn))(z)
-    tanh_slope = jax.vmap(jax.grad(nn.Tanh().fn))(z)
+    sigmoid_slope, tanh_slope = jax.jit(lambda z: (jax.vmap(jax.grad(nn.Sigmoid().fn))(z),
+                                                   jax.vmap(jax.grad(nn.Tanh().fn))(z)))(z)
     assert float(sigmoid_slope.max()) <= 0.25 and abs(float(z[jnp.argmax(sigmoid_slope)])) < 0.01
     assert float(tanh_slope.max()) <= 1.0 and abs(float(z[jnp.argmax(tanh_slope)])) < 0.01
     assert float(jax.grad(nn.Sigmoid().fn)(0.0)) == 0.25 and float(jax.grad(nn.Tanh().fn)(0.0)) == 1.0
@@ -180,7 +198,7 @@ def test_permuting_hidden_units_leaves_the_output_unchanged():
     """Each layer of ``n`` units has ``n!`` equivalent orderings, ``(n!)^l`` for ``l`` layers (seed 002 prints ``n!l``)."""
     model = nn.Sequential([nn.Dense(6), nn.ReLU(), nn.Dense(6), nn.ReLU(), nn.Dense(2)])
     x = jax.random.normal(jax.random.key(0), (5, 3))
-    params, state = model.init(jax.random.key(1), x)
+    params, state = jax.jit(model.init)(jax.random.key(1), x)
     first, second = np.array([3, 0, 5, 1, 4, 2]), np.array([5, 4, 3, 2, 1, 0])
     permuted = {
         "dense_0": {"w": params["dense_0"]["w"][:, first], "b": params["dense_0"]["b"][first]},
@@ -189,6 +207,7 @@ def test_permuting_hidden_units_leaves_the_output_unchanged():
         "relu_3": {},
         "dense_4": {"w": params["dense_4"]["w"][second], "b": params["dense_4"]["b"]},
     }
-    np.testing.assert_allclose(model.apply(permuted, state, x)[0], model.apply(params, state, x)[0], rtol=1e-6)
+    apply = jax.jit(lambda p: model.apply(p, state, x)[0])
+    np.testing.assert_allclose(apply(permuted), apply(params), rtol=1e-6)
     assert not np.allclose(permuted["dense_0"]["w"], params["dense_0"]["w"])
     assert math.factorial(6) ** 2 == 518_400  # equivalent settings of this network's hidden units
