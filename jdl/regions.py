@@ -37,6 +37,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -87,6 +88,13 @@ def count_regions_on_line(model: Layer, params: Any, start: jax.Array, end: jax.
     check_int_at_least(where, "num_points", num_points, 2)
     check_floating(where, start, "start")
     check_shape(where, end, tuple(start.shape), "the shape of start", "end")
+    return _count_on_line(model, params, start, end, num_points, state)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "num_points"))
+def _count_on_line(model, params, start, end, num_points, state):
+    # One compiled program per model and resolution (called eagerly, the pattern's many small
+    # ops would each compile on their own); inside an outer jit it simply inlines.
     t = jnp.linspace(0.0, 1.0, num_points, dtype=start.dtype).reshape((-1,) + (1,) * start.ndim)
     points = start + t * (end - start)
     return 1 + _pattern_changes(activation_pattern(model, params, points, state))

@@ -23,7 +23,7 @@ def _slope_changes(model, params, start: float, end: float, num_points: int) -> 
     x = np.linspace(start, end, num_points, dtype=np.float64)
     with jax.enable_x64(True):
         params64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
-        y = np.asarray(model.apply(params64, _empty_state(model), jnp.asarray(x[:, None]))[0][:, 0])
+        y = np.asarray(jax.jit(lambda p, x: model.apply(p, _empty_state(model), x)[0][:, 0])(params64, x[:, None]))
     slopes = np.diff(y) / np.diff(x)
     same_as_next = np.abs(np.diff(slopes)) <= 1e-6 * (1 + np.abs(slopes[1:]))
     # A piece is a run of intervals with one slope; an interval that straddles a joint has a
@@ -36,7 +36,7 @@ def test_a_shallow_network_with_d_units_has_at_most_d_plus_one_regions_on_a_line
     for units in [1, 3, 6]:
         model = _shallow(units)
         for seed in range(4):
-            params, _ = model.init(jax.random.key(seed), jnp.zeros((1, 1)))
+            params, _ = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, 1)))
             count = int(regions.count_regions_on_line(model, params, jnp.array([-50.0]), jnp.array([50.0])))
             assert 1 <= count <= units + 1 == regions.max_regions([units])
     # joints (where theta_0 + theta_1 x = 0) at -1, 0 and 1: all inside the segment, so D + 1 exactly
@@ -50,7 +50,7 @@ def test_a_shallow_network_with_d_units_has_at_most_d_plus_one_regions_on_a_line
 def test_pattern_count_equals_the_functions_own_linear_pieces(seed):
     """For random weights every pattern change bends the function: the counts agree."""
     model = nn.Sequential([nn.Dense(8), nn.ReLU(), nn.Dense(8), nn.ReLU(), nn.Dense(1)])
-    params, _ = model.init(jax.random.key(seed), jnp.zeros((1, 1)))
+    params, _ = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, 1)))
     params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(seed + 10), p.shape), params)
     counted = int(regions.count_regions_on_line(model, params, jnp.array([-4.0]), jnp.array([4.0]), 20_001))
     assert counted == _slope_changes(model, params, -4.0, 4.0, 20_001)
@@ -76,7 +76,7 @@ def test_composing_two_three_unit_networks_makes_nine_regions_with_twenty_parame
     assert regions.dense_param_count([1, 6, 1]) == 19 and regions.max_regions([6]) == 7
     shallow = _shallow(6)
     for seed in range(4):
-        shallow_params, _ = shallow.init(jax.random.key(seed), jnp.zeros((1, 1)))
+        shallow_params, _ = jax.jit(shallow.init)(jax.random.key(seed), jnp.zeros((1, 1)))
         assert int(regions.count_regions_on_line(shallow, shallow_params, jnp.array([-30.0]), jnp.array([30.0]))) <= 7
 
 
