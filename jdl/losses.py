@@ -29,6 +29,8 @@ expected and what was given.
 ``kl_divergence(log_q, p)``                ``sum_c p_c (log p_c - log_q_c)``
 ``l1_penalty(params)``                     ``sum |w|`` over every leaf
 ``l2_penalty(params)``                     ``1/2 sum w^2`` over every leaf
+``kl_sparsity(rho, a)``                    ``sum_j KL(rho || mean_i a_ij)`` (a scalar)
+``l1_activity(a)``                         ``mean_i sum_j |a_ij|`` (a scalar)
 ``masked_cross_entropy(z, y, mask)``       mean of ``-log softmax(z)_y`` where ``mask`` (a scalar)
 =========================================  ============================================
 
@@ -59,9 +61,10 @@ from jdl.activations import log_sigmoid, log_softmax
 
 __all__ = [
     "squared_error", "l2_loss", "absolute_error", "mean_squared_error", "mean_absolute_error",
-    "sigmoid_binary_cross_entropy", "binary_cross_entropy", "smooth_labels", "softmax_cross_entropy",
+    "sigmoid_binary_cross_entropy", "binary_cross_entropy", "smooth_labels", "smooth_labels_over_wrong_classes",
+    "wrong_class_smoothing_alpha", "softmax_cross_entropy",
     "softmax_cross_entropy_with_integer_labels", "nll_loss", "hinge_loss", "perceptron_loss", "kl_divergence",
-    "l1_penalty", "l2_penalty", "sequence_mask", "masked_mean", "masked_cross_entropy",
+    "l1_penalty", "l2_penalty", "kl_sparsity", "l1_activity", "sequence_mask", "masked_mean", "masked_cross_entropy",
 ]
 
 # PyTorch's BCELoss clamps each log term at -100 so that p = 0 or 1 gives a finite loss.
@@ -322,6 +325,39 @@ def smooth_labels(labels: jax.Array, alpha: float) -> jax.Array:
     return _smooth(labels, alpha)
 
 
+def smooth_labels_over_wrong_classes(labels: jax.Array, epsilon: float) -> jax.Array:
+    """Label smoothing in the course's convention: ``1 - epsilon`` on the true class, ``epsilon / (K - 1)`` on each other.
+
+    Seed 002's noise on the outputs, for ``K = 10`` classes: ``p = (eps/9, ..., 1 - eps, ..., eps/9)``.
+    It is optax's :func:`smooth_labels` with ``alpha = epsilon K / (K - 1)``
+    (:func:`wrong_class_smoothing_alpha`): optax gives every class ``alpha / K``, the true one
+    included, so the true class keeps ``1 - alpha (K - 1) / K = 1 - epsilon``. ``labels`` are
+    one-hot over the last axis (probabilities work too: the same affine map is applied).
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> jdl.losses.smooth_labels_over_wrong_classes(jnp.array([0.0, 1.0, 0.0, 0.0, 0.0]), 0.2)
+        Array([0.05, 0.8 , 0.05, 0.05, 0.05], dtype=float32)
+    """
+    where = "smooth_labels_over_wrong_classes"
+    check_floating_min_rank(where, labels, 1, "..., num_classes", "labels")
+    check_that(labels.shape[-1] >= 2, where, "at least two classes on the last axis", labels.shape[-1])
+    _check_smoothing(where, epsilon, "epsilon")
+    classes = labels.shape[-1]
+    check_that(not isinstance(epsilon, numbers.Real) or epsilon <= (classes - 1) / classes, where,
+               f"epsilon <= (K - 1) / K = {(classes - 1) / classes:.4g} (beyond, the true class gets less than the others)",
+               repr(epsilon))
+    return _smooth(labels, wrong_class_smoothing_alpha(epsilon, classes))
+
+
+def wrong_class_smoothing_alpha(epsilon: float, num_classes: int) -> float:
+    """optax's ``alpha`` for the course's ``epsilon``: ``alpha = epsilon K / (K - 1)`` (``epsilon <= (K - 1) / K``
+    keeps ``alpha <= 1``; ``epsilon = (K - 1) / K`` is the uniform distribution)."""
+    check_that(isinstance(num_classes, int) and num_classes >= 2, "wrong_class_smoothing_alpha",
+               "num_classes an int >= 2", repr(num_classes))
+    return epsilon * num_classes / (num_classes - 1)
+
+
 def softmax_cross_entropy(
     logits: jax.Array, labels: jax.Array, *, label_smoothing: float = 0.0
 ) -> jax.Array:
@@ -447,6 +483,63 @@ def l2_penalty(params: Any) -> jax.Array:
     """
     leaves = _tree_leaves("l2_penalty", params)
     return 0.5 * sum((jnp.sum(jnp.square(leaf)) for leaf in leaves), jnp.zeros((), jnp.float32))
+
+
+# ------------------------------------------------------------------ activity penalties (sparse codes)
+
+
+def _check_activations(where: str, activations: Any) -> int:
+    """Floating ``activations [*batch, units]`` with no empty axis; returns the number of examples."""
+    check_floating_min_rank(where, activations, 1, "*batch, units", "activations")
+    return int(np.prod(activations.shape[:-1], dtype=np.int64))
+
+
+def kl_sparsity(rho: float, activations: jax.Array) -> jax.Array:
+    """The sparse autoencoder's penalty ``sum_j KL(rho || rho_hat_j)`` (a scalar).
+
+    ``rho_hat_j = (1/N) sum_i a_ij`` is unit ``j``'s mean activation over the ``N``
+    examples (every leading axis of ``activations [*batch, units]`` is a batch axis), and
+    ``KL(rho || q) = rho log(rho / q) + (1 - rho) log((1 - rho) / (1 - q))``, the divergence
+    between Bernoulli variables of means ``rho`` (the target sparsity, in ``(0, 1)``) and
+    ``q``. The activations must lie in ``[0, 1]`` (sigmoid codes): ``rho_hat`` is clipped to
+    ``[eps, 1 - eps]`` (``eps`` the dtype's machine epsilon) so that a dead or saturated unit
+    gives a large finite penalty, not ``inf`` (the gradient is 0 where the clip is active);
+    NaN stays NaN. Its gradient is ``(-rho / rho_hat_j + (1 - rho) / (1 - rho_hat_j)) / N``
+    for every ``a_ij``. Add ``beta * kl_sparsity(rho, codes)`` to the reconstruction loss.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> codes = jnp.array([[0.1, 0.5], [0.1, 0.3]])        # mean activations 0.1 and 0.4
+        >>> jdl.losses.kl_sparsity(0.1, codes)                  # 0 for the first unit
+        Array(0.22628915, dtype=float32)
+    """
+    check_that(isinstance(rho, numbers.Real) and not isinstance(rho, bool) and 0.0 < rho < 1.0, "kl_sparsity",
+               "rho (the target mean activation) in (0, 1)", repr(rho))
+    num_examples = _check_activations("kl_sparsity", activations)
+    dtype = activations.dtype
+    eps = jnp.finfo(dtype).eps
+    rho_hat = jnp.sum(activations.reshape(num_examples, activations.shape[-1]), axis=0) / jnp.asarray(
+        num_examples, dtype)
+    rho_hat = jnp.clip(rho_hat, eps, 1 - eps)  # min and max: NaN stays NaN
+    rho = jnp.asarray(rho, dtype)
+    kl = rho * (jnp.log(rho) - jnp.log(rho_hat)) + (1 - rho) * (jnp.log1p(-rho) - jnp.log1p(-rho_hat))
+    return jnp.sum(kl)
+
+
+def l1_activity(activations: jax.Array) -> jax.Array:
+    """``(1/N) sum_i sum_j |a_ij|``: each example's L1 norm of its activations, averaged over examples.
+
+    A sparsity penalty on activations (codes) rather than on weights (:func:`l1_penalty`):
+    every leading axis of ``activations [*batch, units]`` is a batch axis, ``N`` the number
+    of examples, so the penalty does not grow with the batch size. A scalar.
+
+    Example:
+        >>> import jax.numpy as jnp, jdl
+        >>> jdl.losses.l1_activity(jnp.array([[1.0, -2.0], [0.0, 1.0]]))
+        Array(2., dtype=float32)
+    """
+    num_examples = _check_activations("l1_activity", activations)
+    return jnp.sum(jnp.abs(activations)) / jnp.asarray(num_examples, activations.dtype)
 
 
 # ------------------------------------------------------------------ padded sequences

@@ -606,3 +606,17 @@ def test_means_over_nothing_are_errors():
                        ("kl_divergence", lambda: losses.kl_divergence(no_class, no_class))]:
         with pytest.raises(ValueError, match=rf"^{name}: expected .*empty.* shape \(2, 0\)"):
             call()
+
+
+def test_label_smoothing_in_the_courses_convention_is_optaxs_with_a_mapped_alpha():
+    """Seed 002: ``(eps/9, ..., 1 - eps, ..., eps/9)`` for 10 classes; optax's ``alpha = eps K / (K - 1)``."""
+    labels = jax.nn.one_hot(jnp.array([2, 7, 0]), 10)
+    smoothed = losses.smooth_labels_over_wrong_classes(labels, 0.1)
+    np.testing.assert_allclose(smoothed[0], [0.1 / 9] * 2 + [0.9] + [0.1 / 9] * 7, rtol=1e-6)
+    np.testing.assert_allclose(smoothed.sum(-1), 1.0, rtol=1e-6)
+    alpha = losses.wrong_class_smoothing_alpha(0.1, 10)
+    assert alpha == pytest.approx(1 / 9)
+    np.testing.assert_allclose(smoothed, optax.smooth_labels(labels, alpha), rtol=1e-6)
+    np.testing.assert_allclose(losses.smooth_labels_over_wrong_classes(labels, 0.9), 0.1)  # (K-1)/K: uniform
+    with pytest.raises(ValueError, match=r"smooth_labels_over_wrong_classes: expected epsilon <= \(K - 1\) / K = 0.9"):
+        losses.smooth_labels_over_wrong_classes(labels, 0.95)

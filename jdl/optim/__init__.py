@@ -11,6 +11,7 @@ from jdl.optim.base import (
 from jdl.optim.transform import (
     EmaState, ScaleByAdaDeltaState, ScaleByAdamState, ScaleByRmsState, ScaleByRmsWithCountState, ScaleByRssState,
     ScaleByRStdDevState, ScaleByRStdDevWithCountState, TraceState, WeightDecayScheduleState, add_decayed_weights, ema,
+    AddNoiseState, add_noise,
     scale_by_adadelta, scale_by_adam, scale_by_normalized_gradient, scale_by_rms, scale_by_rss, scale_by_stddev, trace,
 )
 from jdl.optim.alias import (
@@ -42,7 +43,7 @@ __all__ = [
     "scale_by_rms", "ScaleByRmsState", "ScaleByRmsWithCountState",
     "scale_by_stddev", "ScaleByRStdDevState", "ScaleByRStdDevWithCountState",
     "scale_by_adam", "ScaleByAdamState", "scale_by_adadelta", "ScaleByAdaDeltaState",
-    "scale_by_normalized_gradient", "add_decayed_weights", "WeightDecayScheduleState",
+    "scale_by_normalized_gradient", "add_decayed_weights", "WeightDecayScheduleState", "add_noise", "AddNoiseState",
     "sgd", "nesterov_lookahead", "LookaheadTransformation", "normalized_sgd",
     "adagrad", "adadelta", "rmsprop", "adam", "nadam", "adamw",
 ]

@@ -16,6 +16,7 @@ block                             rule (``g`` the incoming update)              
 ``scale_by_adadelta``             ``sqrt(E[dx^2] + eps) / sqrt(E[g^2] + eps) g``        adadelta
 ``scale_by_normalized_gradient``  ``g / (sqrt(g^2) + eps)``                             normalized_sgd
 ``add_decayed_weights``           ``g + weight_decay * params`` (L2 decay)              adamw, adadelta
+``add_noise``                     ``g + sqrt(eta / t^gamma) N(0, I)`` (gradient noise)
 ================================  ====================================================  =================
 
 Every block checks its hyperparameters when built (a decay rate must lie in [0, 1), an
@@ -77,7 +78,7 @@ __all__ = [
     "ScaleByAdamState", "scale_by_adam",
     "ScaleByAdaDeltaState", "scale_by_adadelta",
     "scale_by_normalized_gradient",
-    "WeightDecayScheduleState", "add_decayed_weights",
+    "WeightDecayScheduleState", "add_decayed_weights", "AddNoiseState", "add_noise",
     "check_updates",
 ]
 
@@ -627,5 +628,53 @@ def add_decayed_weights(
             flags = _expand_mask(where, mask(updates) if callable(mask) else mask, updates)
         updates = jax.tree.map(lambda flag, g, p: g + rate * p if flag else g, flags, updates, params)
         return updates, state
+
+    return GradientTransformation(init, update)
+
+
+class AddNoiseState(NamedTuple):
+    """The step count ``t`` (int32) and the key the next step's noise is drawn from."""
+
+    count: jax.Array
+    rng_key: jax.Array
+
+
+def add_noise(eta: NonNegative, gamma: NonNegative, key: Union[jax.Array, int] = 0) -> GradientTransformation:
+    r"""Gradient noise (Neelakantan et al., 2015): ``u = g + sigma_t n``, ``n ~ N(0, I)``, ``sigma_t^2 = eta / t^gamma``.
+
+    Noise on the gradient is the course's "noise on the weights" applied to the step: it
+    helps a deep network's optimiser leave flat regions and poor minima early, and is
+    annealed away (``gamma = 0.55`` in the paper) so that late steps are the plain gradient's.
+    ``t`` counts steps from 1. Each step splits the state's key into the next state's key and
+    this step's, then one key per leaf (in tree order): optax's ``add_noise`` draws, so the
+    two give the same noise for the same key.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jdl import optim
+        >>> noisy = optim.add_noise(eta=0.01, gamma=0.55, key=jax.random.key(0))
+        >>> grads = {"w": jnp.zeros(3)}
+        >>> updates, state = noisy.update(grads, noisy.init(grads))
+        >>> updates["w"].shape, int(state.count)
+        ((3,), 1)
+    """
+    eta, gamma = float(eta), float(gamma)
+    check_that(np.isfinite(eta) and eta >= 0, "add_noise", "eta (the noise's base variance) finite and >= 0", eta)
+    check_that(np.isfinite(gamma) and gamma >= 0, "add_noise", "gamma (the annealing exponent) finite and >= 0", gamma)
+    base_key = jax.random.key(key) if isinstance(key, int) else key
+
+    def init(params):
+        del params
+        return AddNoiseState(count=zero_count(), rng_key=base_key)
+
+    def update(updates, state, params=None):
+        del params
+        count = safe_increment(state.count)
+        stddev = jnp.sqrt(eta / count.astype(jnp.float32) ** gamma)
+        next_key, step_key = jax.random.split(state.rng_key)
+        leaves, treedef = jax.tree.flatten(updates)
+        keys = jax.random.split(step_key, len(leaves))
+        noisy = [g + stddev.astype(g.dtype) * jax.random.normal(k, g.shape, g.dtype) for g, k in zip(leaves, keys)]
+        return jax.tree.unflatten(treedef, noisy), AddNoiseState(count=count, rng_key=next_key)
 
     return GradientTransformation(init, update)

@@ -401,3 +401,29 @@ def test_block_updates_must_match_the_state(name, block):
         block.update({"w": jnp.ones((2, 2))}, state)
     with pytest.raises(ValueError, match=rf"^{name}: expected updates\['b'\] of shape \(2,\).*got \(1, 2\)"):
         block.update({"w": jnp.ones((2, 2)), "b": jnp.ones((1, 2))}, state)
+
+
+def test_add_noise_is_optaxs_bit_for_bit_and_anneals():
+    """The same key gives optax's noise exactly; the noise's variance is ``eta / t^gamma``."""
+    params = {"a": jnp.ones((3, 4)), "b": {"c": jnp.ones(5)}}
+    ours, theirs = optim.add_noise(0.3, 0.55, jax.random.key(7)), optax.add_noise(0.3, 0.55, jax.random.key(7))
+
+    @jax.jit
+    def run(grads):
+        def step(states, g):
+            (u, s), (v, t) = ours.update(g, states[0]), theirs.update(g, states[1])
+            return (s, t), (u, v)
+        return jax.lax.scan(step, (ours.init(params), theirs.init(params)), grads)[1]
+
+    grads = jax.tree.map(lambda p: jnp.stack([p * i for i in range(6)]), params)
+    mine, reference = run(grads)
+    for leaf, ref in zip(jax.tree.leaves(mine), jax.tree.leaves(reference)):
+        np.testing.assert_array_equal(leaf, ref)
+    # the noise at step t has variance eta / t^gamma: a large sample at t = 1 and t = 100
+    noisy = optim.add_noise(2.0, 1.0, 3)
+    state = noisy.init(None)._replace(count=jnp.array(99, jnp.int32))
+    late, _ = noisy.update(jnp.zeros(200_000), state)
+    early, _ = noisy.update(jnp.zeros(200_000), noisy.init(None))
+    np.testing.assert_allclose([np.var(early), np.var(late)], [2.0, 0.02], rtol=0.02)
+    with pytest.raises(ValueError, match=r"add_noise: expected eta \(the noise's base variance\) finite and >= 0"):
+        optim.add_noise(-1.0, 0.55)
