@@ -6,16 +6,18 @@ the optimizers, :mod:`jdl.models` reusable networks built from the layers,
 :mod:`jdl.decoding` greedy and beam search, :mod:`jdl.text` tokenisation;
 :mod:`jdl.linear_units` the perceptron, delta rules and logistic regression with their
 learning rules, :mod:`jdl.backprop` backpropagation written out by hand, :mod:`jdl.regions`
-the linear regions of ReLU networks; :mod:`jdl.train`
+the linear regions of ReLU networks; :mod:`jdl.augment` keyed, jittable data augmentation,
+:mod:`jdl.ensembles` vmapped ensembles, averaged predictions and bagging; :mod:`jdl.train`
 the train state, steps, compiled loops and ``fit``, :mod:`jdl.checkpoint` saving and
 restoring pytrees (safetensors and JSON), :func:`jdl.summary` a model's table of layers.
 """
 from jdl import (
-    activations, backprop, checkpoint, decoding, init, io, linear_units, losses, metrics, models, nn, optim, regions,
-    text, train,
+    activations, augment, backprop, checkpoint, decoding, ensembles, init, io, linear_units, losses, metrics, models, nn,
+    optim, regions, text, train,
 )
 from jdl.summaries import capture_intermediates, count_params, flops, summary
 
 __version__ = "0.1.0"
-__all__ = ["activations", "backprop", "checkpoint", "decoding", "init", "io", "linear_units", "losses", "metrics",
+__all__ = ["activations", "augment", "backprop", "checkpoint", "decoding", "ensembles", "init", "io", "linear_units",
+           "losses", "metrics",
            "models", "nn", "optim", "regions", "text", "train", "summary", "count_params", "flops", "capture_intermediates"]

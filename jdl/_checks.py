@@ -230,6 +230,16 @@ def check_training_key(where: Any, key: Any) -> None:
                f"{getattr(dtype, 'name', type(key).__name__)} of shape {shape}", TypeError)
 
 
+def check_key(where: Any, key: Any) -> None:
+    """One PRNG key (a typed ``jax.random.key`` scalar or a raw ``uint32[2]`` one) for a keyed function
+    (augmentation, bootstrap draws); a batch of keys is ``vmap`` 's job."""
+    dtype, shape = getattr(key, "dtype", None), tuple(getattr(key, "shape", ()))
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ()
+    raw = dtype == jnp.uint32 and shape == (2,)
+    check_that(typed or raw, where, "key to be one PRNG key (jax.random.key(seed); vmap over a batch of keys)",
+               f"{getattr(dtype, 'name', type(key).__name__)} of shape {shape}", TypeError)
+
+
 def check_train_flag(where: Any, train: Any) -> None:
     """``train`` decides which program is traced, so it must be a Python bool, not a traced value."""
     check_that(isinstance(train, (bool, np.bool_)), where, "train to be a Python bool (under jit, make it static: "
