@@ -9,6 +9,8 @@ has more entry points (``loss``, ``generate``, ``greedy_decode``, ...).
 * :mod:`jdl.models.seq2seq`: the RNN encoder-decoder with additive attention (Bahdanau et al.).
 * :mod:`jdl.models.transformer`: the Transformer encoder-decoder (Vaswani et al.), with
   cached greedy and beam decoding.
+* :mod:`jdl.models.autoencoder`: the autoencoder (undercomplete, deep, tied weights,
+  denoising with a corruption layer), ``encode`` and ``decode`` beside ``apply``.
 * The convolutional networks, each file a paper's layer table (constructors in lower case,
   after torchvision): :mod:`~jdl.models.lenet` (``lenet5``), :mod:`~jdl.models.alexnet`
   (``alexnet``, ``zfnet``), :mod:`~jdl.models.vgg` (``vgg11`` ... ``vgg19``, with
@@ -17,6 +19,7 @@ has more entry points (``loss``, ``generate``, ``greedy_decode``, ...).
   and the CIFAR ``resnet20`` ... ``resnet110``).
 """
 from jdl.models.alexnet import AlexNet, ZFNet, alexnet, zfnet
+from jdl.models.autoencoder import Autoencoder
 from jdl.models.inception import GoogLeNet, Inception, googlenet, naive_inception
 from jdl.models.lenet import LeNet5, lenet5
 from jdl.models.resnet import (
@@ -31,6 +34,7 @@ from jdl.models.transformer import (
 from jdl.models.vgg import VGG, VGG_CONFIGS, vgg11, vgg13, vgg16, vgg19
 
 __all__ = [
+    "Autoencoder",
     "SequenceClassifier", "SequenceTagger", "CharLM", "LanguageModel",
     "AttentionSeq2Seq", "RNNEncoderDecoder",
     "Transformer", "TransformerConfig", "transformer_base", "EncoderDecoderTransformer", "DecodeState",

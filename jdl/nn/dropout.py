@@ -52,4 +52,6 @@ class Dropout(ParamFree):
             mask_shape[axis] = 1
         keep = jax.random.bernoulli(key, 1.0 - self.rate, tuple(mask_shape))
         scaled = x / jnp.asarray(1.0 - self.rate, x.dtype)
-        return scaled * keep.astype(x.dtype), state  # a product, not a select: a dropped NaN stays NaN
+        # A dropped NaN stays NaN (NaN * 0 is NaN). Not a product with the 0/1 mask: under jit XLA
+        # rewrites x * mask into a select and the NaN would come out as 0.
+        return jnp.where(keep | jnp.isnan(scaled), scaled, jnp.zeros_like(scaled)), state

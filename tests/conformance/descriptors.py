@@ -96,6 +96,8 @@ CASES = [
     Case("Reshape", lambda: nn.Reshape((2, 6)), None, X),
     # regularisation and normalisation
     Case("Dropout", lambda: nn.Dropout(0.5), None, X, stochastic=True),
+    Case("GaussianNoise", lambda: nn.GaussianNoise(0.5), None, X, stochastic=True),
+    Case("MaskingNoise", lambda: nn.MaskingNoise(0.5), None, X, stochastic=True),
     Case("BatchNorm", lambda: nn.BatchNorm(), None, X),
     Case("LayerNorm", lambda: nn.LayerNorm(), None, X),
     Case("LocalResponseNorm", lambda: nn.LocalResponseNorm(3), None, X),
@@ -153,6 +155,11 @@ CASES = [
          lambda: models.AttentionSeq2Seq(VOCAB, VOCAB, 5), seq2seq_example, integer_input=True, model=True),
     Case("Transformer", lambda: models.Transformer(_config()), lambda: models.Transformer(_config(d_model=12)),
          transformer_example, integer_input=True, stochastic=True, model=True),
+    Case("Autoencoder", lambda: models.Autoencoder((5, 3), corruption=nn.MaskingNoise(0.5)),
+         lambda: models.Autoencoder((5, 2)), X, stochastic=True, model=True),
+    Case("TiedAutoencoder", lambda: models.Autoencoder((5, 3), tied=True, activation="sigmoid",
+                                                       corruption=nn.GaussianNoise(0.1)),
+         lambda: models.Autoencoder((5, 3), activation="sigmoid"), X, stochastic=True, model=True),
     # the convolutional networks: each family small, at the smallest input its table takes, with equal widths
     # where they are free (equal shapes share compiled programs, the battery's main cost)
     Case("LeNet5", lambda: models.lenet5(3), lambda: models.lenet5(4), floats(BATCH, 32, 32, 1), model=True),
