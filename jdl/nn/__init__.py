@@ -10,7 +10,7 @@ from jdl.nn.conv import Conv, Conv1D, Conv2D, conv_output_size
 from jdl.nn.core import Concat, Lambda, Layer, Parallel, Residual, Sequential, ParamFree, check_params, output_shape
 from jdl.nn.dense import Dense
 from jdl.nn.dropout import Dropout
-from jdl.nn.noise import GaussianNoise, MaskingNoise
+from jdl.nn.noise import GaussianNoise, MaskingNoise, add_weight_noise
 from jdl.nn.embed import Embedding, attend
 from jdl.nn.norm import BatchNorm, LayerNorm, LocalResponseNorm
 from jdl.nn.position import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_positions
@@ -28,7 +28,7 @@ __all__ = [
     "MaxPool", "AvgPool", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool", "GlobalMaxPool",
     "Flatten", "Reshape", "Dropout", "BatchNorm", "LayerNorm", "LocalResponseNorm", "Embedding", "attend",
     "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "PReLU", "ELU", "GELU", "Softmax", "LogSoftmax", "Step",
-    "Softplus", "HardTanh", "RadialBasis", "GaussianNoise", "MaskingNoise",
+    "Softplus", "HardTanh", "RadialBasis", "GaussianNoise", "MaskingNoise", "add_weight_noise",
 ]
 __all__ += [
     "Cell", "SimpleRNNCell", "LSTMCell", "GRUCell", "SimplifiedGRUCell", "RNN", "LSTM", "GRU", "Bidirectional", "StackedRNN",

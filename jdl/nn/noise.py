@@ -8,6 +8,10 @@ rebuild the clean input from a corrupted one (see :class:`jdl.models.Autoencoder
 ``corruption``), and serve as regularisers anywhere in a network.
 
 * :class:`GaussianNoise`: ``y = x + stddev * eps``, ``eps ~ N(0, 1)`` entry by entry.
+* :func:`add_weight_noise`: the course's noise on the weights, ``W~ = W + eps``,
+  ``eps ~ N(0, stddev^2)``: a perturbed copy of the params to evaluate the loss at, drawn
+  afresh each step (``loss(add_weight_noise(key, params, s), batch)``), so that the gradient
+  is taken at a noisy point and training prefers minima that tolerate it.
 * :class:`MaskingNoise`: ``y = mask * x``, ``mask ~ Bernoulli(1 - rate)``: each entry is
   set to 0 with probability ``rate``. **Not rescaled**, unlike (inverted) dropout: a
   denoising autoencoder's masked input has missing values, not a rescaled copy of ``x``,
@@ -31,10 +35,10 @@ from typing import Annotated
 import jax
 import jax.numpy as jnp
 
-from jdl._checks import Constraint, Rate, _is_real, check_that, check_train_flag, check_training_key
+from jdl._checks import Constraint, Rate, _is_real, check_key, check_that, check_train_flag, check_training_key
 from jdl.nn.core import KW_ONLY, ParamFree
 
-__all__ = ["GaussianNoise", "MaskingNoise"]
+__all__ = ["GaussianNoise", "MaskingNoise", "add_weight_noise"]
 
 
 def _check_non_negative(where, name, value) -> None:
@@ -105,3 +109,27 @@ class MaskingNoise(_TrainOnlyNoise):
         # A select that keeps NaN, not the product x * keep: under jit, XLA rewrites a product
         # with a converted bool into a select, which turned a masked NaN into 0.
         return jnp.where(keep | jnp.isnan(x), x, jnp.zeros_like(x))
+
+
+def add_weight_noise(key: jax.Array, params, stddev: float):
+    """``params + N(0, stddev^2)`` on every floating leaf (one key per leaf, split in tree order).
+
+    Integer leaves (step counts, ids) are returned as they are. Differentiable in ``params``:
+    the gradient of ``loss(add_weight_noise(key, params, s))`` is the loss's gradient at the
+    perturbed point.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jdl import nn
+        >>> noisy = nn.add_weight_noise(jax.random.key(0), {"w": jnp.zeros((2, 3))}, 0.1)
+        >>> noisy["w"].shape
+        (2, 3)
+    """
+    where = "add_weight_noise"
+    _check_non_negative(where, "stddev", stddev)
+    check_key(where, key)
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(key, max(len(leaves), 1))
+    noisy = [leaf + stddev * jax.random.normal(k, leaf.shape, leaf.dtype)
+             if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf for leaf, k in zip(leaves, keys)]
+    return jax.tree.unflatten(treedef, noisy)

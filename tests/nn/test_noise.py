@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jdl import nn
 from jdl.nn.noise import GaussianNoise, MaskingNoise
 
 N_ROWS, N_COLS = 500, 400  # 200,000 draws
@@ -122,3 +123,21 @@ def test_errors(randn):
 def test_repr_and_name():
     assert repr(GaussianNoise(0.1)) == "GaussianNoise(stddev=0.1)" and GaussianNoise(0.1).name == "gaussian_noise"
     assert repr(MaskingNoise(0.3)) == "MaskingNoise(rate=0.3)" and MaskingNoise(0.3).name == "masking_noise"
+
+
+def test_add_weight_noise_perturbs_every_floating_leaf_keyed():
+    params = {"w": jnp.zeros((400, 500)), "b": jnp.ones(3), "count": jnp.array(7, jnp.int32)}
+    perturb = jax.jit(lambda key, p: nn.add_weight_noise(key, p, 0.1))
+    noisy = perturb(jax.random.key(0), params)
+    np.testing.assert_allclose([float(noisy["w"].mean()), float(noisy["w"].std())], [0.0, 0.1], atol=2e-3)
+    assert int(noisy["count"]) == 7 and noisy["count"].dtype == jnp.int32  # integers are not perturbed
+    again = perturb(jax.random.key(0), params)
+    np.testing.assert_array_equal(noisy["w"], again["w"])  # same key, same noise
+    assert not np.array_equal(noisy["w"], perturb(jax.random.key(1), params)["w"])
+    assert not np.allclose(noisy["b"], 1.0)
+    # differentiable: the gradient is the loss's at the perturbed point
+    grad = jax.grad(lambda p: jnp.sum(nn.add_weight_noise(jax.random.key(0), p, 0.1)["b"] ** 2))({"b": jnp.ones(3)})
+    np.testing.assert_allclose(grad["b"], 2 * nn.add_weight_noise(jax.random.key(0), {"b": jnp.ones(3)}, 0.1)["b"],
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match=r"add_weight_noise: expected stddev to be a finite number >= 0"):
+        nn.add_weight_noise(jax.random.key(0), params, -0.1)
