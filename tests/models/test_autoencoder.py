@@ -289,6 +289,33 @@ def test_a_denoising_autoencoder_learns_to_remove_the_noise():
     assert float(denoised_mse) < 0.5 * float(noise_mse), (float(denoised_mse), float(noise_mse))
 
 
+def test_a_sparse_autoencoder_holds_its_mean_activation_near_rho():
+    """Reconstruction error plus ``beta * kl_sparsity(rho, code)``: after training, the code units' mean activation
+    is within 20% of ``rho`` (here 0.1, with 20 sigmoid code units for 8 inputs: more units than inputs)."""
+    x = jnp.asarray(_pca_data())
+    x = (x - x.mean(0)) / x.std(0)
+    model, rho, beta = Autoencoder(20, code_activation="sigmoid"), 0.1, 0.5
+    optimizer = optax.adam(optax.cosine_decay_schedule(0.03, 1500))
+
+    def loss_fn(params):
+        code = model.encode(params, x)
+        return jnp.mean(jnp.square(model.decode(params, code) - x)) + beta * losses.kl_sparsity(rho, code)
+
+    @jax.jit
+    def run(params):
+        def step(carry, _):
+            params, opt_state = carry
+            updates, opt_state = optimizer.update(jax.grad(loss_fn)(params), opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), None, length=1500)
+        return jnp.mean(model.encode(params, x)), jnp.mean(model.encode(_init(model, x), x))
+
+    trained, initial = run(_init(model, x))
+    assert abs(float(trained) - rho) < 0.2 * rho, float(trained)
+    assert abs(float(initial) - rho) > 0.2 * rho  # it starts far from rho (about 1/2): the penalty moved it
+
+
 def test_errors():
     x = _randn((4, 10))
     model = Autoencoder((6, 3), corruption=MaskingNoise(0.5))
