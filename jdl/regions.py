@@ -115,12 +115,23 @@ def count_regions_on_grid(model: Layer, params: Any, lower: Sequence[float], upp
                "lower and upper corners of a 2-D box, lower < upper", f"lower={lower}, upper={upper}")
     axes = [np.linspace(lo, hi, resolution, dtype=np.float32) for lo, hi in zip(lower, upper)]
     points = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 2)
-    pattern_of = jax.jit(lambda p, x: jnp.packbits(activation_pattern(model, p, x, state), axis=-1))
     seen = set()
     for begin in range(0, len(points), chunk):
-        packed = np.asarray(pattern_of(params, jnp.asarray(points[begin:begin + chunk])))
+        packed = np.asarray(_packed_patterns(model, params, jnp.asarray(points[begin:begin + chunk]), state))
         seen.update(row.tobytes() for row in packed)
     return len(seen)
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _packed_patterns(model, params, points, state):
+    # Compiled once per model and chunk shape, not once per call.
+    return jnp.packbits(activation_pattern(model, params, points, state), axis=-1)
+
+
+def _check_sizes(where: str, sizes: Sequence[int], least: int, expected: str, name: str) -> None:
+    check_that(len(sizes) >= least, where, expected, list(sizes) if sizes else "none")
+    for size in sizes:
+        check_int_at_least(where, name, size, 1)
 
 
 def max_regions(widths: Sequence[int], input_dim: int = 1) -> int:
@@ -135,9 +146,7 @@ def max_regions(widths: Sequence[int], input_dim: int = 1) -> int:
     course's slide prints 161,501 for ``K = 5``, ``D = 10``: a slip for ``11^5 = 161,051``).
     """
     check_int_at_least("max_regions", "input_dim", input_dim, 1)
-    check_that(len(widths) > 0, "max_regions", "at least one hidden layer width", "none")
-    for width in widths:
-        check_int_at_least("max_regions", "every width", width, 1)
+    _check_sizes("max_regions", widths, 1, "at least one hidden layer width", "every width")
     return math.prod(sum(math.comb(width, j) for j in range(min(width, input_dim) + 1)) for width in widths)
 
 
@@ -147,7 +156,5 @@ def dense_param_count(sizes: Sequence[int]) -> int:
     ``[1, 3, 1]`` (UDL's shallow network) has 10, ``[3, 3, 2]`` has 20, ``[1] + [10] * 5 + [1]``
     (five layers of ten units) 471.
     """
-    check_that(len(sizes) >= 2, "dense_param_count", "an input size and at least one layer size", list(sizes))
-    for size in sizes:
-        check_int_at_least("dense_param_count", "every size", size, 1)
+    _check_sizes("dense_param_count", sizes, 2, "an input size and at least one layer size", "every size")
     return sum((d_in + 1) * d_out for d_in, d_out in zip(sizes[:-1], sizes[1:]))
