@@ -104,12 +104,17 @@ def init_ensemble(model: Layer, key: jax.Array, x: Any, size: int) -> tuple[Any,
     return jax.vmap(lambda member_key: model.init(member_key, x))(keys)
 
 
+def _leading_sizes(tree: Any) -> list[tuple[int, ...]]:
+    """The distinct leading axes of the tree's arrays, ``()`` for a scalar, sorted."""
+    return sorted({tuple(leaf.shape[:1]) for leaf in jax.tree.leaves(tree)})
+
+
 def _ensemble_size(where: str, params: Any, state: Any) -> int:
     """The members' count: the leading axis every leaf of ``params`` and ``state`` shares."""
     leaves = jax.tree.leaves((params, state))
     check_that(len(leaves) > 0, where, "stacked params or state with a leading member axis (from init_ensemble)",
                "no arrays (a model without params has nothing to ensemble)")
-    sizes = sorted({tuple(leaf.shape[:1]) for leaf in leaves})
+    sizes = _leading_sizes(leaves)
     check_that(len(sizes) == 1 and sizes[0] != (), where, "every params and state leaf with the same leading "
                "member axis (from init_ensemble)", f"leading axes {[s[0] if s else 'scalar' for s in sizes]}")
     return sizes[0][0]
@@ -135,7 +140,7 @@ def ensemble_apply(model: Layer, params: Any, state: Any, x: Any, *, key: jax.Ar
     check_train_flag(where, train)
     size = _ensemble_size(where, params, state)
     if stacked_inputs:
-        leading = sorted({tuple(leaf.shape[:1]) for leaf in jax.tree.leaves(x)})
+        leading = _leading_sizes(x)
         check_that(leading == [(size,)], where, f"inputs stacked on a leading member axis of size {size} "
                    f"(stacked_inputs=True)", f"leading axes {leading}")
     keys = None
@@ -226,7 +231,7 @@ def bootstrap_samples(key: jax.Array, data: Any, size: int) -> Bootstrap:
     for leaf in leaves:
         check_array(where, leaf, "data")
         check_that(leaf.ndim >= 1, where, "data arrays of rank >= 1 (examples first)", f"rank {leaf.ndim}")
-    counts = sorted({leaf.shape[0] for leaf in leaves})
+    counts = [count for (count,) in _leading_sizes(leaves)]  # every leaf has rank >= 1, checked above
     check_that(len(counts) == 1, where, "data arrays with the same number of examples (leading axis)",
                f"leading axes {counts}")
     indices = bootstrap_indices(key, counts[0], size)
