@@ -72,8 +72,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import atomic_save_figure, mnist1d_dataset, require_positive
-from jdl import io, losses, models, nn, optim
+from experiments.common import atomic_save_figure, mnist1d_dataset, require_positive, write_results
+from jdl import losses, models, nn, optim
 
 DATASETS = ("digits", "mnist1d")
 MODELS = ("pca", "linear", "deep", "denoising", "sparse")
@@ -377,10 +377,7 @@ def main(argv=None) -> dict:
     for name in args.datasets:
         results[name], extras[name] = run_dataset(name, args, seeds)
     results["seconds"] = round(time.perf_counter() - start, 1)
-    json_path, png_path = os.path.join(args.out, "autoencoders.json"), os.path.join(args.out, "autoencoders.png")
-    io.atomic_write_json(json_path, results)
-    plot(results, extras, png_path)
-    print(f"{results['seconds']:.1f} s on {results['backend']}; wrote {json_path} and {png_path}")
+    write_results(args.out, "autoencoders", results, lambda results, path: plot(results, extras, path))
     return results
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import io
+import os
 import sys
 import time
 import types
@@ -148,6 +149,14 @@ def atomic_save_figure(path: str, figure) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     jdl.io.atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_results(out: str, name: str, results: dict, plot: Callable[[dict, str], None]) -> None:
+    """``OUT/name.json`` (atomically) and ``OUT/name.png`` drawn by ``plot(results, path)``, then one line saying so."""
+    json_path, png_path = os.path.join(out, f"{name}.json"), os.path.join(out, f"{name}.png")
+    jdl.io.atomic_write_json(json_path, results)
+    plot(results, png_path)
+    print(f"{results['seconds']:.1f} s on {results['backend']}; wrote {json_path} and {png_path}")
 
 
 def plot_mean_and_spread(axes, steps, values, label: str) -> None:

@@ -57,8 +57,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import finish_figure, require_positive
-from jdl import activations, init, io, nn
+from experiments.common import finish_figure, require_positive, write_results
+from jdl import activations, init, nn
 
 VARIANCES = (0.001, 0.01, 0.02, 0.1, 1.0)  # UDL figure 7.4's sigma^2; 0.02 = 2 / D_h for D_h = 100
 
@@ -198,10 +198,7 @@ def main(argv=None) -> dict:
               f" = {setting['backward_last']:.3g}; per layer {_g(setting['forward_factor_per_layer'])} (forward), "
               f"{_g(setting['backward_factor_per_layer'])} (backward), theory {setting['theory_factor_per_layer']:g}")
     results["seconds"] = time.perf_counter() - start
-    json_path, png_path = os.path.join(args.out, "he_init.json"), os.path.join(args.out, "he_init.png")
-    io.atomic_write_json(json_path, results)
-    plot(results, png_path)
-    print(f"{results['seconds']:.1f} s on {results['backend']}; wrote {json_path} and {png_path}")
+    write_results(args.out, "he_init", results, plot)
     return results
 
 

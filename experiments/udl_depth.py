@@ -67,8 +67,9 @@ from experiments.common import (
     mnist1d_dataset,
     plot_mean_and_spread,
     require_positive,
+    write_results,
 )
-from jdl import init, io, losses, nn, optim
+from jdl import init, losses, nn, optim
 
 WIDTHS = {1: 298, 2: 100, 3: 75, 4: 63}  # hidden layers -> units per hidden layer
 PARAM_COUNTS = {1: 15_208, 2: 15_210, 3: 15_235, 4: 15_319}  # the book prints 15,139 for 4 layers: a slip
@@ -272,10 +273,7 @@ def main(argv=None) -> dict:
               f"{entry['epochs_to_fit']}, to 99% {entry['epochs_to_99']}; final loss "
               f"{[None if v is None else round(v, 4) for v in entry['final_loss']]} ({entry['seconds']:.0f} s)")
     results["seconds"] = time.perf_counter() - start
-    json_path, png_path = os.path.join(args.out, "udl_depth.json"), os.path.join(args.out, "udl_depth.png")
-    io.atomic_write_json(json_path, results)
-    plot(results, png_path)
-    print(f"{results['seconds']:.1f} s on {results['backend']}; wrote {json_path} and {png_path}")
+    write_results(args.out, "udl_depth", results, plot)
     return results
 
 
