@@ -1,4 +1,4 @@
-"""The run-time dependencies are what jdl imports: jax, numpy, safetensors and tqdm, nothing else.
+"""The run-time dependencies are what jdl imports: jax, numpy, scipy, safetensors and tqdm, nothing else.
 
 flax and optax are references (tests, benchmarks): importing every jdl module must not
 import them, or ``pip install jdl`` would break for a user without the extras.
@@ -9,7 +9,7 @@ import sys
 
 import jdl
 
-REFERENCES = ("flax", "optax", "chex", "sacrebleu", "sklearn", "matplotlib", "mnist1d", "tensorboardX")
+REFERENCES = ("flax", "optax", "chex", "sacrebleu", "sklearn", "matplotlib", "mnist1d", "tensorboardX", "gensim")
 
 
 def test_importing_every_jdl_module_imports_no_reference_library():
