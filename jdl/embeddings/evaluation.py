@@ -123,14 +123,16 @@ def read_analogies(path) -> dict[str, list[tuple[str, str, str, str]]]:
 
 @dataclasses.dataclass(frozen=True)
 class WordVectors:
-    """Words and their vectors (row ``i`` is ``words[i]``'s)."""
+    """Words and their vectors (row ``i`` is ``words[i]``'s), kept in float32 or float64 as given."""
 
     words: tuple[str, ...]
     vectors: np.ndarray
     index: dict = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        vectors = np.asarray(self.vectors, np.float64)
+        vectors = np.asarray(self.vectors)
+        if vectors.dtype not in (np.float32, np.float64):
+            vectors = vectors.astype(np.float64)
         check_that(vectors.ndim == 2 and len(vectors) == len(self.words), "WordVectors",
                    f"one vector per word ({len(self.words)} words)", f"vectors of shape {vectors.shape}")
         check_that(np.isfinite(vectors).all(), "WordVectors", "finite vectors", "NaN or inf")
@@ -159,9 +161,10 @@ class WordVectors:
         best = np.argsort(-similarity, kind="stable")[:n]
         return [(self.words[i], float(similarity[i])) for i in best]
 
-    def evaluate_word_pairs(self, pairs: Iterable[tuple[str, str, float]]) -> PairsResult:
-        """Spearman between the pairs' scores and the cosine similarities, over the covered pairs."""
-        pairs = list(pairs)
+    def evaluate_word_pairs(self, pairs: Iterable[tuple[str, str, float]], lowercase: bool = True) -> PairsResult:
+        """Spearman between the pairs' scores and the cosine similarities, over the covered pairs
+        (``lowercase``: the pairs' words lowercased first, as gensim's ``case_insensitive``)."""
+        pairs = [(a.lower(), b.lower(), s) if lowercase else (a, b, s) for a, b, s in pairs]
         covered = [(a, b, s) for a, b, s in pairs if a in self.index and b in self.index]
         check_that(len(covered) >= 2, "WordVectors.evaluate_word_pairs", "at least two pairs in the vocabulary",
                    f"{len(covered)} of {len(pairs)}")

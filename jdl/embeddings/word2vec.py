@@ -16,17 +16,18 @@ which costs ``O(V)`` per pair. word2vec replaces it by (Mikolov et al. 2013):
 - **hierarchical softmax**: ``J = -sum_j log sigma((1 - 2 b_j) u_{n_j} . h)`` along the
   Huffman path of ``o`` (:mod:`jdl.embeddings.huffman`): ``O(log V)`` per pair.
 
-``h`` is the input: ``v_c`` for **skip-gram** (predict each context word from the centre)
-and the mean of the context vectors for **CBOW** (predict the centre from its context).
-As in word2vec's code and gensim (``cbow_mean=1``), CBOW adds the gradient with respect to
-``h`` to *every* context vector, not divided by their number.
+``h`` is the input: for **skip-gram** the vector of one word of a pair predicting the other
+(in seed 002's notation ``v_c`` predicting ``o``; the training loop feeds the context word
+and predicts the centre, as word2vec's code does), for **CBOW** the mean of the context
+vectors predicting the centre.
 
 Training is plain SGD with word2vec's learning rate: linear decay from
 ``learning_rate`` to ``min_learning_rate`` over the whole run (the seeds' ``eps_k =
 (1 - k/T) eps_0 + (k/T) eps_T`` with ``k/T`` the fraction of the run done), input vectors
-initialised uniformly in ``[-0.5/d, 0.5/d]`` and output vectors at zero. Each epoch
+initialised uniformly in ``[-1/d, 1/d]`` (gensim's range; word2vec's C code uses
+``[-0.5/d, 0.5/d]``: ``init_range=0.5``) and output vectors at zero. Each epoch
 subsamples frequent words (:func:`~jdl.embeddings.corpus.keep_probabilities`), draws
-dynamic windows, and runs its examples in corpus order, ``batch_size`` at a time, through a
+dynamic windows, shuffles its examples and runs them ``batch_size`` at a time through a
 jitted ``lax.scan``: each step gathers the rows its examples touch, computes the summed loss's gradient with
 respect to those rows in word2vec's closed form (:func:`negative_sampling_grad`,
 :func:`hierarchical_softmax_grad`; tested against ``jax.grad``, and about 1.5 times faster
@@ -35,7 +36,7 @@ scatter-add per table. Examples of one batch see the same parameters (word2vec's
 threads see each other's updates at once; with small learning rates the difference does
 not show in the vectors' quality, which the experiment compares with gensim).
 
-**Shared noise words** (``shared_noise=S``, default 32, per ``noise_group`` consecutive
+**Shared noise words** (``shared_noise=S``, default 16, per ``noise_group`` consecutive
 examples, by default the whole batch): instead of ``K`` noise words per example, each group of examples
 draws ``S`` noise words and every example in it uses all ``S``, each weighted ``K / S``.
 The expected gradient is the same as per-example sampling (every noise term is an
@@ -45,9 +46,9 @@ scatter-adds of ``K`` rows per example, which dominate the step on a CPU, shrink
 rows per group. This is the idea of Ji et al. (2016, "Parallelizing word2vec in shared and
 distributed memory"), who share the noise words of one window, over a larger group.
 ``shared_noise=None`` is word2vec's own per-example sampling. Measured on the
-experiment's corpus (6 seeds each, WordSim353 Spearman): 32 noise words per batch of 1024
-match gensim (0.259 against 0.261); 8 or 16 per group of 128 examples are faster but
-fall short (0.225, 0.229), so the default keeps 32 per example.
+experiment's corpus (skip-gram, 3 seeds, WordSim353 and SimLex-999 Spearman): 16 noise
+words per batch of 1024 give 0.303 and 0.189, 8 give 0.315 and 0.182, gensim 0.260 and
+0.182; 16 costs about a fifth of the step less than 32.
 
 Example (a toy corpus; see ``experiments/word_vectors.py`` for a real one):
     >>> import numpy as np
@@ -172,6 +173,7 @@ class Word2Vec:
             65,536 examples' worth).
         max_score: word2vec's ``MAX_EXP``: a hierarchical-softmax node whose ``|score|`` is
             at least this is skipped (``None``: never).
+        init_range: input vectors start uniform in ``[-init_range/d, init_range/d]``.
         compute_loss: also sum the loss (costs about a sixth of a negative-sampling step on
             a CPU, so off by default, as gensim's ``compute_loss``).
     """
@@ -182,7 +184,7 @@ class Word2Vec:
     output: Literal["negative-sampling", "hierarchical-softmax", "softmax"] = "negative-sampling"
     negative: PositiveInt = 5
     noise_exponent: Positive = 0.75
-    shared_noise: PositiveInt | None = 32
+    shared_noise: PositiveInt | None = 16
     noise_group: PositiveInt | None = None
     sample: float = 1e-3
     subsampling: Literal["word2vec", "mikolov2013"] = "word2vec"
@@ -193,6 +195,7 @@ class Word2Vec:
     steps_per_call: PositiveInt | None = None
     compute_loss: bool = False
     max_score: Positive | None = 6.0
+    init_range: Positive = 1.0
 
     def __post_init__(self):
         check_declared(self, Word2Vec, self)
@@ -207,8 +210,8 @@ class Word2Vec:
                    "0 <= min_learning_rate <= learning_rate", self.min_learning_rate)
 
     def init(self, key, vocab_size: int, tree: HuffmanTree | None = None) -> Word2VecParams:
-        """word2vec's start: ``v ~ U[-0.5/d, 0.5/d]``, ``u = 0``."""
-        half = 0.5 / self.dim
+        """``v ~ U[-r/d, r/d]`` with ``r = init_range``, ``u = 0``."""
+        half = self.init_range / self.dim
         outputs = vocab_size - 1 if self.output == "hierarchical-softmax" else vocab_size
         return Word2VecParams(jax.random.uniform(key, (vocab_size, self.dim), jnp.float32, -half, half),
                               jnp.zeros((outputs, self.dim), jnp.float32))
@@ -293,12 +296,24 @@ class Word2Vec:
     # -- an epoch's examples, on the host ------------------------------------------------
 
     def _examples(self, sentences, keep, rng):
+        """The epoch's ``(inputs, input_mask, targets)``, shuffled.
+
+        Skip-gram's input is the *context* word and its target the centre, as in word2vec's
+        code and gensim (seed 002 writes ``P(o | c)``; the pairs are the same either way,
+        since ``(c, o)`` is a pair whenever ``(o, c)`` is). The examples are shuffled so that a
+        batch holds words from all over the corpus rather than the ~170 consecutive positions
+        whose repeated rows would all be updated from the same stale values (measured on the
+        experiment's corpus, 3 seeds: WordSim353 0.27 in corpus order, 0.30 shuffled).
+        """
         kept = subsample(sentences, keep, rng) if self.sample > 0 else list(sentences)
         if self.model == "skip-gram":
             centres, contexts = context_pairs(kept, self.window, rng)
-            return centres, np.ones(len(centres), bool), contexts
-        centres, contexts, mask = context_windows(kept, self.window, rng)
-        return contexts, mask, centres
+            examples = (contexts, np.ones(len(centres), bool), centres)
+        else:
+            centres, contexts, mask = context_windows(kept, self.window, rng)
+            examples = (contexts, mask, centres)
+        order = rng.permutation(len(centres))
+        return tuple(a[order] for a in examples)
 
     def _batches(self, examples, noise_p, rng, progress_at, progress_step):
         """The epoch's examples as stacked, padded batches, ``steps_per_call`` at a time."""

@@ -47,10 +47,11 @@ def vectors():
 @pytest.mark.parametrize("name", ["wordsim353.tsv", "simlex999.txt"])
 def test_word_pairs_equal_gensims(vectors, name):
     ours, theirs = vectors
-    result = ours.evaluate_word_pairs(read_word_pairs(datapath(name)))
-    (_, _), (rho, _), oov = theirs.evaluate_word_pairs(datapath(name), case_insensitive=False)
-    assert np.isclose(result.spearman, rho, atol=1e-6)
-    assert np.isclose(100 * (1 - result.coverage), oov)
+    for lowercase in (True, False):
+        result = ours.evaluate_word_pairs(read_word_pairs(datapath(name)), lowercase=lowercase)
+        (_, _), (rho, _), oov = theirs.evaluate_word_pairs(datapath(name), case_insensitive=lowercase)
+        assert np.isclose(result.spearman, rho, atol=1e-6)
+        assert np.isclose(100 * (1 - result.coverage), oov)
 
 
 def test_most_similar_and_3cosmul_equal_gensims(vectors):
