@@ -27,7 +27,7 @@ Training is plain SGD with word2vec's learning rate: linear decay from
 initialised uniformly in ``[-1/d, 1/d]`` (gensim's range; word2vec's C code uses
 ``[-0.5/d, 0.5/d]``: ``init_range=0.5``) and output vectors at zero. Each epoch
 subsamples frequent words (:func:`~jdl.embeddings.corpus.keep_probabilities`), draws
-dynamic windows, shuffles its examples and runs them ``batch_size`` at a time through a
+dynamic windows, lays its examples into batches (``order``) and runs them through a
 jitted ``lax.scan``: each step gathers the rows its examples touch, computes the summed
 loss's gradient with respect to those rows in word2vec's closed form (:func:`negative_sampling_grad`,
 :func:`hierarchical_softmax_grad`; tested against ``jax.grad``, and about 1.5 times faster
@@ -175,6 +175,8 @@ class Word2Vec:
         max_score: word2vec's ``MAX_EXP``: a hierarchical-softmax node whose ``|score|`` is
             at least this is skipped (``None``: never).
         init_range: input vectors start uniform in ``[-init_range/d, init_range/d]``.
+        order: how an epoch's examples are laid into batches (``_examples``): ``"streams"``,
+            ``"shuffled"`` or ``"corpus"``.
         compute_loss: also sum the loss (costs about a sixth of a negative-sampling step on
             a CPU, so off by default, as gensim's ``compute_loss``).
     """
@@ -197,6 +199,7 @@ class Word2Vec:
     compute_loss: bool = False
     max_score: Positive | None = 6.0
     init_range: Positive = 1.0
+    order: Literal["streams", "shuffled", "corpus"] = "streams"
 
     def __post_init__(self):
         check_declared(self, Word2Vec, self)
@@ -297,28 +300,44 @@ class Word2Vec:
     # -- an epoch's examples, on the host ------------------------------------------------
 
     def _examples(self, sentences, keep, rng):
-        """The epoch's ``(inputs, input_mask, targets)``, shuffled.
+        """The epoch's ``(inputs, input_mask, targets, weight)`` in the order they are trained.
 
         Skip-gram's input is the *context* word and its target the centre, as in word2vec's
         code and gensim (seed 002 writes ``P(o | c)``; the pairs are the same either way,
-        since ``(c, o)`` is a pair whenever ``(o, c)`` is). The examples are shuffled so that a
-        batch holds words from all over the corpus rather than the ~170 consecutive positions
-        whose repeated rows would all be updated from the same stale values (measured on the
-        experiment's corpus, 3 seeds: WordSim353 0.27 in corpus order, 0.30 shuffled).
+        since ``(c, o)`` is a pair whenever ``(o, c)`` is).
+
+        ``order="streams"`` (the default) cuts the corpus's examples into ``batch_size``
+        contiguous slices and lets row ``r`` of step ``t`` be example ``t`` of slice ``r``:
+        like word2vec's threads, each row reads its own part of the corpus in order, so an
+        example sees the vectors its overlapping predecessor just updated, while the examples
+        of one step come from far apart. ``"shuffled"`` draws a permutation instead, and
+        ``"corpus"`` keeps corpus order (a step is then ~1000 consecutive examples computed
+        from the same stale rows). Measured on the experiment's corpus (WordSim353, seeds 0
+        and 1), CBOW with hierarchical softmax: corpus order 0.235, 0.219; shuffled 0.204,
+        0.231; one example after the other (4 per step, corpus order) 0.277, 0.352; gensim
+        0.327, 0.301.
         """
         kept = subsample(sentences, keep, rng) if self.sample > 0 else list(sentences)
         if self.model == "skip-gram":
             centres, contexts = context_pairs(kept, self.window, rng)
-            examples = (contexts, np.ones(len(centres), bool), centres)
+            examples = (contexts, np.ones(len(centres), bool), centres, np.ones(len(centres), np.float32))
         else:
             centres, contexts, mask = context_windows(kept, self.window, rng)
-            examples = (contexts, mask, centres)
-        order = rng.permutation(len(centres))
+            examples = (contexts, mask, centres, np.ones(len(centres), np.float32))
+        if self.order == "corpus":
+            return examples
+        if self.order == "shuffled":
+            order = rng.permutation(len(centres))
+            return tuple(a[order] for a in examples)
+        steps = max(1, -(-len(centres) // self.batch_size))
+        pad = steps * self.batch_size - len(centres)  # weight 0 at the end of the last slice
+        examples = tuple(np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) for a in examples)
+        order = np.arange(steps * self.batch_size).reshape(self.batch_size, steps).T.reshape(-1)
         return tuple(a[order] for a in examples)
 
     def _batches(self, examples, noise_p, rng, progress_at, progress_step):
         """The epoch's examples as stacked, padded batches, ``steps_per_call`` at a time."""
-        inputs, input_mask, targets = examples
+        inputs, input_mask, targets, weight = examples
         per_call = self.batch_size * self.steps_per_call
         calls = max(1, -(-len(targets) // per_call))
         for call in range(calls):
@@ -339,8 +358,8 @@ class Word2Vec:
             steps = np.arange(self.steps_per_call)
             done = progress_at + (call * per_call + steps * self.batch_size) * progress_step
             rates = self.learning_rate - (self.learning_rate - self.min_learning_rate) * np.minimum(done, 1.0)
-            yield _Batch(padded(inputs), padded(input_mask), padded(targets), noise,
-                         padded(np.ones(len(targets), np.float32)), rates.astype(np.float32))
+            yield _Batch(padded(inputs), padded(input_mask), padded(targets), noise, padded(weight),
+                         rates.astype(np.float32))
 
     def fit(self, sentences, vocabulary: Vocabulary, *, seed: int = 0, params: Word2VecParams | None = None,
             progress: bool = False) -> tuple[Word2VecParams, list[float]]:
@@ -366,8 +385,9 @@ class Word2Vec:
         noise_p = noise_distribution(vocabulary.counts, self.noise_exponent)
         def epoch_batches(epoch):
             examples = self._examples(sentences, keep, rng)
-            count = max(len(examples[2]), 1)
-            return count, list(self._batches(examples, noise_p, rng, epoch / self.epochs, 1 / (count * self.epochs)))
+            slots = max(len(examples[2]), 1)  # padding included: the learning rate's clock
+            chunks = list(self._batches(examples, noise_p, rng, epoch / self.epochs, 1 / (slots * self.epochs)))
+            return max(int(examples[3].sum()), 1), chunks
 
         totals = []
         bar = _progress(progress, self.epochs, repr(self))

@@ -168,7 +168,7 @@ def test_noise_words_follow_the_unigram_distribution_to_the_three_quarters():
     model = Word2Vec(dim=D, batch_size=256, shared_noise=64, steps_per_call=64)
     p = w2v.noise_distribution(COUNTS)
     np.testing.assert_allclose(p, COUNTS**0.75 / (COUNTS**0.75).sum())
-    examples = (np.zeros(256 * 64, np.int32), np.ones(256 * 64, bool), np.zeros(256 * 64, np.int32))
+    examples = (np.zeros(256 * 64, np.int32), np.ones(256 * 64, bool), np.zeros(256 * 64, np.int32), np.ones(256 * 64))
     batches = next(model._batches(examples, p, np.random.default_rng(0), 0.0, 1e-9))
     frequencies = np.bincount(batches.noise.ravel(), minlength=V) / batches.noise.size
     assert np.all(np.abs(frequencies - p) < 4 * np.sqrt(p * (1 - p) / batches.noise.size)), (frequencies, p)
