@@ -110,3 +110,14 @@ def test_one_hot_times_a_matrix_is_a_lookup():
 
 def test_tokenize():
     assert corpus.tokenize("Don't stop -- 42 Élan_vital!") == ["don't", "stop", "élan", "vital"]
+
+
+def test_vocabulary_order_equals_gensims_ties_included():
+    gensim = pytest.importorskip("gensim")
+    rng = np.random.default_rng(0)
+    sentences = [[f"w{i}" for i in rng.zipf(1.6, 30) % 200] for _ in range(40)]
+    model = gensim.models.Word2Vec(vector_size=4, min_count=2, workers=1)
+    model.build_vocab(sentences)
+    vocab = corpus.Vocabulary.from_sentences(sentences, min_count=2)
+    assert vocab.words == tuple(model.wv.index_to_key)
+    assert vocab.counts.tolist() == [model.wv.get_vecattr(w, "count") for w in vocab.words]
