@@ -214,7 +214,7 @@ class Word2Vec:
         check_that(0 <= self.min_learning_rate <= self.learning_rate, self,
                    "0 <= min_learning_rate <= learning_rate", self.min_learning_rate)
 
-    def init(self, key, vocab_size: int, tree: HuffmanTree | None = None) -> Word2VecParams:
+    def init(self, key, vocab_size: int) -> Word2VecParams:
         """``v ~ U[-r/d, r/d]`` with ``r = init_range``, ``u = 0``."""
         half = self.init_range / self.dim
         outputs = vocab_size - 1 if self.output == "hierarchical-softmax" else vocab_size
