@@ -43,3 +43,7 @@ __all__ += [
 from jdl.nn.transformer import FeedForward, TransformerDecoderBlock, TransformerEncoderBlock  # noqa: E402
 
 __all__ += ["FeedForward", "TransformerEncoderBlock", "TransformerDecoderBlock"]
+from jdl.nn.precision import MixedPrecision, Policy, cast_floating  # noqa: E402
+from jdl.nn.remat import Remat  # noqa: E402
+from jdl.nn.repeat import Repeat  # noqa: E402
+__all__ += ["MixedPrecision", "Policy", "cast_floating", "Remat", "Repeat"]

@@ -110,12 +110,30 @@ def batch_loop(step: Step) -> Callable:
     return run
 
 
-def compile_loop(run: Callable, *, ensemble: bool = False) -> Callable:
+def compile_loop(run: Callable, *, ensemble: bool = False, shardings: Any = None) -> Callable:
     """``run`` jitted with its train state donated; with ``ensemble``, vmapped over the states' axis 0.
 
     The data argument is shared by every member (``in_axes=(0, None)``). A donated train
-    state must not be used after the call: keep the returned one.
+    state must not be used after the call: keep the returned one. ``shardings``: the train
+    state's shardings on a device mesh (:func:`jdl.sharding.train_state_shardings`); the state
+    goes in and comes out with exactly these (the data keeps the sharding it was placed with,
+    :func:`jdl.sharding.shard_batch`), and XLA partitions the loop across the mesh.
     """
+    check_that(not (ensemble and shardings is not None), "compile_loop", "ensemble or shardings (a sharded "
+               "ensemble would need its members' axis in the shardings)", "both")
     if ensemble:
         run = jax.vmap(run, in_axes=(0, None))
+    if shardings is not None:
+        run = _pinned(run, shardings)
     return jax.jit(run, donate_argnums=0)
+
+
+def _pinned(run: Callable, shardings: Any) -> Callable:
+    """``run`` whose train state enters and leaves with ``shardings`` (XLA lays out the rest)."""
+
+    def pinned_run(train_state, data):
+        train_state = jax.lax.with_sharding_constraint(train_state, shardings)
+        train_state, metrics = run(train_state, data)
+        return jax.lax.with_sharding_constraint(train_state, shardings), metrics
+
+    return pinned_run

@@ -32,6 +32,7 @@ class Case:
     options: dict = dataclasses.field(default_factory=dict)  # apply's non-array keyword arguments
     all_nan: bool = True  # NaN everywhere in gives NaN everywhere out (else: NaN somewhere)
     model: bool = False  # a jdl.models entry (run by test_models.py)
+    output_dtype: Any = None  # a dtype the layer always gives (a precision policy's), else the input's
 
     def __repr__(self) -> str:
         return self.name
@@ -143,6 +144,15 @@ CASES = [
          lambda: nn.TransformerEncoderBlock(2, 9), X, stochastic=True),
     Case("TransformerDecoderBlock", lambda: nn.TransformerDecoderBlock(2, 8, dropout_rate=0.5),
          lambda: nn.TransformerDecoderBlock(2, 9), with_context(SEQ, (BATCH, 5, FEATURES)), stochastic=True),
+    # memory, compile time and precision
+    Case("Remat", lambda: nn.Remat(nn.TransformerEncoderBlock(2, 8, dropout_rate=0.5)),
+         lambda: nn.Remat(nn.TransformerEncoderBlock(2, 9)), X, stochastic=True),
+    Case("Repeat", lambda: nn.Repeat(nn.TransformerEncoderBlock(2, 8, dropout_rate=0.5), 2),
+         lambda: nn.Repeat(nn.TransformerEncoderBlock(2, 8), 3), X, stochastic=True),
+    Case("MixedPrecision", lambda: nn.MixedPrecision(nn.Sequential([nn.Dense(5), nn.ReLU(), nn.Dense(3)]),
+                                                     nn.Policy(jnp.float32, jnp.bfloat16, jnp.float32)),
+         lambda: nn.MixedPrecision(nn.Sequential([nn.Dense(6), nn.ReLU(), nn.Dense(3)])), X,
+         output_dtype=jnp.float32),
     # models
     Case("SequenceClassifier", lambda: models.SequenceClassifier(3, nn.LSTMCell(5), dropout_rate=0.5),
          lambda: models.SequenceClassifier(3, nn.LSTMCell(6)), with_lengths(SEQ, [3, 2]), stochastic=True, model=True),

@@ -1,0 +1,144 @@
+"""Scaling benchmarks: scan over layers (compile time), remat (memory), data parallelism on 8 CPU devices.
+
+* ``repeat_compile``: the train step (loss, gradients) of a 24-block Transformer encoder,
+  unrolled (``nn.Sequential`` of 24 blocks) against ``nn.Repeat(block, 24)`` (one
+  ``lax.scan``): compile seconds (``jax.jit(...).lower(...).compile()``), same shapes.
+* ``remat_memory``: the temporary memory XLA plans for the train step of a 12-block encoder
+  (``compiled.memory_analysis().temp_size_in_bytes``): plain blocks against ``nn.Remat``
+  blocks (``Repeat(Remat(block), 12)`` too), batch 8, length 512.
+* ``data_parallel``: one process with 8 forced CPU devices: the same train step on one
+  device and data-parallel over 8 (``jdl.sharding``), seconds per example, median of timed
+  runs. On CPU the 8 "devices" share the machine's cores, so this measures the cost of the
+  sharded program's partitioning and collectives, not a speed-up.
+
+Run: ``python -m benchmarks.scaling [--json PATH]``. The data-parallel case starts its own
+process (the device count is fixed when JAX starts).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks.report import provenance
+from jdl import nn
+
+BLOCK = nn.TransformerEncoderBlock(num_heads=8, mlp_features=1024)
+
+
+def _loss(model):
+    def loss(params, x):
+        return jnp.mean(model.apply(params, {}, x)[0] ** 2)
+    return jax.value_and_grad(loss)
+
+
+def _compiled(model, x):
+    params = jax.eval_shape(model.init, jax.random.key(0), x)[0]
+    start = time.perf_counter()
+    compiled = jax.jit(_loss(model)).lower(params, x).compile()
+    return compiled, time.perf_counter() - start
+
+
+def repeat_compile(layers: int = 24) -> dict:
+    x = jax.ShapeDtypeStruct((8, 128, 256), jnp.float32)
+    _, unrolled = _compiled(nn.Sequential([BLOCK] * layers), x)
+    _, scanned = _compiled(nn.Repeat(BLOCK, layers), x)
+    return {"layers": layers, "unrolled_compile_s": unrolled, "repeat_compile_s": scanned,
+            "speedup": unrolled / scanned}
+
+
+def remat_memory(layers: int = 12) -> dict:
+    x = jax.ShapeDtypeStruct((8, 512, 256), jnp.float32)
+    record = {"layers": layers}
+    for name, model in (("plain", nn.Sequential([BLOCK] * layers)),
+                        ("remat", nn.Sequential([nn.Remat(BLOCK)] * layers)),
+                        ("repeat_remat", nn.Repeat(nn.Remat(BLOCK, prevent_cse=False), layers))):
+        compiled, _ = _compiled(model, x)
+        record[f"{name}_temp_bytes"] = compiled.memory_analysis().temp_size_in_bytes
+    record["reduction"] = record["plain_temp_bytes"] / record["remat_temp_bytes"]
+    record["repeat_remat_reduction"] = record["plain_temp_bytes"] / record["repeat_remat_temp_bytes"]
+    return record
+
+
+def data_parallel_child(rounds: int = 7) -> dict:
+    """Runs with 8 devices: the encoder's Adam step on one device and data-parallel over 8."""
+    import functools
+
+    import numpy as np
+
+    import jdl
+    from jdl import sharding
+
+    model = nn.Sequential([BLOCK] * 2)
+    optimizer = jdl.optim.adam(1e-3)
+    batch = 64
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, batch, 64, 256)), jnp.float32)
+
+    def objective(params, state, xs, key):
+        y, state = model.apply(params, state, xs)
+        return jnp.mean((y - xs) ** 2), (state, {})
+
+    run = jdl.train.batch_loop(jdl.train.gradient_step(objective, optimizer))
+    init = functools.partial(jdl.train.init, model, optimizer)
+    example = jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
+    mesh = sharding.make_mesh({"data": 8})
+    rules = sharding.data_parallel()
+    states = {"one_device": (jax.jit(init)(jax.random.key(0), example), jdl.train.compile_loop(run), x)}
+    sharded = sharding.init(init, mesh, rules, jax.random.key(0), example)
+    states["data_parallel_8"] = (sharded, jdl.train.compile_loop(
+        run, shardings=sharding.train_state_shardings(rules, sharded, mesh)),
+        jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))))
+    times = {name: [] for name in states}
+    for name, (state, loop, data) in states.items():  # compile
+        state, _ = loop(state, data)
+        states[name] = (jax.block_until_ready(state), loop, data)
+    for _ in range(rounds):
+        for name, (state, loop, data) in states.items():
+            start = time.perf_counter()
+            state, _ = loop(state, data)
+            jax.block_until_ready(state)
+            times[name].append(time.perf_counter() - start)
+            states[name] = (state, loop, data)
+    per_example = {name: statistics.median(t) / (x.shape[0] * batch) for name, t in times.items()}
+    return {"devices": jax.device_count(), "examples_per_call": x.shape[0] * batch,
+            **{f"{name}_s_per_example": value for name, value in per_example.items()},
+            "ratio": per_example["data_parallel_8"] / per_example["one_device"]}
+
+
+def data_parallel() -> dict:
+    environment = dict(os.environ, JAX_PLATFORMS="cpu")
+    environment["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"),
+                                                      "--xla_force_host_platform_device_count=8"]))
+    out = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--child"], env=environment,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(data_parallel_child()))
+        return {}
+    results = {"backend": jax.default_backend(), **provenance()}
+    for name, case in (("repeat_compile", repeat_compile), ("remat_memory", remat_memory),
+                       ("data_parallel", data_parallel)):
+        results[name] = case()
+        print(name, json.dumps(results[name]), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+if __name__ == "__main__":
+    main()
