@@ -200,12 +200,14 @@ def with_fsdp(rules: Rules, axis: str = "data", min_size: int = 2**12) -> Rules:
 # ----------------------------------------------------------------------------- placing things
 
 
-def _like_params(tree: Any, params_treedef, param_shardings: Any, replicated: NamedSharding) -> Any:
+def _like_params(tree: Any, params: Any, param_shardings: Any, replicated: NamedSharding) -> Any:
     """Shardings for a tree that holds copies of the params (an optimizer state's moments): each
-    subtree shaped like the params gets the params' shardings, every other leaf is replicated."""
+    subtree with the params' structure and shapes gets the params' shardings, every other leaf
+    (a step count, a scalar) is replicated."""
+    treedef, shapes = jax.tree.structure(params), [np.shape(leaf) for leaf in jax.tree.leaves(params)]
 
     def is_params_like(node: Any) -> bool:
-        return params_treedef.num_leaves > 1 and jax.tree.structure(node) == params_treedef
+        return jax.tree.structure(node) == treedef and [np.shape(leaf) for leaf in jax.tree.leaves(node)] == shapes
 
     return jax.tree.map(lambda node: param_shardings if is_params_like(node) else replicated, tree,
                         is_leaf=is_params_like)
@@ -216,11 +218,10 @@ def train_state_shardings(rules: Rules, train_state: Any, mesh: Mesh) -> Any:
     optimizer state's params-shaped subtrees like the params, everything else replicated."""
     param_shardings = named_shardings(rules, train_state.params, mesh)
     replicated = NamedSharding(mesh, P())
-    treedef = jax.tree.structure(train_state.params)
     return type(train_state)(
         params=param_shardings,
         state=jax.tree.map(lambda _: replicated, train_state.state),
-        opt_state=_like_params(train_state.opt_state, treedef, param_shardings, replicated),
+        opt_state=_like_params(train_state.opt_state, train_state.params, param_shardings, replicated),
         step=replicated, key=replicated)
 
 
