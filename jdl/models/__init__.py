@@ -31,6 +31,7 @@ from jdl.models.sequence import CharLM, LanguageModel, SequenceClassifier, Seque
 from jdl.models.transformer import (
     DecodeState, EncoderDecoderTransformer, Transformer, TransformerConfig, count_params, transformer_base,
 )
+from jdl.models.gpt import GPT, GPTConfig
 from jdl.models.vgg import VGG, VGG_CONFIGS, vgg11, vgg13, vgg16, vgg19
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "SequenceClassifier", "SequenceTagger", "CharLM", "LanguageModel",
     "AttentionSeq2Seq", "RNNEncoderDecoder",
     "Transformer", "TransformerConfig", "transformer_base", "EncoderDecoderTransformer", "DecodeState",
+    "GPT", "GPTConfig",
     "count_params",
     "LeNet5", "lenet5", "AlexNet", "ZFNet", "alexnet", "zfnet", "VGG", "VGG_CONFIGS", "vgg11", "vgg13", "vgg16", "vgg19",
     "Inception", "naive_inception", "GoogLeNet", "googlenet",

@@ -217,6 +217,15 @@ class TransformerEncoderBlock(_Block):
         x = self._feed_forward(params, x, "norm_2", child_key(key, 2), train)
         return x, state
 
+    def decode_step(self, params, x, cache: KVCache, *, mask=None) -> tuple[jax.Array, KVCache]:
+        """The block run causally on the next positions ``x`` ``[batch, steps, d_model]`` against
+        the self-attention's key/value ``cache`` (a decoder-only model's cached step): the same
+        output as :meth:`apply` with a causal mask, at those positions."""
+        h = self._sublayer_input(params["norm_1"], x)
+        y, cache = self.self_attention.decode_step(params["self_attention"], h, cache, mask=mask)
+        x = self._add_and_norm(params["norm_1"], x, y)
+        return self._feed_forward(params, x, "norm_2", None, False), cache
+
 
 class TransformerDecoderBlock(_Block):
     """Masked self-attention, cross-attention over the encoder's output, then a feed-forward network.
