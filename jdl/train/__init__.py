@@ -10,7 +10,8 @@ Everything is a function over plain pytrees; there is no hidden state.
   inside ``lax.scan``, shuffled on the device, the train state donated, compiled once;
 * :func:`fit`: the host loop: progress bar, evaluation, history, early stopping that
   restores the best state, the learning rate divided on a plateau (:func:`with_lr_factor`),
-  checkpoints and resume (:mod:`jdl.checkpoint`), JSON-lines and TensorBoard logs.
+  checkpoints and resume (:mod:`jdl.checkpoint`), JSON-lines and TensorBoard logs;
+* :mod:`jdl.train.loss_scale`: dynamic loss scaling for float16 training.
 
 Example:
     >>> import jax, jax.numpy as jnp, jdl
@@ -24,6 +25,7 @@ Example:
     >>> bool(metrics["loss"][-1].mean() < metrics["loss"][0].mean())
     True
 """
+from jdl.train import loss_scale
 from jdl.train.fit import FitResult, Watch, fit
 from jdl.train.loops import batch_loop, compile_loop, epoch_loop, num_examples, sampled_loop
 from jdl.train.state import (
@@ -33,6 +35,6 @@ from jdl.train.steps import eval_step, gradient_step, step_key, train_step
 
 __all__ = [
     "FitResult", "LrFactorState", "Streams", "TrainState", "Watch", "batch_loop", "compile_loop", "epoch_loop", "eval_step",
-    "fit", "gradient_step", "init", "lr_factor", "num_examples", "sampled_loop", "scale_lr_factor", "step_key",
+    "fit", "gradient_step", "loss_scale", "init", "lr_factor", "num_examples", "sampled_loop", "scale_lr_factor", "step_key",
     "streams", "train_step", "with_lr_factor",
 ]
