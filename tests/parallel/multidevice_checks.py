@@ -5,7 +5,8 @@ collect: the main run's process has one CPU device).
 Sharded training (data parallel, FSDP, tensor parallel, data x tensor, FSDP x tensor) of a
 small Transformer equals single-device training; every param and optimizer-state leaf ends
 with the sharding its rule asked for; sharded init holds only each device's shards; BatchNorm
-with ``axis_name`` under ``shard_map`` equals the global batch's statistics.
+with ``axis_name`` under ``shard_map`` equals the global batch's statistics; a checkpoint of an
+FSDP-sharded train state restores onto a tensor-parallel mesh.
 """
 import functools
 
@@ -134,3 +135,20 @@ def test_batch_norm_with_axis_name_under_shard_map_equals_global_statistics():
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), rtol=1e-5, atol=1e-5)
     for got, want in zip(jax.tree.leaves(new_state), jax.tree.leaves(state_ref)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_of_a_sharded_state_restores_onto_another_mesh(tmp_path):
+    """Saved from FSDP over 8 devices, restored under tensor x data parallelism (4 x 2): the same
+    numbers, each leaf with the new layout (``like``'s shardings; jdl.checkpoint places them)."""
+    fsdp_mesh, fsdp_rules = sharding.make_mesh({"data": 8}), sharding.fsdp(min_size=1)
+    state, _ = train(fsdp_mesh, fsdp_rules)
+    jdl.checkpoint.save(tmp_path, state, step=int(state.step))
+    mesh, rules = sharding.make_mesh({"data": 4, "model": 2}), sharding.tensor_parallel()
+    like = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s), state,
+                        sharding.train_state_shardings(rules, state, mesh))
+    restored = jdl.checkpoint.restore(tmp_path, like)
+    for got, want, target in zip(jax.tree.leaves(restored), jax.tree.leaves(state), jax.tree.leaves(like)):
+        if jnp.issubdtype(got.dtype, jax.dtypes.prng_key):
+            got, want = jax.random.key_data(got), jax.random.key_data(want)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        assert got.sharding.is_equivalent_to(target.sharding, got.ndim)
