@@ -77,9 +77,9 @@ class Repeat(Layer):
         """The block's output can be the scan's next carry: the input's shape (and, at apply, where the
         params' dtype is known, its dtype)."""
         got, want = (tuple(out.shape), jnp.dtype(out.dtype)), (tuple(x.shape), jnp.dtype(x.dtype))
+        dtype = f" and dtype {want[1].name}" if dtypes else ""
         check_that(got == want if dtypes else got[0] == want[0], self, f"a block that keeps its input's shape "
-                   f"{want[0]}" + (f" and dtype {want[1].name}" if dtypes else "") + " (the scan carries it from "
-                   f"block to block)", f"{got[0]} {got[1].name}")
+                   f"{want[0]}{dtype} (the scan carries it from block to block)", f"{got[0]} {got[1].name}")
 
     def init(self, key, x):
         with inside(self, "block"):
