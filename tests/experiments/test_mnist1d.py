@@ -28,7 +28,7 @@ def test_dataset_is_mnist1d(data):
 def small_run(tmp_path_factory, data, monkeypatch_session):
     out = tmp_path_factory.mktemp("mnist1d")
     monkeypatch_session.setattr(mnist1d, "mnist1d_dataset", lambda seed=42: data)
-    results = mnist1d.main(["--steps", "400", "--num-seeds", "2", "--evals", "2", "--out", str(out), "--no-progress"])
+    results = mnist1d.main(["--steps", "250", "--num-seeds", "2", "--evals", "2", "--out", str(out), "--no-progress"])
     return out, results
 
 
@@ -42,7 +42,8 @@ def monkeypatch_session():
 def test_small_budget_is_well_above_chance(small_run):
     _, results = small_run
     assert set(results) == {"logistic", "mlp", "cnn", "gru", "transformer"}
-    # Chance is 10%; 400 steps already put every model far above it.
+    # Chance is 10%; 250 steps already put every model far above it (seeds 0 and 1 measured:
+    # 0.30, 0.58, 0.72, 0.61, 0.74 in this order).
     assert results["logistic"]["test_accuracy"] > 0.2
     assert results["mlp"]["test_accuracy"] > 0.4
     assert results["cnn"]["test_accuracy"] > 0.6
