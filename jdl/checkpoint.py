@@ -88,6 +88,8 @@ _NATIVE = frozenset({"float64", "float32", "float16", "int64", "uint64", "int32"
 _SCALAR_DTYPES = {"bool": np.bool_, "int": np.int64, "float": np.float64}
 _LEAF_KINDS = ("array", "key", "scalar")
 _LEAVES = "arrays, Python scalars (bool, int, float) or None as leaves"
+_SHARD = "#"  # between a leaf's path and a shard's index in a multi-process save's files
+SHARDED_FORMAT_VERSION = 2  # a multi-process save: one arrays file per process
 
 
 # ----------------------------------------------------------------------------- describing a tree
@@ -149,8 +151,12 @@ def _encode(array: np.ndarray) -> np.ndarray:
     return array.reshape(array.shape + (1,)).view(np.uint8)
 
 
-def _store_leaf(leaf: Any, name: str, where: str, arrays: dict) -> dict:
-    """Describe ``leaf`` and put its values, as safetensors takes them, in ``arrays[name]``."""
+def _store_leaf(leaf: Any, name: str, where: str, arrays: dict, shards: bool = False) -> dict:
+    """Describe ``leaf`` and put its values, as safetensors takes them, in ``arrays[name]``.
+
+    With ``shards`` (a multi-process save) a jax array's values are this process's shards
+    instead, one entry per shard it holds the first replica of (``name#0:2,0:8``: its index
+    along each axis); other leaves are stored by process 0 alone."""
     spec = _leaf_spec(leaf, name, where)
     check_that(spec["kind"] == "scalar" or is_concrete(leaf), where, "concrete values to save",
                f"a {type(leaf).__name__} at {name or 'the tree'}", TypeError)
@@ -158,16 +164,41 @@ def _store_leaf(leaf: Any, name: str, where: str, arrays: dict) -> dict:
     if spec["kind"] == "scalar":
         check_that(spec["type"] != "int" or -2**63 <= leaf < 2**63, where, "Python ints that fit int64",
                    f"{leaf} at {name}")
-        stored = np.asarray(leaf, _SCALAR_DTYPES[spec["type"]])
+        data = np.asarray(leaf, _SCALAR_DTYPES[spec["type"]])
     elif spec["kind"] == "key":
         spec["impl"] = str(jax.random.key_impl(leaf))
-        stored = np.asarray(jax.random.key_data(leaf))
+        data = jax.random.key_data(leaf)
     else:
-        array = np.asarray(leaf)  # fetches a device array to the host
-        check_that(_storable(array.dtype), where, _LEAVES, f"a {array.dtype} array at {name}", TypeError)
-        stored = _encode(array)
-    arrays[name] = stored
-    return {**spec, "name": name, "stored_dtype": stored.dtype.name, "stored_shape": list(stored.shape)}
+        data = leaf
+        check_that(_storable(np.dtype(data.dtype)), where, _LEAVES, f"a {np.dtype(data.dtype)} array at {name}",
+                   TypeError)
+    stored_dtype, stored_shape = _encoded_layout(np.dtype(data.dtype), tuple(data.shape))
+    if shards and isinstance(data, jax.Array):
+        spec["sharded"] = True
+        for shard in data.addressable_shards:
+            if shard.replica_id == 0:  # one copy of each part across all processes
+                arrays[f"{name}{_SHARD}{_index_text(shard.index, data.shape)}"] = _encode(np.asarray(shard.data))
+    elif not shards or jax.process_index() == 0:
+        arrays[name] = _encode(np.asarray(data))  # fetches a device array to the host
+    return {**spec, "name": name, "stored_dtype": stored_dtype, "stored_shape": list(stored_shape)}
+
+
+def _encoded_layout(dtype: np.dtype, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
+    """The dtype name and shape :func:`_encode` gives an array of ``dtype`` and ``shape``."""
+    if dtype.name in _NATIVE:
+        return dtype.name, shape
+    if dtype.itemsize in (1, 2, 4, 8):
+        return f"uint{8 * dtype.itemsize}", shape
+    return "uint8", shape + (dtype.itemsize,)
+
+
+def _index_text(index: tuple[slice, ...], shape: tuple[int, ...]) -> str:
+    """A shard's index as ``"start:stop,start:stop"`` (one pair per axis, none for a 0-d array)."""
+    return ",".join(f"{part.indices(size)[0]}:{part.indices(size)[1]}" for part, size in zip(index, shape))
+
+
+def _index_from_text(text: str) -> tuple[slice, ...]:
+    return tuple(slice(*map(int, pair.split(":"))) for pair in text.split(",")) if text else ()
 
 
 # ----------------------------------------------------------------------------- saving
@@ -223,6 +254,8 @@ def save(directory: str | os.PathLike, tree: Any, *, step: int, metadata: Any = 
     final = os.path.join(directory, f"step_{step}")
     check_that(overwrite or not os.path.exists(final), where, "a new step (pass overwrite=True to replace it)",
                f"existing {final}", FileExistsError)
+    if jax.process_count() > 1:
+        return _save_sharded(directory, final, tree, step, metadata, metrics, overwrite, where)
     arrays: dict[str, np.ndarray] = {}
     tree_json = _describe(tree, lambda leaf, name: _store_leaf(leaf, name, where, arrays), where)
     payload = safetensors.numpy.save(arrays, metadata={"format": FORMAT, "step": str(step)})
@@ -238,6 +271,50 @@ def save(directory: str | os.PathLike, tree: Any, *, step: int, metadata: Any = 
     finally:
         shutil.rmtree(staged, ignore_errors=True)  # gone after a successful rename; the debris of a failed one
     _fsync_directory(directory)
+    return final
+
+
+def _process_file(process: int) -> str:
+    return f"arrays.process_{process}.safetensors"
+
+
+def _save_sharded(directory: str, final: str, tree: Any, step: int, metadata: Any, metrics: Any,
+                  overwrite: bool, where: str) -> str:
+    """A multi-process save (``jax.distributed``): every process calls it with the same global tree.
+
+    Each process writes the shards it holds into its own arrays file in one staging directory
+    (the directory must be on a filesystem every process sees); process 0 then writes the JSON,
+    with every file's SHA-256, and publishes the step with one rename. Barriers keep the
+    processes in step, so a process that fails leaves the others waiting at the next one
+    (``jax.distributed``'s timeout ends them) and the step unpublished."""
+    from jax.experimental import multihost_utils
+
+    process = jax.process_index()
+    arrays: dict[str, np.ndarray] = {}
+    tree_json = _describe(tree, lambda leaf, name: _store_leaf(leaf, name, where, arrays, shards=True), where)
+    payload = safetensors.numpy.save(arrays, metadata={"format": FORMAT, "step": str(step)})
+    digests = multihost_utils.process_allgather(np.frombuffer(hashlib.sha256(payload).digest(), np.uint8))
+    # One staging directory for all: its name from a number process 0 draws.
+    token = int(multihost_utils.broadcast_one_to_all(np.int64(secrets.randbits(62))))
+    staged = os.path.join(directory, f".tmp-{token:016x}-step_{step}")
+    if process == 0:
+        os.makedirs(staged)
+    multihost_utils.sync_global_devices(f"{staged}: created")
+    atomic_write_bytes(os.path.join(staged, _process_file(process)), payload)
+    multihost_utils.sync_global_devices(f"{staged}: written")
+    if process == 0:
+        info = {"format": FORMAT, "format_version": SHARDED_FORMAT_VERSION, "jdl_version": _jdl_version(),
+                "step": step, "metadata": metadata, "metrics": metrics,
+                "arrays_sha256": {_process_file(i): bytes(digest).hex()
+                                  for i, digest in enumerate(np.asarray(digests, np.uint8))},
+                "tree": tree_json}
+        try:
+            atomic_write_json(os.path.join(staged, INFO_FILE), info)
+            _publish(staged, final, overwrite, where)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        _fsync_directory(directory)
+    multihost_utils.sync_global_devices(f"{staged}: published")
     return final
 
 
@@ -286,19 +363,31 @@ def _read_info(step_dir: str, where: str) -> dict:
                                 f"was altered after it was saved") from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{where}: expected JSON in {path}, got a corrupted file ({error})") from error
-    check_that(isinstance(info, dict) and info.get("format") == FORMAT and info.get("format_version") == FORMAT_VERSION,
-               where, f"{path} in the {FORMAT} format, version {FORMAT_VERSION}", "another file", ValueError)
+    check_that(isinstance(info, dict) and info.get("format") == FORMAT and info.get("format_version") in (FORMAT_VERSION, SHARDED_FORMAT_VERSION),
+               where, f"{path} in the {FORMAT} format, version {FORMAT_VERSION} or {SHARDED_FORMAT_VERSION}", "another file", ValueError)
     return info
 
 
 def _read_arrays(step_dir: str, info: dict, where: str) -> dict[str, np.ndarray]:
-    path = os.path.join(step_dir, ARRAYS_FILE)
+    """Every leaf's stored array by path: from the one arrays file, or assembled from the
+    shards of a multi-process save's files (every file is read: any mesh can restore it)."""
+    digests = info["arrays_sha256"]
+    if isinstance(digests, str):
+        return _read_file(step_dir, ARRAYS_FILE, digests, where)
+    pieces: dict[str, np.ndarray] = {}
+    for file_name, digest in digests.items():
+        pieces.update(_read_file(step_dir, file_name, digest, where))
+    return _assemble(pieces, info["tree"], where)
+
+
+def _read_file(step_dir: str, file_name: str, digest: str, where: str) -> dict[str, np.ndarray]:
+    path = os.path.join(step_dir, file_name)
     try:
         with open(path, "rb") as file:
             payload = file.read()
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{where}: expected the arrays file {path}, got none") from error
-    check_that(hashlib.sha256(payload).hexdigest() == info["arrays_sha256"], where,
+    check_that(hashlib.sha256(payload).hexdigest() == digest, where,
                f"{path} with the SHA-256 {INFO_FILE} records", "other bytes: the file is truncated or corrupted, "
                "or comes from another save")
     try:
@@ -306,6 +395,32 @@ def _read_arrays(step_dir: str, info: dict, where: str) -> dict[str, np.ndarray]
     except (safetensors.SafetensorError, KeyError, ValueError) as error:
         raise ValueError(f"{where}: expected a safetensors file at {path}, got an unreadable one "
                          f"({error!r})") from error
+
+
+def _assemble(pieces: dict[str, np.ndarray], tree: dict, where: str) -> dict[str, np.ndarray]:
+    """Sharded leaves put together from their shards, each element exactly once; the rest as stored."""
+    shards: dict[str, list] = {}
+    arrays = {}
+    for key, piece in pieces.items():
+        name, separator, index = key.rpartition(_SHARD)
+        if separator:
+            shards.setdefault(name, []).append((_index_from_text(index), piece))
+        else:
+            arrays[key] = piece
+    for node in _leaves(tree):
+        if not node.get("sharded") or node["name"] not in shards:
+            continue  # _decode_leaves names what is missing
+        parts = shards.pop(node["name"])
+        full = np.zeros(node["stored_shape"], node["stored_dtype"])
+        covered = np.zeros(full.shape[:len(parts[0][0])], np.int64)  # the axes an index names
+        for index, piece in parts:
+            full[index] = piece
+            covered[index] += 1
+        check_that(bool(np.all(covered == 1)), where, f"the shards of {node['name']} to cover it once",
+                   f"{int(np.sum(covered == 0))} elements missing and {int(np.sum(covered > 1))} stored twice")
+        arrays[node["name"]] = full
+    arrays.update({f"{name}{_SHARD}": None for name in shards})  # shards of no sharded leaf: "unexpected"
+    return arrays
 
 
 def _leaves(node: dict):
@@ -345,10 +460,14 @@ def _as_jax(value: Any, name: str, where: str) -> Any:
     """NumPy arrays as jax arrays; a 64-bit dtype JAX would silently narrow (x64 off) is refused."""
     if not isinstance(value, np.ndarray):
         return value
+    _check_jax_holds(value, name, where)
+    return jnp.asarray(value)
+
+
+def _check_jax_holds(value: np.ndarray, name: str, where: str) -> None:
     check_that(jax.dtypes.canonicalize_dtype(value.dtype) == value.dtype, where,
                f"a dtype JAX holds at {name or 'the tree'}",
                f"{value.dtype} (enable jax_enable_x64, or restore with a NumPy array in like)", TypeError)
-    return jnp.asarray(value)
 
 
 def _named_tuple_class(node: dict, name: str, where: str) -> type:
@@ -426,9 +545,20 @@ def _as_like(value: Any, like_leaf: Any, name: str, where: str) -> Any:
     """A restored leaf as ``like``'s leaf is: NumPy for NumPy, else jax (on ``like``'s sharding if it has one)."""
     if isinstance(like_leaf, (np.ndarray, np.generic)):
         return np.array(value)  # a copy: arrays read from the file are read-only
-    value = _as_jax(value, name, where)
     sharding = getattr(like_leaf, "sharding", None)
-    return jax.device_put(value, sharding) if sharding is not None and isinstance(value, jax.Array) else value
+    if sharding is None or not isinstance(value, (np.ndarray, jax.Array)):
+        return _as_jax(value, name, where)
+    if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(_place(np.asarray(jax.random.key_data(value)), sharding, name, where),
+                                        impl=jax.random.key_impl(value))
+    return _place(value, sharding, name, where)
+
+
+def _place(value: np.ndarray, sharding: jax.sharding.Sharding, name: str, where: str) -> jax.Array:
+    """``value`` laid out as ``sharding`` says, each process putting only its own devices' parts
+    (so it works across processes, where ``jax.device_put`` of a host array may not)."""
+    _check_jax_holds(value, name, where)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
 def _path_name(path: tuple) -> str:

@@ -24,7 +24,14 @@ rule matches is replicated. Presets:
 :func:`init` runs a model's (or a train state's) initialiser under ``jax.jit`` with the
 rules' shardings as ``out_shardings``: each device computes only its own shards, and the
 full params never exist on one device. :func:`shard_batch` places a batch split along the
-data axis (in a multi-process run each process passes its own part).
+data axis (in a multi-process run each process passes its own part, the rows
+:func:`process_rows` names).
+
+**Several processes** (hosts, or processes on one host): each runs the same script, calls
+:func:`initialize_distributed` first (``jax.distributed.initialize``: one coordinator, every
+process's devices in one global list; on CPU the collectives are gloo's), builds the same mesh
+over ``jax.devices()`` and feeds its own rows of every batch; ``jit``, ``jdl.train`` and the
+rules are unchanged, and ``jdl.checkpoint.save`` writes each process's shards to its own file.
 
 Example (on one device the mesh is 1 x 1, and everything is where the rules say):
     >>> import jax, jax.numpy as jnp
@@ -238,6 +245,38 @@ def init(init_fn: Callable, mesh: Mesh, rules: Rules, *args) -> Any:
         params, state = shapes
         out_shardings = (named_shardings(rules, params, mesh), jax.tree.map(lambda _: replicated, state))
     return jax.jit(init_fn, out_shardings=out_shardings)(*args)
+
+
+def initialize_distributed(coordinator_address: str, num_processes: int, process_id: int, *,
+                           local_device_count: int | None = None, **kwargs) -> None:
+    """Join a multi-process run: ``jax.distributed.initialize`` with these arguments (``kwargs``
+    passed on), before anything else touches JAX's devices. ``local_device_count`` sets how many
+    CPU devices this process has (``jax_num_cpu_devices``; for tests and CPU clusters: an
+    accelerator's process has its chips). Afterwards ``jax.devices()`` lists every process's
+    devices and ``jax.local_devices()`` this one's."""
+    where = "sharding.initialize_distributed"
+    check_that(isinstance(num_processes, int) and num_processes >= 1, where, "num_processes >= 1",
+               repr(num_processes))
+    check_that(isinstance(process_id, int) and 0 <= process_id < num_processes, where,
+               f"a process_id in [0, {num_processes})", repr(process_id))
+    if local_device_count is not None:
+        jax.config.update("jax_num_cpu_devices", local_device_count)
+    jax.distributed.initialize(coordinator_address, num_processes=num_processes, process_id=process_id, **kwargs)
+
+
+def process_rows(mesh: Mesh, global_batch: int, axis: str | tuple[str, ...] = "data") -> slice:
+    """The rows of a global batch of ``global_batch`` examples that this process feeds to
+    :func:`shard_batch` (all of them in a single process): those its devices hold along ``axis``."""
+    split = _axis_size(mesh, axis)
+    check_that(global_batch % split == 0, "sharding.process_rows", f"a global batch that divides across the {split} "
+               f"devices of {axis!r}", str(global_batch))
+    held = {index[0].indices(global_batch)[:2] for index in
+            batch_sharding(mesh, axis).addressable_devices_indices_map((global_batch,)).values()}
+    rows = slice(min(start for start, _ in held), max(stop for _, stop in held))
+    check_that(sum(stop - start for start, stop in held) == rows.stop - rows.start, "sharding.process_rows",
+               "a mesh whose data axis holds this process's devices side by side (one run of rows)",
+               f"rows {sorted(held)} of {global_batch}")
+    return rows
 
 
 def batch_sharding(mesh: Mesh, axis: str | tuple[str, ...] = "data") -> NamedSharding:
