@@ -34,6 +34,15 @@ it cannot run code, any tool reads it, and the JSON keeps what it cannot say.
   old one is put back. A crash between the two renames leaves the old copy in the hidden
   ``.tmp-*-replaced-step_<N>`` directory (rename it back by hand). Hidden directories older
   than any running save can be deleted.
+* **Several processes** (``jax.distributed``). Every process calls ``save`` with the same
+  global tree; each writes the shards it holds (one copy of each part) to
+  ``arrays.process_<i>.safetensors``, keyed ``<path>#<start>:<stop>,...``, in one staging
+  directory on a filesystem they all see; process 0 writes the JSON (``format_version`` 2,
+  every file's SHA-256) and publishes the step with the one rename. ``restore`` reads every
+  file, checks that the shards cover each leaf exactly once and lays it out as ``like``'s
+  shardings say, so a checkpoint written on one mesh and number of processes restores on any
+  other (each process reads the whole checkpoint: for trees larger than a host's memory, use
+  orbax-checkpoint).
 * **Checked on restore.** The arrays file must have the SHA-256 the JSON records (a truncated
   or corrupted file is named), hold exactly the paths the JSON lists, and ``like`` (a tree of
   arrays, ``jax.ShapeDtypeStruct`` s or Python scalars) must match the stored tree's structure,
