@@ -31,6 +31,11 @@ padded at the end. Params::
     "encoder": {"block_0", ..., "norm" (pre-LN only)}, "decoder": {"block_0", ..., "norm"},
     "output": {"w", "b"}                                        (tie_output=False)
 
+With ``scan_layers=True`` a stack's blocks are ``{"blocks": ...}`` instead, the same params
+stacked on a leading axis (``jdl.nn.repeat.stack`` of the ``block_i`` trees, the same init
+numbers), and each stack runs as one ``lax.scan``: the same function, compiled once per stack
+whatever ``num_encoder_layers`` and ``num_decoder_layers`` are.
+
 Example:
     >>> import jax, jax.numpy as jnp
     >>> from jdl import models
@@ -66,6 +71,7 @@ from jdl.nn import (
     TransformerDecoderBlock, TransformerEncoderBlock, attend, causal_mask, padding_mask,
 )
 from jdl.nn.core import KW_ONLY, Layer, check_params, child_key
+from jdl.nn import repeat
 from jdl.nn.scaled_dot_product import Implementation as AttentionImplementation
 from jdl.summaries import count_params  # re-exported: jdl.models.count_params is jdl.summaries'
 
@@ -98,6 +104,9 @@ class TransformerConfig:
     eos_id: int = 2
     param_dtype: Any = jnp.float32
     attention_implementation: AttentionImplementation = "auto"
+    # True: each stack's blocks have stacked params ({"blocks": [n, ...] leaves}) and run as one
+    # lax.scan (compiled once, whatever the depth); cached decoding still walks the blocks.
+    scan_layers: bool = False
 
     def __post_init__(self):
         where = "TransformerConfig"
@@ -226,9 +235,11 @@ class Transformer(Layer):
         return params, {}
 
     def _init_stack(self, blocks, key, first_key: int, x) -> dict:
-        """``{"block_0", ..., "norm" (pre-LN)}``; block ``i`` from ``fold_in(key, first_key + i)``."""
-        params = {f"block_{i}": block.init(jax.random.fold_in(key, first_key + i), x)[0]
-                  for i, block in enumerate(blocks)}
+        """``{"block_0", ..., "norm" (pre-LN)}``; block ``i`` from ``fold_in(key, first_key + i)``.
+        With ``scan_layers`` the same blocks' params stacked: ``{"blocks", "norm"}``."""
+        per_block = [block.init(jax.random.fold_in(key, first_key + i), x)[0] for i, block in enumerate(blocks)]
+        params = ({"blocks": repeat.stack(per_block)} if self.config.scan_layers
+                  else {f"block_{i}": block_params for i, block_params in enumerate(per_block)})
         if self.config.pre_ln:
             params["norm"] = self.final_norm.init(jax.random.fold_in(key, FINAL_NORM_KEY), x)[0]
         return params
@@ -249,6 +260,27 @@ class Transformer(Layer):
                                     offset=offset)
         return self.dropout.apply({}, {}, x, key=key, train=train)[0]
 
+    def _block_params(self, stack_params, index: int) -> dict:
+        """Block ``index``'s params, stored on their own or (``scan_layers``) in the stack."""
+        if self.config.scan_layers:
+            return jax.tree.map(lambda leaf: leaf[index], stack_params["blocks"])
+        return stack_params[f"block_{index}"]
+
+    def _run_stack(self, blocks, stack_params, x, key, train, **kwargs) -> jax.Array:
+        """``x`` through the blocks in order, block ``i`` with dropout key ``fold_in(key, 1 + i)``:
+        unrolled, or one ``lax.scan`` over the stacked params (the same function)."""
+        if not self.config.scan_layers:
+            for index, block in enumerate(blocks):
+                x, _ = block.apply(stack_params[f"block_{index}"], {}, x, key=child_key(key, 1 + index), train=train,
+                                   **kwargs)
+            return x
+
+        def one_block(h, layer):
+            block_params, index = layer
+            return blocks[0].apply(block_params, {}, h, key=child_key(key, 1 + index), train=train, **kwargs)[0], None
+
+        return jax.lax.scan(one_block, x, (stack_params["blocks"], jnp.arange(len(blocks), dtype=jnp.int32)))[0]
+
     def _end_of_stack(self, stack_params, x) -> jax.Array:
         """Pre-LN stacks end with one more LayerNorm; post-LN blocks already end with one."""
         return self.final_norm.apply(stack_params["norm"], {}, x)[0] if self.config.pre_ln else x
@@ -258,9 +290,7 @@ class Transformer(Layer):
         self._check_ids(f"{self}.encode", source_ids, self.config.source_vocab_size, "source_ids")
         x = self._embed(params, "source", source_ids, 0, child_key(key, 0), train)
         mask = padding_mask(source_ids != self.config.pad_id)
-        for index, block in enumerate(self.encoder_blocks):
-            x, _ = block.apply(params["encoder"][f"block_{index}"], {}, x, mask=mask, key=child_key(key, 1 + index),
-                               train=train)
+        x = self._run_stack(self.encoder_blocks, params["encoder"], x, key, train, mask=mask)
         return self._end_of_stack(params["encoder"], x)
 
     def decode(self, params, memory, source_ids, decoder_inputs, *, key=None, train=False) -> jax.Array:
@@ -271,9 +301,7 @@ class Transformer(Layer):
         x = self._embed(params, "target", decoder_inputs, 0, child_key(key, 0), train)
         masks = dict(self_mask=causal_mask(decoder_inputs.shape[1]),
                      cross_mask=padding_mask(source_ids != self.config.pad_id))
-        for index, block in enumerate(self.decoder_blocks):
-            x, _ = block.apply(params["decoder"][f"block_{index}"], {}, x, context=memory, **masks,
-                               key=child_key(key, 1 + index), train=train)
+        x = self._run_stack(self.decoder_blocks, params["decoder"], x, key, train, context=memory, **masks)
         return self._logits(params, self._end_of_stack(params["decoder"], x))
 
     def _logits(self, params, h) -> jax.Array:
@@ -300,7 +328,7 @@ class Transformer(Layer):
                      cross_mask=padding_mask(source_ids != self.config.pad_id))
         weights = []
         for index, block in enumerate(self.decoder_blocks):
-            block_params = params["decoder"][f"block_{index}"]
+            block_params = self._block_params(params["decoder"], index)
             weights.append(block.cross_attention_weights(block_params, x, context=memory, **masks))
             x, _ = block.apply(block_params, {}, x, context=memory, **masks)
         return weights
@@ -331,7 +359,7 @@ class Transformer(Layer):
         check_that(isinstance(max_length, int) and 0 < max_length <= self.config.max_length, f"{self}.init_decode_"
                    f"state", f"max_length in [1, {self.config.max_length}] (the positional encodings' range)", repr(max_length))
         memory = self.encode(params, source_ids)
-        caches = tuple(block.self_attention.init_cache(params["decoder"][f"block_{index}"]["self_attention"],
+        caches = tuple(block.self_attention.init_cache(self._block_params(params["decoder"], index)["self_attention"],
                                                        source_ids.shape[:1], max_length, dtype=memory.dtype)
                        for index, block in enumerate(self.decoder_blocks))
         return DecodeState(memory, source_ids != self.config.pad_id, caches)
@@ -350,7 +378,7 @@ class Transformer(Layer):
         cross_mask = padding_mask(state.source_valid)
         caches = []
         for index, block in enumerate(self.decoder_blocks):
-            x, cache = block.decode_step(params["decoder"][f"block_{index}"], x, state.caches[index],
+            x, cache = block.decode_step(self._block_params(params["decoder"], index), x, state.caches[index],
                                          context=state.memory, cross_mask=cross_mask)
             caches.append(cache)
         logits = self._logits(params, self._end_of_stack(params["decoder"], x))[:, 0]

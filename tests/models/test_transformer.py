@@ -152,3 +152,36 @@ def test_bad_input(tiny, batch):
         models.TransformerConfig(10, 10, d_model=10, num_heads=3)
     with pytest.raises(ValueError, match=r"share_embeddings needs one vocabulary"):
         models.TransformerConfig(10, 12, share_embeddings=True)
+
+
+def test_scan_layers_is_the_same_function_with_stacked_params(batch):
+    """``scan_layers=True``: the same init numbers stacked, and the same loss, gradients (dropout
+    included: block i keeps its key) and cached decoding as the unrolled stacks."""
+    from jdl.nn.repeat import stack
+
+    config = tiny_config(num_encoder_layers=3, dropout_rate=0.2, pre_ln=True)
+    unrolled, scanned = models.Transformer(config), models.Transformer(config.__class__(
+        **{**config.__dict__, "scan_layers": True}))
+    params, _ = unrolled.init(jax.random.key(2), batch)
+    stacked, _ = scanned.init(jax.random.key(2), batch)
+    for side, layers in (("encoder", 3), ("decoder", 2)):
+        assert jax.tree.structure(stacked[side]["blocks"]) == jax.tree.structure(params[side]["block_0"])
+        want = stack([params[side][f"block_{i}"] for i in range(layers)])
+        for got, expected in zip(jax.tree.leaves(stacked[side]["blocks"]), jax.tree.leaves(want)):
+            np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(stacked[side]["norm"]["gamma"], params[side]["norm"]["gamma"])
+    source, target = batch
+
+    def loss(model):
+        return jax.jit(jax.value_and_grad(lambda p: model.loss(p, source, target, key=jax.random.key(3), train=True)))
+
+    (value, grads), (value_scanned, grads_scanned) = loss(unrolled)(params), loss(scanned)(stacked)
+    np.testing.assert_allclose(value_scanned, value, rtol=1e-6)
+    for side, layers in (("encoder", 3), ("decoder", 2)):
+        want = stack([grads[side][f"block_{i}"] for i in range(layers)])
+        for got, expected in zip(jax.tree.leaves(grads_scanned[side]["blocks"]), jax.tree.leaves(want)):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    tokens = jnp.full(source.shape[:1], config.bos_id, jnp.int32)
+    steps = [jax.jit(lambda p, m=model: m.decode_step(p, m.init_decode_state(p, source, LENGTH), tokens, 0)[0])
+             for model in (unrolled, scanned)]
+    np.testing.assert_allclose(steps[1](stacked), steps[0](params), rtol=1e-5, atol=1e-6)
