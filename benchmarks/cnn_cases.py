@@ -85,13 +85,14 @@ class FlaxBlock(fnn.Module):
 
 
 class FlaxResNet(fnn.Module):
-    """torchvision's ImageNet ResNet of basic blocks: 7 x 7/2 stem, 3 x 3/2 max pooling, stages,
+    """torchvision's ImageNet ResNet of basic (or bottleneck) blocks: 7 x 7/2 stem, 3 x 3/2 max pooling, stages,
     global average pooling, ``fc``; module names are jdl's param paths joined by ``_``."""
 
     stage_sizes: tuple
     num_classes: int = NUM_CLASSES
     widths: tuple = (64, 128, 256, 512)
     dtype: jnp.dtype = jnp.float32
+    bottleneck: bool = False  # ResNet-50 and deeper
 
     @fnn.compact
     def __call__(self, x, train):
@@ -100,7 +101,8 @@ class FlaxResNet(fnn.Module):
         for stage, (size, width) in enumerate(zip(self.stage_sizes, self.widths), start=1):
             for index in range(1, size + 1):
                 strides = 2 if stage > 1 and index == 1 else 1
-                x = residual_block(x, train, f"layer{stage}_block{index}_", width, strides, dtype=self.dtype)
+                x = residual_block(x, train, f"layer{stage}_block{index}_", width, strides, self.bottleneck,
+                                   dtype=self.dtype)
         x = jnp.mean(x, axis=(1, 2))
         return fnn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.dtype, name="fc")(x)
 

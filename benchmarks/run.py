@@ -4,6 +4,7 @@
     python -m benchmarks.run --only cnn_train_step --dtype bfloat16 --json /tmp/bf16.json
     python -m benchmarks.run --json benchmarks/results/cpu.json --markdown benchmarks/results/cpu.md
     python -m benchmarks.run --quick --only optimizer_updates --json /tmp/optbench.json
+    python -m benchmarks.run --suite gpu --json benchmarks/results/gpu_h200.json   (benchmarks/gpu_suite.py)
 
 Prints a markdown table (case, backend, dtype, jdl ms, flax+optax ms, ratio) and writes
 the records as a JSON list (see benchmarks/README.md). Times are per train step (per
@@ -38,9 +39,10 @@ GROUPS = {"train_steps": list(TRAIN_CASES) + list(CNN_CASES) + list(TRANSFORMER_
           "gru": [n for n in RECURRENT_CASES if n.startswith("gru")]}
 
 
-def run_case(name: str, config: Config) -> dict:
-    """Build, check and time one case; raises :class:`SkipCase` where it cannot run here."""
-    case = CASES[name]
+def run_case(name: str, config: Config, case=None) -> dict:
+    """Build, check and time one case (``CASES[name]`` unless given); raises :class:`SkipCase`
+    where it cannot run here."""
+    case = CASES[name] if case is None else case
     built = case.build(config)
     timing = compare(built["jdl_call"], built["ref_call"], rounds=built["rounds"],
                      steps_per_call=built["steps_per_call"], warmup=1 if config.quick else 2,
@@ -185,6 +187,10 @@ def markdown_report(records: list[dict], command: str, skipped: dict[str, str] |
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", choices=("default", "gpu"), default="default",
+                        help="gpu: the accelerator suite of benchmarks/gpu_suite.py (LM MFU, ResNet-50, LSTM "
+                             "against cuDNN, optimizer bandwidth) instead of the side-by-side cases")
+    parser.add_argument("--toy", action="store_true", help="with --suite gpu: toy sizes (runs on a CPU in a minute)")
     parser.add_argument("--quick", action="store_true",
                         help="fewer rounds and steps per call (about two minutes on CPU for all cases)")
     parser.add_argument("--only", nargs="+", choices=sorted(CASES) + sorted(GROUPS), metavar="NAME",
@@ -205,6 +211,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
+    if args.suite == "gpu":
+        return run_gpu_suite(args)
     config = Config(dtype=args.dtype, quick=args.quick, conv_implementation=args.conv_implementation,
                     steps_per_call=args.steps_per_call, rounds=args.repeats)
     names = list(dict.fromkeys(case for name in (args.only or list(CASES)) for case in GROUPS.get(name, [name])))
@@ -232,6 +240,16 @@ def main(argv=None) -> list[dict]:
     if args.markdown and records:
         command = "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv)
         atomic_write_text(args.markdown, markdown_report(records, command, skipped))
+    return records
+
+
+def run_gpu_suite(args: argparse.Namespace) -> list[dict]:
+    from benchmarks import gpu_suite
+
+    records = gpu_suite.run(toy=args.toy)
+    print(gpu_suite.summary(records))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(records, indent=2) + "\n")
     return records
 
 
