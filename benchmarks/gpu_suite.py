@@ -17,6 +17,8 @@
   and, on CUDA, ``jax.experimental.rnn.lstm`` (cuDNN's fused kernel).
 * ``adam_update``: ``jdl.optim.adam``'s update against optax's; the bytes an ideal update moves
   per second as a share of the device's HBM bandwidth.
+* ``repeat_compile``: compile seconds of a 24-block encoder's train step, unrolled against
+  ``nn.Repeat`` (``benchmarks.scaling``'s case, on this device's compiler).
 
 Peaks (dense, no sparsity; SXM parts) come from :data:`PEAKS`, matched on the device kind; on
 an unknown device (a CPU) MFU and bandwidth shares are ``None``.
@@ -32,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jdl
+from benchmarks import scaling
 from benchmarks.cases import Budget, Config
 from benchmarks.cnn_cases import CNNCase, FlaxResNet
 from benchmarks.recurrent_cases import BATCH as LSTM_BATCH, FEATURES as LSTM_FEATURES, HIDDEN as LSTM_HIDDEN
@@ -155,6 +158,7 @@ def suite(toy: bool) -> dict:
                          budget=Budget(2, 2, 2, 2))
         lstm = RecurrentCase("lstm_t8", "lstm", 8, budget=Budget(1, 2, 1, 2))
         config = Config(steps_per_call=2, rounds=2)
+        repeat_compile = dict(layers=2, shape=(2, 8, 16), block=nn.TransformerEncoderBlock(num_heads=2, mlp_features=32))
     else:
         gpt = [LMCase("gpt_124m", models.GPTConfig(50257, scan_layers=True), batch=16, length=1024),
                LMCase("gpt_350m", models.GPTConfig(50257, d_model=1024, num_heads=16, num_layers=24,
@@ -164,7 +168,8 @@ def suite(toy: bool) -> dict:
                          size=224, batch=64, budget=Budget(5, 11, 5, 5))
         lstm = RecurrentCase("lstm_t200", "lstm", 200)
         config = Config()
-    return {"gpt": gpt, "resnet": resnet, "lstm": lstm, "config": config}
+        repeat_compile = dict(layers=24)
+    return {"gpt": gpt, "resnet": resnet, "lstm": lstm, "config": config, "repeat_compile": repeat_compile}
 
 
 def run(toy: bool = False) -> list[dict]:
@@ -184,7 +189,8 @@ def run(toy: bool = False) -> list[dict]:
     adam = run_case("adam_update", dataclasses.replace(cases["config"], quick=True), case=OPTIMIZER_CASES["adam_update"])
     adam["jdl_hbm_fraction"] = None if peaks is None else adam["jdl_bytes_per_s"] / (peaks["hbm_tb_s"] * 1e12)
     adam["ref_hbm_fraction"] = None if peaks is None else adam["ref_bytes_per_s"] / (peaks["hbm_tb_s"] * 1e12)
-    records += [resnet, lstm, adam]
+    compile_times = scaling.repeat_compile(**cases["repeat_compile"])
+    records += [resnet, lstm, adam, {"case": "repeat_compile", "kind": "compile", **compile_times}]
     where = {**provenance(), "peaks": peaks, "toy": toy}
     return [{**where, **record} for record in records]
 
@@ -206,6 +212,9 @@ def summary(records: list[dict]) -> str:
             cudnn = "" if r["cudnn_s"] is None else f", cuDNN {1e3 * r['cudnn_s']:.2f} ms ({r['jdl_over_cudnn']:.2f}x)"
             lines.append(f"{r['case']}: {1e3 * r['jdl_s']:.2f} ms, flax {1e3 * r['ref_s']:.2f} ms, ratio "
                          f"{r['ratio']:.2f}{cudnn}")
+        elif r["kind"] == "compile":
+            lines.append(f"{r['case']}: {r['layers']} blocks unrolled {r['unrolled_compile_s']:.2f} s, Repeat "
+                         f"{r['repeat_compile_s']:.2f} s ({r['speedup']:.1f}x)")
         else:
             lines.append(f"{r['case']}: {r['jdl_bytes_per_s'] / 1e9:.1f} GB/s (optax {r['ref_bytes_per_s'] / 1e9:.1f}), "
                          f"HBM share {share(r['jdl_hbm_fraction'])}")

@@ -17,9 +17,11 @@ def toy_records(tmp_path_factory):
 
 def test_toy_suite_runs_every_case_and_writes_its_json(toy_records):
     records, written = toy_records
-    assert [r["case"] for r in records] == ["gpt_toy", "resnet_bottleneck_toy", "lstm_t8", "adam_update"]
+    assert [r["case"] for r in records] == ["gpt_toy", "resnet_bottleneck_toy", "lstm_t8", "adam_update",
+                                            "repeat_compile"]
     assert written == records
-    lm, resnet, lstm, adam = records
+    lm, resnet, lstm, adam, compile_times = records
+    assert compile_times["speedup"] == pytest.approx(compile_times["unrolled_compile_s"] / compile_times["repeat_compile_s"])
     assert lm["tokens_per_s"] > 0 and lm["final_loss"] > 0 and lm["device"] and lm["toy"] is True
     assert lm["model_tflops_per_s"] == pytest.approx(lm["flops_per_token"] * lm["tokens_per_s"] / 1e12)
     assert resnet["images_per_s"] == pytest.approx(resnet["batch"] / resnet["jdl_s"]) and resnet["ratio"] > 0
