@@ -20,6 +20,8 @@ rule matches is replicated. Presets:
 * ``tensor_parallel() + fsdp()``: the product (rules are tuples; the first match wins, so
   the tensor-parallel names come first and the rest is sharded along ``data``).
   :func:`with_fsdp` also shards the tensor-parallel params along ``data`` on another axis.
+* :func:`stacked` adapts any rules to params stacked on a leading layer axis (``nn.Repeat``,
+  ``scan_layers``): the layer axis stays whole and the rest is split as for one block.
 
 :func:`init` runs a model's (or a train state's) initialiser under ``jax.jit`` with the
 rules' shardings as ``out_shardings``: each device computes only its own shards, and the
@@ -202,6 +204,22 @@ def with_fsdp(rules: Rules, axis: str = "data", min_size: int = 2**12) -> Rules:
         return spec
 
     return tuple((pattern, also_on(target)) for pattern, target in rules) + fsdp(axis, min_size)
+
+
+def stacked(rules: Rules, under: str = r"(^|/)blocks/") -> Rules:
+    """``rules`` that also fit params stacked on a leading layer axis (:class:`~jdl.nn.Repeat`'s,
+    ``scan_layers``'s), found by ``under`` in their path: there a rule's spec is computed for one
+    block's shape and shifted one axis right (``P(None, "model")`` -> ``P(None, None, "model")``),
+    so the layer axis is never split. Params outside ``under`` keep the rules as they are."""
+
+    def shifted(target):
+        def spec(shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:
+            return P(None, *(target(shape[1:], mesh) if callable(target) else target))
+
+        return spec
+
+    inside_stack = tuple((f"^(?=.*(?:{under}))(?:.*?)(?:{pattern})", shifted(target)) for pattern, target in rules)
+    return inside_stack + tuple(rules)
 
 
 # ----------------------------------------------------------------------------- placing things

@@ -66,3 +66,25 @@ def test_a_rule_that_does_not_fit_is_refused_naming_the_param(params):
 def test_make_mesh_checks_the_device_count():
     with pytest.raises(ValueError, match="product is the 1 devices"):
         sharding.make_mesh({"data": 2, "model": 2}, jax.devices()[:1])
+
+
+def test_stacked_rules_keep_the_layer_axis_whole_and_split_the_rest_as_for_one_block():
+    """Scanned stacks (``scan_layers``: leaves ``[layers, ...]`` under ``blocks/``) get the
+    per-block spec shifted one axis right; the same rules on the unrolled model are unchanged."""
+    example = (jax.ShapeDtypeStruct((2, 8), jnp.int32),) * 2
+    config = models.TransformerConfig(16, 16, d_model=16, num_heads=2, num_encoder_layers=3, num_decoder_layers=2,
+                                      mlp_features=32, max_length=8, scan_layers=True)
+    scanned = jax.eval_shape(models.Transformer(config).init, jax.random.key(0), example)[0]
+    rules = sharding.stacked(sharding.tensor_parallel())
+    specs = flat(sharding.partition_specs(rules, scanned, MESH))
+    assert scanned["encoder"]["blocks"]["self_attention"]["query"]["w"].shape == (3, 16, 2, 8)
+    assert specs["encoder/blocks/self_attention/query/w"] == P(None, None, "model")
+    assert specs["decoder/blocks/cross_attention/out/w"] == P(None, "model")
+    assert specs["encoder/blocks/feed_forward/output/w"] == P(None, "model")
+    assert specs["encoder/blocks/norm_1/gamma"] == P() and specs["source_embedding/embedding"] == P()
+    # Without `stacked`, the per-block specs would split the layer axis: refused, naming the param.
+    with pytest.raises(ValueError, match="encoder/blocks/feed_forward/hidden/b.*3 across 2 devices"):
+        sharding.partition_specs(sharding.tensor_parallel(), scanned, MESH)
+    example_params = jax.eval_shape(models.Transformer(CONFIG).init, jax.random.key(0), example)[0]
+    assert (flat(sharding.partition_specs(rules, example_params, MESH))
+            == flat(sharding.partition_specs(sharding.tensor_parallel(), example_params, MESH)))
