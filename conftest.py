@@ -92,8 +92,17 @@ def pytest_unconfigure(config):
 # hands out whole files in collection order, and a long file handed out last keeps one worker busy
 # while the other idles (a run with the 8-device checks near the end took 650 s, one with them
 # earlier 562 s).
-_LONG_FILES_FIRST = ("tests/parallel/test_multidevice.py",)
+# The longest first (measured with --junitxml: 10-60 s each), so that the short files fill the end.
+_LONG_FILES_FIRST = ("tests/parallel/test_multidevice.py", "tests/experiments/test_mnist1d.py",
+                     "tests/experiments/test_transfer.py", "tests/benchmarks/test_gpu_suite.py",
+                     "tests/experiments/test_cnn_zoo.py", "tests/experiments/test_translate_dates.py",
+                     "tests/parallel/test_two_processes.py", "tests/models/test_seq2seq.py",
+                     "tests/models/test_transformer.py", "tests/conformance/test_models.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
-    items.sort(key=lambda item: 0 if item.nodeid.startswith(_LONG_FILES_FIRST) else 1)  # stable: the rest keep order
+    def rank(item):
+        first = [index for index, prefix in enumerate(_LONG_FILES_FIRST) if item.nodeid.startswith(prefix)]
+        return first[0] if first else len(_LONG_FILES_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order
