@@ -81,9 +81,46 @@ def check_floating_min_rank(where: str, x: Any, min_ndim: int, layout: str, what
     check_min_rank(where, x, min_ndim, layout, what)
 
 
-def check_rank(where: str, x: Any, ndim: int, layout: str, what: str = "input") -> None:
+def check_rank(where: str, x: Any, ndim: int | tuple[int, ...], layout: str, what: str = "input") -> None:
+    """An array of rank ``ndim`` (or of one of the ranks in a tuple, ``(2, 3)``)."""
     check_array(where, x, what)
-    check_that(x.ndim == ndim, where, f"{what} of rank {ndim} ({layout})", f"rank {x.ndim} with shape {tuple(x.shape)}")
+    ranks = ndim if isinstance(ndim, tuple) else (ndim,)
+    expected = " or ".join(map(str, ranks))
+    check_that(x.ndim in ranks, where, f"{what} of rank {expected} ({layout})", f"rank {x.ndim} with shape {tuple(x.shape)}")
+
+
+def check_int_below(where: Any, name: str, value: Any, low: int, high: int, meaning: str) -> None:
+    """An int in ``[low, high)``; ``meaning`` says why ``high`` is excluded."""
+    check_int_at_least(where, name, value, low)
+    check_that(value < high, where, f"{name} < {high} ({meaning})", repr(value))
+
+
+def per_example_ints(where: Any, name: str, value: Any, batch: int, low: int, high: int, meaning: str) -> jax.Array:
+    """An int (the same for every example) or an integer array of shape ``(batch,)``, as int32.
+
+    Concrete values must lie in ``[low, high]`` (``meaning`` says why); traced ones cannot be checked.
+    """
+    if _is_int(value):
+        value = jnp.full((batch,), value, jnp.int32)
+    check_that(hasattr(value, "shape") and hasattr(value, "dtype"), where, f"{name} to be an int or an integer array "
+               f"of shape ({batch},)", type(value).__name__, TypeError)
+    check_that(jnp.issubdtype(value.dtype, jnp.integer), where, f"integer {name}",
+               f"{jnp.dtype(value.dtype).name} {name}", TypeError)
+    check_that(tuple(value.shape) == (batch,), where, f"{name} of shape ({batch},) (one per example; nothing is "
+               f"broadcast)", f"shape {tuple(value.shape)}")
+    if is_concrete(value):
+        values = np.asarray(value)
+        check_that(values.min() >= low and values.max() <= high, where, f"{name} in [{low}, {high}] ({meaning})",
+                   f"{name} from {values.min()} to {values.max()}")
+    return value.astype(jnp.int32)
+
+
+def int_pair(where: Any, name: str, value: Any) -> tuple[int, int]:
+    """An int ``n`` (meaning ``(n, n)``) or a pair of ints ``(height, width)``."""
+    pair = (value, value) if _is_int(value) else value
+    check_that(isinstance(pair, (tuple, list)) and len(pair) == 2 and all(_is_int(v) for v in pair), where,
+               f"{name} to be an int or a pair of ints (height, width)", repr(value), TypeError)
+    return int(pair[0]), int(pair[1])
 
 
 def check_same_shape(where: str, a: Any, b: Any, a_name: str, b_name: str) -> None:

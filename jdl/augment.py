@@ -49,11 +49,10 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jdl._checks import (
-    _is_int, _is_real, check_array, check_choice, check_floating, check_int_at_least, check_key, check_that,
-    check_unit_interval, is_concrete,
+    _is_real, check_choice, check_floating, check_int_at_least, check_int_below, check_key, check_rank,
+    check_that, check_unit_interval, int_pair, per_example_ints,
 )
 
 __all__ = ["shift", "random_shift", "add_gaussian_noise", "random_scale", "flip_left_right", "random_flip_left_right",
@@ -61,55 +60,6 @@ __all__ = ["shift", "random_shift", "add_gaussian_noise", "random_scale", "flip_
 
 SIGNAL_LAYOUT = "batch, length) or (batch, length, channels"
 IMAGE_LAYOUT = "batch, height, width, channels"
-
-
-# ----------------------------------------------------------------------------- checks
-
-
-def _check_signal(where: str, x: Any) -> None:
-    check_array(where, x)
-    check_that(x.ndim in (2, 3), where, f"input of rank 2 or 3 ({SIGNAL_LAYOUT})",
-               f"rank {x.ndim} with shape {tuple(x.shape)}")
-
-
-def _check_image(where: str, x: Any) -> None:
-    check_array(where, x)
-    check_that(x.ndim == 4, where, f"input of rank 4 ({IMAGE_LAYOUT})", f"rank {x.ndim} with shape {tuple(x.shape)}")
-
-
-def _check_max_offset(where: str, name: str, value: Any, length: int, axis_name: str) -> None:
-    """A largest shift in ``[0, length)``: a shift by the whole axis would leave nothing of the input."""
-    check_int_at_least(where, name, value, 0)
-    check_that(value < length, where, f"{name} < {length} (the {axis_name}; a larger shift leaves nothing of the "
-               f"input)", repr(value))
-
-
-def _per_example(where: str, name: str, value: Any, batch: int, low: int, high: int, meaning: str) -> jax.Array:
-    """An int (the same for every example) or an integer array of shape ``(batch,)``, as int32.
-
-    Concrete values must lie in ``[low, high]`` (``meaning`` says why); traced ones cannot be checked.
-    """
-    if _is_int(value):
-        value = jnp.full((batch,), value, jnp.int32)
-    check_that(hasattr(value, "shape") and hasattr(value, "dtype"), where, f"{name} to be an int or an integer array "
-               f"of shape ({batch},)", type(value).__name__, TypeError)
-    check_that(jnp.issubdtype(value.dtype, jnp.integer), where, f"integer {name}",
-               f"{jnp.dtype(value.dtype).name} {name}", TypeError)
-    check_that(tuple(value.shape) == (batch,), where, f"{name} of shape ({batch},) (one per example; nothing is "
-               f"broadcast)", f"shape {tuple(value.shape)}")
-    if is_concrete(value):
-        values = np.asarray(value)
-        check_that(values.min() >= low and values.max() <= high, where, f"{name} in [{low}, {high}] ({meaning})",
-                   f"{name} from {values.min()} to {values.max()}")
-    return value.astype(jnp.int32)
-
-
-def _pair(where: str, name: str, value: Any) -> tuple[int, int]:
-    """An int ``n`` (meaning ``(n, n)``) or a pair of ints ``(height, width)``."""
-    pair = (value, value) if _is_int(value) else value
-    check_that(isinstance(pair, (tuple, list)) and len(pair) == 2 and all(_is_int(v) for v in pair), where,
-               f"{name} to be an int or a pair of ints (height, width)", repr(value), TypeError)
-    return int(pair[0]), int(pair[1])
 
 
 # ----------------------------------------------------------------------------- the jitted cores
@@ -198,10 +148,10 @@ def shift(x: jax.Array, amounts: Any, mode: Literal["wrap", "zeros"] = "wrap") -
         Array([[0, 1, 2],
                [5, 6, 0]], dtype=int32)
     """
-    _check_signal("shift", x)
+    check_rank("shift", x, (2, 3), SIGNAL_LAYOUT)
     check_choice("shift", "mode", mode, ("wrap", "zeros"))
     length = x.shape[1]
-    amounts = _per_example("shift", "amounts", amounts, x.shape[0], 1 - length, length - 1,
+    amounts = per_example_ints("shift", "amounts", amounts, x.shape[0], 1 - length, length - 1,
                            f"the signal has {length} steps; a larger shift leaves nothing of it")
     return _shift_axis(x, amounts, 1, zeros=mode == "zeros")
 
@@ -217,9 +167,10 @@ def random_shift(key: jax.Array, x: jax.Array, max_shift: int,
         (4, 10, 2)
     """
     check_key("random_shift", key)
-    _check_signal("random_shift", x)
+    check_rank("random_shift", x, (2, 3), SIGNAL_LAYOUT)
     check_choice("random_shift", "mode", mode, ("wrap", "zeros"))
-    _check_max_offset("random_shift", "max_shift", max_shift, x.shape[1], "signal's length")
+    check_int_below("random_shift", "max_shift", max_shift, 0, x.shape[1],
+                    "the signal's length; a larger shift leaves nothing of the input")
     return _random_shift_axes(key, x, max_shift, (1,), mode == "zeros")
 
 
@@ -273,7 +224,7 @@ def flip_left_right(x: jax.Array) -> jax.Array:
         >>> augment.flip_left_right(jnp.array([1, 2, 3]).reshape(1, 1, 3, 1)).ravel()
         Array([3, 2, 1], dtype=int32)
     """
-    _check_image("flip_left_right", x)
+    check_rank("flip_left_right", x, 4, IMAGE_LAYOUT)
     return x[:, :, ::-1, :]
 
 
@@ -287,7 +238,7 @@ def random_flip_left_right(key: jax.Array, x: jax.Array, probability: float = 0.
         (4, 8, 8, 3)
     """
     check_key("random_flip_left_right", key)
-    _check_image("random_flip_left_right", x)
+    check_rank("random_flip_left_right", x, 4, IMAGE_LAYOUT)
     check_unit_interval("random_flip_left_right", "probability", probability)
     return _random_flip_left_right(key, x, jnp.asarray(probability, jnp.float32))
 
@@ -304,10 +255,10 @@ def translate(x: jax.Array, dy: Any, dx: Any) -> jax.Array:
         Array([[0, 0],
                [1, 2]], dtype=int32)
     """
-    _check_image("translate", x)
+    check_rank("translate", x, 4, IMAGE_LAYOUT)
     batch, height, width, _ = x.shape
-    dy = _per_example("translate", "dy", dy, batch, 1 - height, height - 1, f"the image has {height} rows")
-    dx = _per_example("translate", "dx", dx, batch, 1 - width, width - 1, f"the image has {width} columns")
+    dy = per_example_ints("translate", "dy", dy, batch, 1 - height, height - 1, f"the image has {height} rows")
+    dx = per_example_ints("translate", "dx", dx, batch, 1 - width, width - 1, f"the image has {width} columns")
     return _shift_axis(_shift_axis(x, dy, 1, zeros=True), dx, 2, zeros=True)
 
 
@@ -321,15 +272,16 @@ def random_translate(key: jax.Array, x: jax.Array, max_pixels: int) -> jax.Array
         (4, 8, 8, 1)
     """
     check_key("random_translate", key)
-    _check_image("random_translate", x)
-    _check_max_offset("random_translate", "max_pixels", max_pixels, min(x.shape[1], x.shape[2]), "image's smaller side")
+    check_rank("random_translate", x, 4, IMAGE_LAYOUT)
+    check_int_below("random_translate", "max_pixels", max_pixels, 0, min(x.shape[1], x.shape[2]),
+                    "the image's smaller side; a larger shift leaves nothing of the input")
     return _random_shift_axes(key, x, max_pixels, (1, 2), True)
 
 
 def _crop_geometry(where: str, x: Any, size: Any, padding: Any) -> tuple[int, int, int]:
     """``(h, w, p)`` checked: a crop no larger than the padded image."""
-    _check_image(where, x)
-    crop_height, crop_width = _pair(where, "size", size)
+    check_rank(where, x, 4, IMAGE_LAYOUT)
+    crop_height, crop_width = int_pair(where, "size", size)
     check_that(crop_height > 0 and crop_width > 0, where, "a positive crop size", repr(size))
     check_int_at_least(where, "padding", padding, 0)
     padded = (x.shape[1] + 2 * padding, x.shape[2] + 2 * padding)
@@ -355,8 +307,8 @@ def crop(x: jax.Array, top: Any, left: Any, size: int | tuple[int, int], padding
     height, width, padding = _crop_geometry("crop", x, size, padding)
     batch = x.shape[0]
     rows, columns = x.shape[1] + 2 * padding - height, x.shape[2] + 2 * padding - width
-    top = _per_example("crop", "top", top, batch, 0, rows, "row offsets into the padded image")
-    left = _per_example("crop", "left", left, batch, 0, columns, "column offsets into the padded image")
+    top = per_example_ints("crop", "top", top, batch, 0, rows, "row offsets into the padded image")
+    left = per_example_ints("crop", "left", left, batch, 0, columns, "column offsets into the padded image")
     return _crop_windows(x, top, left, height, width, padding)
 
 

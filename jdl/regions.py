@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdl._checks import check_floating, check_int_at_least, check_shape, check_that
+from jdl._checks import check_floating, check_floating_min_rank, check_int_at_least, check_shape, check_that
 from jdl.nn.activation import LeakyReLU, ReLU
 from jdl.nn.core import Layer
 from jdl.summaries import capture_intermediates
@@ -63,8 +63,7 @@ def activation_pattern(model: Layer, params: Any, x: jax.Array, state: Any = Non
     slope is positive.
     """
     where = "activation_pattern"
-    check_floating(where, x)
-    check_that(x.ndim >= 1, where, "an input with a batch axis first", f"shape {tuple(x.shape)}")
+    check_floating_min_rank(where, x, 1, "batch, ...")
     if state is None:
         state = jax.eval_shape(model.init, jax.random.key(0), x)[1]
         check_that(not jax.tree.leaves(state), where, f"the state of {model}, which has one", "state=None")
