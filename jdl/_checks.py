@@ -379,6 +379,7 @@ NonNegativeInt = Annotated[int, Constraint(check_non_negative_int)]
 Positive = Annotated[float, Constraint(check_positive)]
 Rate = Annotated[float, Constraint(check_rate)]
 UnitInterval = Annotated[float, Constraint(check_unit_interval)]
+Key = Annotated[jax.Array, Constraint(lambda where, name, value: check_key(where, value))]  # one typed PRNG key
 
 
 def _constraint_of(hint: Any) -> tuple[Callable | None, bool]:

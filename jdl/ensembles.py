@@ -42,8 +42,8 @@ import jax
 import jax.numpy as jnp
 
 from jdl._checks import (
-    check_array, check_choice, check_floating, check_key, check_min_rank, check_positive_int, check_that,
-    check_train_flag,
+    Key, PositiveInt, check_choice, check_floating, check_key, check_min_rank, check_rank, check_that, check_train_flag,
+    checks_arguments,
 )
 from jdl.nn.core import Layer
 
@@ -63,7 +63,8 @@ def _check_model(where: str, model: Any) -> None:
     check_that(isinstance(model, Layer), where, "model to be a jdl.nn.Layer", type(model).__name__, TypeError)
 
 
-def member_keys(key: jax.Array, size: int) -> jax.Array:
+@checks_arguments
+def member_keys(key: Key, size: PositiveInt) -> jax.Array:
     """One key per member: ``[fold_in(key, m) for m in range(size)]``, stacked.
 
     Folding in the member's index (not ``split(key, size)``) makes member ``m``'s key independent
@@ -75,8 +76,6 @@ def member_keys(key: jax.Array, size: int) -> jax.Array:
         >>> ensembles.member_keys(jax.random.key(0), 3).shape
         (3,)
     """
-    check_key("member_keys", key)
-    check_positive_int("member_keys", "size", size)
     return _member_keys(key, size)
 
 
@@ -84,7 +83,8 @@ def _member_keys(key: jax.Array, size: int) -> jax.Array:
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(size))
 
 
-def init_ensemble(model: Layer, key: jax.Array, x: Any, size: int) -> tuple[Any, Any]:
+@checks_arguments
+def init_ensemble(model: Layer, key: Key, x: Any, size: PositiveInt) -> tuple[Any, Any]:
     """``size`` independent initialisations of ``model``: ``(params, state)`` with a leading member axis.
 
     Member ``m`` is ``model.init(fold_in(key, m), x)``; ``x`` is the example input ``init`` takes
@@ -98,8 +98,6 @@ def init_ensemble(model: Layer, key: jax.Array, x: Any, size: int) -> tuple[Any,
         (4, 2)
     """
     _check_model("init_ensemble", model)
-    check_key("init_ensemble", key)
-    check_positive_int("init_ensemble", "size", size)
     keys = _member_keys(key, size)
     return jax.vmap(lambda member_key: model.init(member_key, x))(keys)
 
@@ -187,7 +185,8 @@ def average_predictions(outputs: jax.Array,
     return jnp.mean(jax.nn.softmax(outputs, axis=-1), axis=0)
 
 
-def bootstrap_indices(key: jax.Array, num_examples: int, size: int) -> jax.Array:
+@checks_arguments
+def bootstrap_indices(key: Key, num_examples: PositiveInt, size: PositiveInt) -> jax.Array:
     """``size`` resamples of ``range(num_examples)`` with replacement, each of ``num_examples`` indices.
 
     Row ``m`` (int32) is drawn uniformly from ``[0, num_examples)`` with the key ``fold_in(key, m)``.
@@ -199,9 +198,6 @@ def bootstrap_indices(key: jax.Array, num_examples: int, size: int) -> jax.Array
         >>> indices.shape, bool(((indices >= 0) & (indices < 10)).all())
         ((3, 10), True)
     """
-    check_key("bootstrap_indices", key)
-    check_positive_int("bootstrap_indices", "num_examples", num_examples)
-    check_positive_int("bootstrap_indices", "size", size)
     return _bootstrap_indices(key, num_examples, size)
 
 
@@ -229,8 +225,7 @@ def bootstrap_samples(key: jax.Array, data: Any, size: int) -> Bootstrap:
     leaves = jax.tree.leaves(data)
     check_that(len(leaves) > 0, where, "data with at least one array", repr(data))
     for leaf in leaves:
-        check_array(where, leaf, "data")
-        check_that(leaf.ndim >= 1, where, "data arrays of rank >= 1 (examples first)", f"rank {leaf.ndim}")
+        check_min_rank(where, leaf, 1, "examples, ...", "data")
     counts = [count for (count,) in _leading_sizes(leaves)]  # every leaf has rank >= 1, checked above
     check_that(len(counts) == 1, where, "data arrays with the same number of examples (leading axis)",
                f"leading axes {counts}")
@@ -238,7 +233,8 @@ def bootstrap_samples(key: jax.Array, data: Any, size: int) -> Bootstrap:
     return Bootstrap(jax.tree.map(lambda leaf: leaf[indices], data), indices)
 
 
-def out_of_bag(indices: jax.Array, num_examples: int) -> jax.Array:
+@checks_arguments
+def out_of_bag(indices: jax.Array, num_examples: PositiveInt) -> jax.Array:
     """``(size, num_examples)`` bool: True where example ``i`` is in none of resample ``m``'s draws.
 
     Example:
@@ -248,10 +244,8 @@ def out_of_bag(indices: jax.Array, num_examples: int) -> jax.Array:
         Array([[False,  True, False]], dtype=bool)
     """
     where = "out_of_bag"
-    check_positive_int(where, "num_examples", num_examples)
-    check_min_rank(where, indices, 2, "members, draws", "indices")
-    check_that(jnp.issubdtype(indices.dtype, jnp.integer) and indices.ndim == 2, where,
-               "integer indices of shape (members, draws)", f"{jnp.dtype(indices.dtype).name} of shape "
-               f"{tuple(indices.shape)}", TypeError)
+    check_rank(where, indices, 2, "members, draws", "indices")
+    check_that(jnp.issubdtype(indices.dtype, jnp.integer), where, "integer indices (members, draws)",
+               f"{jnp.dtype(indices.dtype).name} of shape {tuple(indices.shape)}", TypeError)
     drawn = jax.vmap(lambda row: jnp.zeros(num_examples, bool).at[row].set(True, mode="drop"))(indices)
     return ~drawn
