@@ -84,7 +84,7 @@ import safetensors.numpy
 
 from jdl._checks import (NonNegativeInt, PositiveInt, check_bool, check_declared, check_non_negative_int, check_that,
                           is_concrete)
-from jdl.io import _fsync_directory, atomic_write_bytes, atomic_write_json
+from jdl.io import _fsync_directory, _to_json, atomic_write_bytes, atomic_write_json
 
 __all__ = ["CheckpointManager", "all_steps", "latest_step", "read_metadata", "restore", "save"]
 
@@ -187,8 +187,10 @@ def _store_leaf(leaf: Any, name: str, where: str, arrays: dict, shards: bool = F
         for shard in data.addressable_shards:
             if shard.replica_id == 0:  # one copy of each part across all processes
                 arrays[f"{name}{_SHARD}{_index_text(shard.index, data.shape)}"] = _encode(np.asarray(shard.data))
-    elif not shards or jax.process_index() == 0:
+    elif not shards:
         arrays[name] = _encode(np.asarray(data))  # fetches a device array to the host
+    elif jax.process_index() == 0:  # every key of a sharded save ends "#<index>": "#" alone for a whole leaf
+        arrays[f"{name}{_SHARD}"] = _encode(np.asarray(data))
     return {**spec, "name": name, "stored_dtype": stored_dtype, "stored_shape": list(stored_shape)}
 
 
@@ -207,7 +209,10 @@ def _index_text(index: tuple[slice, ...], shape: tuple[int, ...]) -> str:
 
 
 def _index_from_text(text: str) -> tuple[slice, ...]:
-    return tuple(slice(*map(int, pair.split(":"))) for pair in text.split(",")) if text else ()
+    pairs = [pair.split(":") for pair in text.split(",")] if text else []
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"not start:stop pairs: {text!r}")
+    return tuple(slice(int(start), int(stop)) for start, stop in pairs)
 
 
 # ----------------------------------------------------------------------------- saving
@@ -293,12 +298,15 @@ def _save_sharded(directory: str, final: str, tree: Any, step: int, metadata: An
 
     Each process writes the shards it holds into its own arrays file in one staging directory
     (the directory must be on a filesystem every process sees); process 0 then writes the JSON,
-    with every file's SHA-256, and publishes the step with one rename. Barriers keep the
-    processes in step, so a process that fails leaves the others waiting at the next one
-    (``jax.distributed``'s timeout ends them) and the step unpublished."""
+    with every file's SHA-256, and publishes the step with one rename. Each stage ends with the
+    processes telling each other whether their part worked (a collective), so a failure
+    anywhere raises in every process (the failing one its own error) instead of leaving the
+    others waiting, and the step stays unpublished."""
     from jax.experimental import multihost_utils
 
     process = jax.process_index()
+    # Refused here, before any collective, not by process 0 alone when it writes the JSON.
+    json.dumps(_to_json({"metadata": metadata, "metrics": metrics}, "save"), allow_nan=False)
     arrays: dict[str, np.ndarray] = {}
     tree_json = _describe(tree, lambda leaf, name: _store_leaf(leaf, name, where, arrays, shards=True), where)
     payload = safetensors.numpy.save(arrays, metadata={"format": FORMAT, "step": str(step)})
@@ -306,25 +314,47 @@ def _save_sharded(directory: str, final: str, tree: Any, step: int, metadata: An
     # One staging directory for all: its name from a number process 0 draws.
     token = int(multihost_utils.broadcast_one_to_all(np.int64(secrets.randbits(62))))
     staged = os.path.join(directory, f".tmp-{token:016x}-step_{step}")
-    if process == 0:
-        os.makedirs(staged)
-    multihost_utils.sync_global_devices(f"{staged}: created")
-    atomic_write_bytes(os.path.join(staged, _process_file(process)), payload)
-    multihost_utils.sync_global_devices(f"{staged}: written")
-    if process == 0:
-        info = {"format": FORMAT, "format_version": SHARDED_FORMAT_VERSION, "jdl_version": _jdl_version(),
-                "step": step, "metadata": metadata, "metrics": metrics,
-                "arrays_sha256": {_process_file(i): bytes(digest).hex()
-                                  for i, digest in enumerate(np.asarray(digests, np.uint8))},
-                "tree": tree_json}
-        try:
-            atomic_write_json(os.path.join(staged, INFO_FILE), info)
-            _publish(staged, final, overwrite, where)
-        finally:
-            shutil.rmtree(staged, ignore_errors=True)
-        _fsync_directory(directory)
-    multihost_utils.sync_global_devices(f"{staged}: published")
+    try:
+        _in_every_process(lambda: os.makedirs(staged) if process == 0 else None, "create the staging directory",
+                          where)
+        _in_every_process(lambda: atomic_write_bytes(os.path.join(staged, _process_file(process)), payload),
+                          "write its arrays file", where)
+
+        def publish():
+            if process == 0:
+                info = {"format": FORMAT, "format_version": SHARDED_FORMAT_VERSION, "jdl_version": _jdl_version(),
+                        "step": step, "metadata": metadata, "metrics": metrics,
+                        "arrays_sha256": {_process_file(i): bytes(digest).hex()
+                                          for i, digest in enumerate(np.asarray(digests, np.uint8))},
+                        "tree": tree_json}
+                atomic_write_json(os.path.join(staged, INFO_FILE), info)
+                _publish(staged, final, overwrite, where)
+                _fsync_directory(directory)
+
+        _in_every_process(publish, "publish the step", where)
+    finally:
+        if process == 0:
+            shutil.rmtree(staged, ignore_errors=True)  # gone after a successful rename; the debris of a failed one
     return final
+
+
+def _in_every_process(part: Callable[[], Any], stage: str, where: str) -> None:
+    """Run this process's ``part`` of ``stage``, then agree with every process on whether all
+    parts worked (a collective): the failing process re-raises its error, the others a
+    ``RuntimeError`` naming it, so none is left waiting at the next barrier."""
+    from jax.experimental import multihost_utils
+
+    error = None
+    try:
+        part()
+    except Exception as caught:  # noqa: BLE001 - re-raised below, after the others are told
+        error = caught
+    failed = np.flatnonzero(np.asarray(multihost_utils.process_allgather(np.int32(error is not None))))
+    if error is not None:
+        raise error
+    if failed.size:
+        raise RuntimeError(f"{where}: expected every process to {stage}, got a failure in process(es) "
+                           f"{failed.tolist()}; the step was not published")
 
 
 def _jdl_version() -> str:
@@ -385,7 +415,11 @@ def _read_arrays(step_dir: str, info: dict, where: str) -> dict[str, np.ndarray]
         return _read_file(step_dir, ARRAYS_FILE, digests, where)
     pieces: dict[str, np.ndarray] = {}
     for file_name, digest in digests.items():
-        pieces.update(_read_file(step_dir, file_name, digest, where))
+        check_that(re.fullmatch(r"arrays\.process_(0|[1-9][0-9]*)\.safetensors", file_name), where,
+                   f"arrays files named arrays.process_<i>.safetensors in {INFO_FILE}", repr(file_name))
+        for key, piece in _read_file(step_dir, file_name, digest, where).items():
+            check_that(key not in pieces, where, "each shard in one file", f"{key!r} in two files")
+            pieces[key] = piece
     return _assemble(pieces, info["tree"], where)
 
 
@@ -407,29 +441,45 @@ def _read_file(step_dir: str, file_name: str, digest: str, where: str) -> dict[s
 
 
 def _assemble(pieces: dict[str, np.ndarray], tree: dict, where: str) -> dict[str, np.ndarray]:
-    """Sharded leaves put together from their shards, each element exactly once; the rest as stored."""
-    shards: dict[str, list] = {}
-    arrays = {}
+    """Each leaf from a multi-process save's pieces (keys ``<path>#<index>``; ``#`` alone for a
+    leaf stored whole): a sharded leaf put together with every element exactly once."""
+    parts: dict[str, list] = {}
     for key, piece in pieces.items():
         name, separator, index = key.rpartition(_SHARD)
-        if separator:
-            shards.setdefault(name, []).append((_index_from_text(index), piece))
-        else:
-            arrays[key] = piece
+        check_that(separator, where, f"keys <path>{_SHARD}<index> in a multi-process save", repr(key))
+        parts.setdefault(name, []).append((_parse_index(index, key, where), piece))
+    arrays = {}
     for node in _leaves(tree):
-        if not node.get("sharded") or node["name"] not in shards:
+        found = parts.pop(node["name"], None)
+        if found is None:
             continue  # _decode_leaves names what is missing
-        parts = shards.pop(node["name"])
+        if not node.get("sharded"):
+            check_that(len(found) == 1 and found[0][0] == (), where, f"{node['name']} stored whole, once",
+                       f"{len(found)} pieces")
+            arrays[node["name"]] = found[0][1]
+            continue
         full = np.zeros(node["stored_shape"], node["stored_dtype"])
-        covered = np.zeros(full.shape[:len(parts[0][0])], np.int64)  # the axes an index names
-        for index, piece in parts:
+        covered = np.zeros(full.shape[:len(found[0][0])], np.int64)  # the axes an index names
+        for index, piece in found:
+            within = all(0 <= part.start <= part.stop <= size for part, size in zip(index, covered.shape))
+            check_that(within and len(index) == covered.ndim and piece.shape == full[index].shape
+                       and piece.dtype == full.dtype, where, f"shards of {node['name']} that fit its "
+                       f"{full.dtype.name} {list(full.shape)}", f"a {piece.dtype.name} {list(piece.shape)} piece at "
+                       f"{_index_text(index, covered.shape)}")
             full[index] = piece
             covered[index] += 1
         check_that(bool(np.all(covered == 1)), where, f"the shards of {node['name']} to cover it once",
                    f"{int(np.sum(covered == 0))} elements missing and {int(np.sum(covered > 1))} stored twice")
         arrays[node["name"]] = full
-    arrays.update({f"{name}{_SHARD}": None for name in shards})  # shards of no sharded leaf: "unexpected"
+    arrays.update({f"{name}{_SHARD}": None for name in parts})  # pieces of no leaf: "unexpected"
     return arrays
+
+
+def _parse_index(text: str, key: str, where: str) -> tuple[slice, ...]:
+    try:
+        return _index_from_text(text)
+    except ValueError as error:
+        raise ValueError(f"{where}: expected a shard index start:stop,... after {_SHARD!r}, got {key!r}") from error
 
 
 def _leaves(node: dict):

@@ -206,11 +206,13 @@ def with_fsdp(rules: Rules, axis: str = "data", min_size: int = 2**12) -> Rules:
     return tuple((pattern, also_on(target)) for pattern, target in rules) + fsdp(axis, min_size)
 
 
-def stacked(rules: Rules, under: str = r"(^|/)blocks/") -> Rules:
+def stacked(rules: Rules, under: str = r"(?:^|/)blocks/(?!block_\d+/)") -> Rules:
     """``rules`` that also fit params stacked on a leading layer axis (:class:`~jdl.nn.Repeat`'s,
-    ``scan_layers``'s), found by ``under`` in their path: there a rule's spec is computed for one
-    block's shape and shifted one axis right (``P(None, "model")`` -> ``P(None, None, "model")``),
-    so the layer axis is never split. Params outside ``under`` keep the rules as they are."""
+    ``scan_layers``'s), found by ``under`` in their path (by default ``blocks/`` not followed by
+    an unrolled ``block_<i>/``): there a rule's spec is computed for one block's shape and
+    shifted one axis right (``P(None, "model")`` -> ``P(None, None, "model")``), so the layer
+    axis is never split. Params outside ``under`` keep the rules as they are. Write ``under``
+    with non-capturing groups, so the rules' own backreferences keep their numbers."""
 
     def shifted(target):
         def spec(shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:

@@ -85,6 +85,12 @@ def test_stacked_rules_keep_the_layer_axis_whole_and_split_the_rest_as_for_one_b
     # Without `stacked`, the per-block specs would split the layer axis: refused, naming the param.
     with pytest.raises(ValueError, match="encoder/blocks/feed_forward/hidden/b.*3 across 2 devices"):
         sharding.partition_specs(sharding.tensor_parallel(), scanned, MESH)
+    # Unstacked params keep the plain rules' specs: the unrolled Transformer (block_<i>) and the
+    # unrolled GPT, whose blocks sit under "blocks/block_<i>/".
     example_params = jax.eval_shape(models.Transformer(CONFIG).init, jax.random.key(0), example)[0]
-    assert (flat(sharding.partition_specs(rules, example_params, MESH))
-            == flat(sharding.partition_specs(sharding.tensor_parallel(), example_params, MESH)))
+    gpt = models.GPT(models.GPTConfig(32, d_model=16, num_heads=2, num_layers=2, max_length=8))
+    gpt_params = jax.eval_shape(gpt.init, jax.random.key(0), example[0])[0]
+    for unstacked in (example_params, gpt_params):
+        assert (flat(sharding.partition_specs(rules, unstacked, MESH))
+                == flat(sharding.partition_specs(sharding.tensor_parallel(), unstacked, MESH)))
+    assert flat(sharding.partition_specs(rules, gpt_params, MESH))["blocks/block_1/feed_forward/hidden/b"] == P("model")
