@@ -68,8 +68,10 @@ def test_the_two_processes_checkpoint_restores_in_one_process(two_process_run):
     step_dir = directory / f"step_{setup.STEPS}"
     files = sorted(os.listdir(step_dir))
     assert files == ["arrays.process_0.safetensors", "arrays.process_1.safetensors", "checkpoint.json"]
-    like = jax.eval_shape(lambda: setup.train())
-    restored = jdl.checkpoint.restore(directory, like)
+    like = {"train_state": jax.eval_shape(lambda: setup.train()), "lr#1": 0.0, "table": np.zeros(3, int)}
+    everything = jdl.checkpoint.restore(directory, like)
+    assert everything["lr#1"] == 0.5 and everything["table"].tolist() == [0, 1, 2]
+    restored = everything["train_state"]
     assert int(restored.step) == setup.STEPS
     for path, leaf in jax.tree_util.tree_flatten_with_path(restored.params)[0]:
         np.testing.assert_array_equal(np.asarray(leaf), results[0][sharding.path_name(path)])
@@ -78,7 +80,7 @@ def test_the_two_processes_checkpoint_restores_in_one_process(two_process_run):
 def test_each_process_wrote_only_its_own_shards(two_process_run):
     out, _ = two_process_run
     step_dir = out / "checkpoints" / f"step_{setup.STEPS}"
-    name = "params/encoder/block_0/feed_forward/hidden/w"  # (16, 32), FSDP: the 32 split over 4 devices
+    name = "train_state/params/encoder/block_0/feed_forward/hidden/w"  # (16, 32), FSDP: the 32 split over 4 devices
     for rank in range(2):
         with safe_open(str(step_dir / f"arrays.process_{rank}.safetensors"), "np") as stored:
             shards = sorted(key.rpartition("#")[2] for key in stored.keys() if key.startswith(name + "#"))

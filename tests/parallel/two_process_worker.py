@@ -41,11 +41,14 @@ def main(process_id: int, port: int, out_dir: str) -> None:
     assert not big.is_fully_addressable  # split across the processes, as FSDP asked
 
     checkpoints = os.path.join(out_dir, "checkpoints")
-    jdl.checkpoint.save(checkpoints, state, step=int(state.step))
+    # Beside the sharded state, leaves process 0 stores whole (a "#" in a name is no shard index).
+    jdl.checkpoint.save(checkpoints, {"train_state": state, "lr#1": 0.5, "table": np.arange(3)}, step=int(state.step))
     # Restore onto another layout: every leaf replicated over the four devices.
     replicated = NamedSharding(mesh, P())
     like = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated), state)
-    restored = jdl.checkpoint.restore(checkpoints, like)
+    everything = jdl.checkpoint.restore(checkpoints, {"train_state": like, "lr#1": 0.0, "table": np.zeros(3, int)})
+    assert everything["lr#1"] == 0.5 and everything["table"].tolist() == [0, 1, 2]
+    restored = everything["train_state"]
     assert all(leaf.sharding.is_equivalent_to(replicated, leaf.ndim) for leaf in jax.tree.leaves(restored))
     leaves = jax.tree_util.tree_flatten_with_path(restored.params)[0]
     np.savez(os.path.join(out_dir, f"process_{process_id}.npz"),
