@@ -20,7 +20,7 @@
 * ``repeat_compile``: compile seconds of a 24-block encoder's train step, unrolled against
   ``nn.Repeat`` (``benchmarks.scaling``'s case, on this device's compiler).
 
-Peaks (dense, no sparsity; SXM parts) come from :data:`PEAKS`, matched on the device kind; on
+Peaks (dense, no sparsity; SXM parts, and the H100's PCIe card) come from :data:`PEAKS`, matched on the device kind; on
 an unknown device (a CPU) MFU and bandwidth shares are ``None``.
 """
 from __future__ import annotations
@@ -43,7 +43,8 @@ from benchmarks.report import device_description, provenance
 from jdl import losses, models, nn
 
 # Dense peak throughput (TFLOP/s) and memory bandwidth (TB/s) from the vendors' data sheets.
-PEAKS = {
+PEAKS = {  # the first name found in the device kind wins: the PCIe part before the SXM one
+    "H100 PCIE": {"bfloat16_tflops": 756.0, "float32_tflops": 51.2, "hbm_tb_s": 2.0},
     "H200": {"bfloat16_tflops": 989.4, "float32_tflops": 66.9, "hbm_tb_s": 4.8},
     "H100": {"bfloat16_tflops": 989.4, "float32_tflops": 66.9, "hbm_tb_s": 3.35},
     "A100": {"bfloat16_tflops": 312.0, "float32_tflops": 19.5, "hbm_tb_s": 2.039},

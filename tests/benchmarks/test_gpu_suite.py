@@ -33,6 +33,7 @@ def test_toy_suite_runs_every_case_and_writes_its_json(toy_records):
 
 def test_peaks_are_matched_on_the_device_kind():
     assert gpu_suite.device_peaks("NVIDIA H100 80GB HBM3")["name"] == "H100"
+    assert gpu_suite.device_peaks("NVIDIA H100 PCIe")["bfloat16_tflops"] == 756.0  # not the SXM part's peak
     assert gpu_suite.device_peaks("NVIDIA H200")["hbm_tb_s"] == 4.8
     assert gpu_suite.device_peaks("NVIDIA A100-SXM4-80GB")["bfloat16_tflops"] == 312.0
     assert gpu_suite.device_peaks("cpu") is None
