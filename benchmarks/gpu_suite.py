@@ -26,8 +26,6 @@ an unknown device (a CPU) MFU and bandwidth shares are ``None``.
 from __future__ import annotations
 
 import dataclasses
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +35,7 @@ import jdl
 from benchmarks import scaling
 from benchmarks.cases import Budget, Config
 from benchmarks.cnn_cases import CNNCase, FlaxResNet
+from benchmarks.harness import time_alternating
 from benchmarks.recurrent_cases import BATCH as LSTM_BATCH, FEATURES as LSTM_FEATURES, HIDDEN as LSTM_HIDDEN
 from benchmarks.recurrent_cases import RecurrentCase
 from benchmarks.report import device_description, provenance
@@ -90,18 +89,15 @@ def lm_train_step(case: LMCase) -> dict:
                              case.config.vocab_size, jnp.int32)
     state = jax.jit(jdl.train.init, static_argnums=(0, 1))(model, optimizer, jax.random.key(0), ids[0])
     num_params = jdl.summaries.count_params(state.params)
-    start = time.perf_counter()
-    state, metrics = run(state, ids)
-    jax.block_until_ready(state)
-    compile_and_first = time.perf_counter() - start
-    times = []
-    for _ in range(case.rounds):
-        start = time.perf_counter()
-        state, metrics = run(state, ids)
-        jax.block_until_ready(state)
-        times.append((time.perf_counter() - start) / case.steps_per_call)
-    step_s = statistics.median(times)
-    loss = np.asarray(metrics["loss"], np.float32)
+    carried = {"state": state}
+
+    def call():
+        carried["state"], carried["metrics"] = run(carried["state"], ids)
+        return carried["state"]
+
+    times, _ = time_alternating({"jdl": call}, rounds=case.rounds)
+    step_s = times["jdl"].median_s / case.steps_per_call
+    loss = np.asarray(carried["metrics"]["loss"], np.float32)
     if not np.all(np.isfinite(loss)):
         raise FloatingPointError(f"{case.name}: non-finite loss {loss}")
     tokens_per_s = case.batch * case.length / step_s
@@ -111,7 +107,7 @@ def lm_train_step(case: LMCase) -> dict:
             "batch": case.batch, "length": case.length, "step_s": step_s, "tokens_per_s": tokens_per_s,
             "flops_per_token": flops_per_token, "model_tflops_per_s": flops_per_token * tokens_per_s / 1e12,
             "mfu": None if peaks is None else flops_per_token * tokens_per_s / (peaks["bfloat16_tflops"] * 1e12),
-            "final_loss": float(loss.reshape(-1)[-1]), "compile_and_first_call_s": compile_and_first,
+            "final_loss": float(loss.reshape(-1)[-1]), "compile_and_first_call_s": times["jdl"].compile_s,
             "rounds": case.rounds, "steps_per_call": case.steps_per_call}
 
 
@@ -136,13 +132,7 @@ def cudnn_lstm_seconds(time_steps: int, rounds: int) -> float | None:
         return jnp.sum(y * cotangent)
 
     grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
-    jax.block_until_ready(grad(weights, x))
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        jax.block_until_ready(grad(weights, x))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return time_alternating({"cudnn": lambda: grad(weights, x)}, rounds=rounds)[0]["cudnn"].median_s
 
 
 # ----------------------------------------------------------------------------- the suite

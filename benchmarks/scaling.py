@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from benchmarks.harness import time_alternating
 from benchmarks.report import provenance
 from jdl import nn
 
@@ -98,18 +98,16 @@ def data_parallel_child(rounds: int = 7) -> dict:
     states["data_parallel_8"] = (sharded, jdl.train.compile_loop(
         run, shardings=sharding.train_state_shardings(rules, sharded, mesh)),
         jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))))
-    times = {name: [] for name in states}
-    for name, (state, loop, data) in states.items():  # compile
-        state, _ = loop(state, data)
-        states[name] = (jax.block_until_ready(state), loop, data)
-    for _ in range(rounds):
-        for name, (state, loop, data) in states.items():
-            start = time.perf_counter()
-            state, _ = loop(state, data)
-            jax.block_until_ready(state)
-            times[name].append(time.perf_counter() - start)
-            states[name] = (state, loop, data)
-    per_example = {name: statistics.median(t) / (x.shape[0] * batch) for name, t in times.items()}
+
+    def call(name):
+        def one():
+            state, loop, data = states[name]
+            states[name] = (loop(state, data)[0], loop, data)
+            return states[name][0]
+        return one
+
+    times, _ = time_alternating({name: call(name) for name in states}, rounds=rounds)
+    per_example = {name: timed.median_s / (x.shape[0] * batch) for name, timed in times.items()}
     return {"devices": jax.device_count(), "examples_per_call": x.shape[0] * batch,
             **{f"{name}_s_per_example": value for name, value in per_example.items()},
             "ratio": per_example["data_parallel_8"] / per_example["one_device"]}

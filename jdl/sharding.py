@@ -57,7 +57,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jdl._checks import check_that
+from jdl._checks import check_positive_int, check_that
 
 P = PartitionSpec
 SpecFunction = Callable[[tuple[int, ...], Mesh], PartitionSpec]
@@ -275,8 +275,7 @@ def initialize_distributed(coordinator_address: str, num_processes: int, process
     accelerator's process has its chips). Afterwards ``jax.devices()`` lists every process's
     devices and ``jax.local_devices()`` this one's."""
     where = "sharding.initialize_distributed"
-    check_that(isinstance(num_processes, int) and num_processes >= 1, where, "num_processes >= 1",
-               repr(num_processes))
+    check_positive_int(where, "num_processes", num_processes)
     check_that(isinstance(process_id, int) and 0 <= process_id < num_processes, where,
                f"a process_id in [0, {num_processes})", repr(process_id))
     if local_device_count is not None:
