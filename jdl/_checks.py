@@ -254,27 +254,30 @@ def check_unit_interval(where: Any, name: str, value: Any) -> None:
     check_that(_is_real(value) and 0.0 <= value <= 1.0, where, f"{name} in [0, 1]", repr(value))
 
 
+def _one_key(key: Any) -> tuple[bool, str]:
+    """Whether ``key`` is one PRNG key (a typed ``jax.random.key`` scalar or a raw ``uint32[2]``
+    one), and what it is, for the message."""
+    dtype, shape = getattr(key, "dtype", None), tuple(getattr(key, "shape", ()))
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ()
+    raw = dtype == jnp.uint32 and shape == (2,)
+    return typed or raw, f"{getattr(dtype, 'name', type(key).__name__)} of shape {shape}"
+
+
 def check_training_key(where: Any, key: Any) -> None:
     """A PRNG key for a stochastic layer in training (dropout): ``None`` is refused, at trace time,
-    and so is anything but one key (a typed ``jax.random.key`` or a raw ``uint32[2]`` one)."""
+    and so is anything but one key."""
     if key is None:
         raise ValueError(f"{where}: train=True needs a PRNG key, got key=None; call "
                          f"apply(params, state, x, key=jax.random.key(...), train=True)")
-    dtype, shape = getattr(key, "dtype", None), tuple(getattr(key, "shape", ()))
-    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ()
-    raw = dtype == jnp.uint32 and shape == (2,)
-    check_that(typed or raw, where, "key to be one PRNG key (jax.random.key(seed))",
-               f"{getattr(dtype, 'name', type(key).__name__)} of shape {shape}", TypeError)
+    ok, got = _one_key(key)
+    check_that(ok, where, "key to be one PRNG key (jax.random.key(seed))", got, TypeError)
 
 
 def check_key(where: Any, key: Any) -> None:
-    """One PRNG key (a typed ``jax.random.key`` scalar or a raw ``uint32[2]`` one) for a keyed function
-    (augmentation, bootstrap draws); a batch of keys is ``vmap`` 's job."""
-    dtype, shape = getattr(key, "dtype", None), tuple(getattr(key, "shape", ()))
-    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ()
-    raw = dtype == jnp.uint32 and shape == (2,)
-    check_that(typed or raw, where, "key to be one PRNG key (jax.random.key(seed); vmap over a batch of keys)",
-               f"{getattr(dtype, 'name', type(key).__name__)} of shape {shape}", TypeError)
+    """One PRNG key for a keyed function (augmentation, bootstrap draws); a batch of keys is
+    ``vmap`` 's job."""
+    ok, got = _one_key(key)
+    check_that(ok, where, "key to be one PRNG key (jax.random.key(seed); vmap over a batch of keys)", got, TypeError)
 
 
 def check_train_flag(where: Any, train: Any) -> None:

@@ -43,6 +43,8 @@ Example:
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 from jdl._checks import PositiveInt, Rate, check_tuple
 from jdl.nn import Conv2D, LocalResponseNorm, MaxPool2D, ReLU
 from jdl.nn.core import KW_ONLY
@@ -52,7 +54,11 @@ __all__ = ["AlexNet", "ZFNet", "alexnet", "zfnet"]
 
 
 class _AlexNetFamily(LayerTable):
-    """Five convolutions (their widths a field), three max poolings, two LRNs, the classifier."""
+    """Five convolutions (their widths a field), three max poolings, two LRNs, the classifier.
+
+    The two nets differ only in their front: the first two convolutions' ``(kernel, stride,
+    padding)`` and the first two poolings' padding (class attributes below).
+    """
 
     num_classes: PositiveInt = 1000
     _: KW_ONLY
@@ -60,56 +66,59 @@ class _AlexNetFamily(LayerTable):
     hidden_features: PositiveInt = 4096
     dropout_rate: Rate = 0.5
 
+    conv1: ClassVar[tuple[int, int, int]]
+    conv2: ClassVar[tuple[int, int, int]]
+    pool_padding: ClassVar[str]
+
     def __post_init__(self):
         object.__setattr__(self, "widths", tuple(self.widths))
         check_tuple(self, self.widths, 5, "widths", "the five convolutions' filters")
         super().__post_init__()
 
+    def table(self):
+        c1, c2, c3, c4, c5 = self.widths
+        (k1, s1, p1), (k2, s2, p2) = self.conv1, self.conv2
+        return {
+            "conv1": Conv2D(c1, k1, strides=s1, padding=p1), "relu1": ReLU(),
+            "pool1": MaxPool2D(3, strides=2, padding=self.pool_padding),
+            "norm1": LocalResponseNorm(),
+            "conv2": Conv2D(c2, k2, strides=s2, padding=p2), "relu2": ReLU(),
+            "pool2": MaxPool2D(3, strides=2, padding=self.pool_padding),
+            "norm2": LocalResponseNorm(),
+            "conv3": Conv2D(c3, 3, padding=1), "relu3": ReLU(),
+            "conv4": Conv2D(c4, 3, padding=1), "relu4": ReLU(),
+            "conv5": Conv2D(c5, 3, padding=1), "relu5": ReLU(),
+            "pool5": MaxPool2D(3, strides=2),
+            **classifier(self.hidden_features, self.num_classes, self.dropout_rate),
+        }
+
 
 class AlexNet(_AlexNetFamily):
-    """AlexNet on ``(*batch, 227, 227, 3)`` images; the table is the module docstring's."""
+    """AlexNet on ``(*batch, 227, 227, 3)`` images; the table is the module docstring's.
+
+    Sizes: conv1 ``(227 - 11) / 4 + 1 = 55``, pool1 ``(55 - 3) / 2 + 1 = 27``, conv2 ``27 - 5 +
+    4 + 1 = 27``, pool2 13, conv3-5 13, pool5 6.
+    """
 
     _: KW_ONLY
     name: str = "alexnet"
-
-    def table(self):
-        c1, c2, c3, c4, c5 = self.widths
-        return {
-            "conv1": Conv2D(c1, 11, strides=4, padding=0), "relu1": ReLU(),  # (227 - 11) / 4 + 1 = 55
-            "pool1": MaxPool2D(3, strides=2),                                # (55 - 3) / 2 + 1 = 27
-            "norm1": LocalResponseNorm(),
-            "conv2": Conv2D(c2, 5, padding=2), "relu2": ReLU(),              # 27 - 5 + 4 + 1 = 27
-            "pool2": MaxPool2D(3, strides=2),                                # 13
-            "norm2": LocalResponseNorm(),
-            "conv3": Conv2D(c3, 3, padding=1), "relu3": ReLU(),              # 13
-            "conv4": Conv2D(c4, 3, padding=1), "relu4": ReLU(),              # 13
-            "conv5": Conv2D(c5, 3, padding=1), "relu5": ReLU(),              # 13
-            "pool5": MaxPool2D(3, strides=2),                                # 6
-            **classifier(self.hidden_features, self.num_classes, self.dropout_rate),
-        }
+    conv1: ClassVar = (11, 4, 0)
+    conv2: ClassVar = (5, 1, 2)
+    pool_padding: ClassVar = "VALID"
 
 
 class ZFNet(_AlexNetFamily):
-    """ZFNet on ``(*batch, 224, 224, 3)`` images (see the module docstring)."""
+    """ZFNet on ``(*batch, 224, 224, 3)`` images (see the module docstring).
+
+    Sizes: conv1 ``(224 - 7 + 2) / 2 + 1 = 110``, pool1 55 (rounding up), conv2 ``(55 - 5) / 2 +
+    1 = 26``, pool2 13 (rounding up), conv3-5 13, pool5 6.
+    """
 
     _: KW_ONLY
     name: str = "zfnet"
-
-    def table(self):
-        c1, c2, c3, c4, c5 = self.widths
-        return {
-            "conv1": Conv2D(c1, 7, strides=2, padding=1), "relu1": ReLU(),   # (224 - 7 + 2) / 2 + 1 = 110
-            "pool1": MaxPool2D(3, strides=2, padding="SAME"),                # 55
-            "norm1": LocalResponseNorm(),
-            "conv2": Conv2D(c2, 5, strides=2, padding=0), "relu2": ReLU(),   # (55 - 5) / 2 + 1 = 26
-            "pool2": MaxPool2D(3, strides=2, padding="SAME"),                # 13
-            "norm2": LocalResponseNorm(),
-            "conv3": Conv2D(c3, 3, padding=1), "relu3": ReLU(),              # 13
-            "conv4": Conv2D(c4, 3, padding=1), "relu4": ReLU(),              # 13
-            "conv5": Conv2D(c5, 3, padding=1), "relu5": ReLU(),              # 13
-            "pool5": MaxPool2D(3, strides=2),                                # 6
-            **classifier(self.hidden_features, self.num_classes, self.dropout_rate),
-        }
+    conv1: ClassVar = (7, 2, 1)
+    conv2: ClassVar = (5, 2, 0)
+    pool_padding: ClassVar = "SAME"
 
 
 def alexnet(num_classes: int = 1000, **options) -> AlexNet:

@@ -24,9 +24,9 @@ Example:
     >>> import jax
     >>> from jdl import count_params, models
     >>> image = jax.ShapeDtypeStruct((1, 224, 224, 3), "float32")
-    >>> params, state = jax.eval_shape(models.vgg16().init, jax.random.key(0), image)
-    >>> count_params(params)
-    138357544
+    >>> shapes = jax.eval_shape(models.vgg16(batch_norm=True).init, jax.random.key(0), image)[0]
+    >>> count_params(shapes), count_params(shapes) - 8_448  # batch norm's scales and offsets apart
+    (138365992, 138357544)
 """
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -55,8 +55,7 @@ class _TrainOnlyNoise(ParamFree):
     def fn(self, x):
         return x  # evaluation (train=False) is the identity
 
-    def is_identity(self) -> bool:
-        raise NotImplementedError
+    strength: ClassVar[str]  # the field whose 0 makes training the identity too (no key needed)
 
     def corrupt(self, key, x):
         raise NotImplementedError
@@ -64,7 +63,7 @@ class _TrainOnlyNoise(ParamFree):
     def apply(self, params, state, x, *, key=None, train=False):
         x, state = super().apply(params, state, x)  # the checks, then the identity
         check_train_flag(self, train)
-        if not train or self.is_identity():
+        if not train or getattr(self, self.strength) == 0.0:
             return x, state
         check_training_key(self, key)
         return self.corrupt(key, x), state
@@ -80,9 +79,7 @@ class GaussianNoise(_TrainOnlyNoise):
     stddev: NonNegative
     _: KW_ONLY
     name: str = "gaussian_noise"
-
-    def is_identity(self) -> bool:
-        return self.stddev == 0.0
+    strength: ClassVar = "stddev"
 
     def corrupt(self, key, x):
         eps = jax.random.normal(key, x.shape, x.dtype)
@@ -100,9 +97,7 @@ class MaskingNoise(_TrainOnlyNoise):
     rate: Rate
     _: KW_ONLY
     name: str = "masking_noise"
-
-    def is_identity(self) -> bool:
-        return self.rate == 0.0
+    strength: ClassVar = "rate"
 
     def corrupt(self, key, x):
         keep = jax.random.bernoulli(key, 1.0 - self.rate, x.shape)

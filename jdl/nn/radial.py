@@ -11,9 +11,9 @@ Example:
     >>> import jax, jax.numpy as jnp
     >>> from jdl import nn
     >>> layer = nn.RadialBasis(3)
-    >>> params, state = layer.init(jax.random.key(0), jnp.zeros((4, 2)))
-    >>> params["centers"].shape, params["widths"].shape
-    ((2, 3), (3,))
+    >>> shapes = jax.tree.map(jnp.shape, layer.init(jax.random.key(0), jnp.zeros((4, 2)))[0])
+    >>> shapes == {"centers": (2, 3), "widths": (3,)}
+    True
     >>> h, _ = layer.apply({"centers": jnp.zeros((2, 3)), "widths": jnp.ones(3)}, {}, jnp.zeros((4, 2)))
     >>> h[0]  # at every centre: exp(0) = 1
     Array([1., 1., 1.], dtype=float32)
