@@ -17,7 +17,7 @@ Corpus: the real text every gensim install ships in ``gensim/test/test_data``: t
 of English Wikipedia (106 articles, extracted from their markup by the functions of
 gensim's ``WikiCorpus``, about 453,000 tokens) and the Lee background corpus (300 news articles,
 about 58,000 tokens, by :func:`jdl.embeddings.tokenize`), articles cut into pieces of at
-most 10,000 tokens (gensim's limit per sentence): 511,096 tokens, 9,733 words seen at least
+most 10,000 tokens (gensim's limit per sentence): 512,520 tokens, 9,762 words seen at least
 5 times. Evaluation: Spearman's rho against WordSim353 and SimLex-999 and the accuracy
 on the Google analogies (3CosAdd, among all the vocabulary's words), each over the pairs
 or questions whose words are all in the vocabulary, with that coverage. Training time
