@@ -36,6 +36,7 @@ from benchmarks import scaling
 from benchmarks.cases import Budget, Config
 from benchmarks.cnn_cases import CNNCase, FlaxResNet
 from benchmarks.harness import time_alternating
+from benchmarks.optim_cases import OPTIMIZER_CASES, param_shapes
 from benchmarks.recurrent_cases import BATCH as LSTM_BATCH, FEATURES as LSTM_FEATURES, HIDDEN as LSTM_HIDDEN
 from benchmarks.recurrent_cases import RecurrentCase
 from benchmarks.report import device_description, provenance
@@ -142,11 +143,13 @@ def suite(toy: bool) -> dict:
     if toy:
         gpt = [LMCase("gpt_toy", models.GPTConfig(256, d_model=32, num_heads=2, num_layers=2, max_length=32,
                                                   scan_layers=True), batch=2, length=32, steps_per_call=2, rounds=2)]
-        widths = (8, 16, 32, 64)
-        resnet = CNNCase("resnet_bottleneck_toy", "bottleneck ResNet, one block per stage, widths 8-64, 64x64x3, "
-                         "batch 4", lambda: models.ResNet("bottleneck", (1, 1, 1, 1), 10, widths=widths),
-                         lambda: FlaxResNet((1, 1, 1, 1), widths=widths, bottleneck=True), size=64, batch=4,
+        widths = (8, 16)
+        resnet = CNNCase("resnet_bottleneck_toy", "bottleneck ResNet, two stages of one block, widths 8 and 16, "
+                         "32x32x3, batch 2", lambda: models.ResNet("bottleneck", (1, 1), 10, widths=widths),
+                         lambda: FlaxResNet((1, 1), widths=widths, bottleneck=True), size=32, batch=2,
                          budget=Budget(2, 2, 2, 2))
+        adam = dataclasses.replace(OPTIMIZER_CASES["adam_update"], shapes=param_shapes(
+            d=32, vocab=100, context=16, hidden=64, blocks=1, classes=10, patch=4))
         lstm = RecurrentCase("lstm_t8", "lstm", 8, budget=Budget(1, 2, 1, 2))
         config = Config(steps_per_call=2, rounds=2)
         repeat_compile = dict(layers=2, shape=(2, 8, 16), block=nn.TransformerEncoderBlock(num_heads=2, mlp_features=32))
@@ -160,12 +163,13 @@ def suite(toy: bool) -> dict:
         lstm = RecurrentCase("lstm_t200", "lstm", 200)
         config = Config()
         repeat_compile = dict(layers=24)
-    return {"gpt": gpt, "resnet": resnet, "lstm": lstm, "config": config, "repeat_compile": repeat_compile}
+        adam = OPTIMIZER_CASES["adam_update"]
+    return {"gpt": gpt, "resnet": resnet, "lstm": lstm, "adam": adam, "config": config,
+            "repeat_compile": repeat_compile}
 
 
 def run(toy: bool = False) -> list[dict]:
     """Every case of the suite, one record each (``benchmarks.run``'s fields for the compared cases)."""
-    from benchmarks.optim_cases import OPTIMIZER_CASES
     from benchmarks.run import run_case
 
     cases = suite(toy)
@@ -177,7 +181,7 @@ def run(toy: bool = False) -> list[dict]:
     lstm = run_case(cases["lstm"].name, cases["config"], case=cases["lstm"])
     cudnn = cudnn_lstm_seconds(lstm["time"], lstm["repeats"])
     lstm.update(cudnn_s=cudnn, jdl_over_cudnn=None if cudnn is None else lstm["jdl_s"] / cudnn)
-    adam = run_case("adam_update", dataclasses.replace(cases["config"], quick=True), case=OPTIMIZER_CASES["adam_update"])
+    adam = run_case("adam_update", dataclasses.replace(cases["config"], quick=True), case=cases["adam"])
     adam["jdl_hbm_fraction"] = None if peaks is None else adam["jdl_bytes_per_s"] / (peaks["hbm_tb_s"] * 1e12)
     adam["ref_hbm_fraction"] = None if peaks is None else adam["ref_bytes_per_s"] / (peaks["hbm_tb_s"] * 1e12)
     compile_times = scaling.repeat_compile(**cases["repeat_compile"])

@@ -91,9 +91,13 @@ def param_shapes(d: int = 384, vocab: int = 5000, context: int = 512, hidden: in
 def random_tree(key: jax.Array, shapes: dict, scale: float, dtype) -> dict:
     """Normal(0, scale^2) leaves with the given shapes, each from its own key, on the device."""
     leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda x: isinstance(x, tuple))
-    keys = jax.random.split(key, len(leaves))
-    arrays = [(scale * jax.random.normal(k, shape, jnp.float32)).astype(dtype) for k, shape in zip(keys, leaves)]
-    return jax.tree.unflatten(treedef, arrays)
+
+    @jax.jit  # one program for every leaf, not one compiled draw per distinct shape
+    def draw(key):
+        keys = jax.random.split(key, len(leaves))
+        return [(scale * jax.random.normal(k, shape, jnp.float32)).astype(dtype) for k, shape in zip(keys, leaves)]
+
+    return jax.tree.unflatten(treedef, draw(key))
 
 
 def tree_bytes(tree) -> int:
@@ -253,6 +257,7 @@ class OptimizerCase:
     make: Callable[[Any], Any]
     requires: tuple[str, ...]
     state_buffers: int  # param-sized buffers an ideal implementation keeps
+    shapes: dict = dataclasses.field(default_factory=param_shapes, compare=False)  # the params' leaf shapes
     grad_reads: int = 1  # 2: a global reduction over the gradients before the update (global norm)
     ref_make: Callable[[Any], Any] | None = None
     budget: Budget = Budget(steps_per_call=10, rounds=21, quick_steps_per_call=4, quick_rounds=5)
@@ -278,7 +283,7 @@ class OptimizerCase:
             raise SkipCase(f"jdl.optim cannot build {self.description}: {error}") from None
         ref_optimizer = (self.ref_make or self.make)(optax)
 
-        shapes = param_shapes()
+        shapes = self.shapes
         params_key, grads_key = jax.random.split(jax.random.key(0))
         params = random_tree(params_key, shapes, PARAM_SCALE, dtype)
         grads = random_tree(grads_key, shapes, GRAD_SCALE, dtype)  # shared, never donated
