@@ -8,19 +8,22 @@ directory is new for every session (a run starts cold, as CI does) and removed a
 and the variables that point at it are restored.
 
 XLA compiles the tests' programs at LLVM optimisation level 0 instead of 3
-(``--xla_backend_optimization_level=0``) and with its CPU backend's older elemental emitters for
-fusions (``--xla_cpu_use_fusion_emitters=false``), both added to any ``XLA_FLAGS`` the caller
-set. Most of the suite's time is compiling small programs once (measured with
+(``--xla_backend_optimization_level=0``), with its CPU backend's older elemental emitters for
+fusions (``--xla_cpu_use_fusion_emitters=false``) and with its fast-compile preset
+(``--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE``), all added to any ``XLA_FLAGS`` the
+caller set. Most of the suite's time is compiling small programs once (measured with
 ``jax.monitoring``: two thirds of a run of ``tests/models`` is XLA's backend compile). The
 older emitters compile them about 1.6x faster (a LeNet-5 gradient 1.0 s against 1.7 s), and level
 0 halves that again (0.5 s; a Transformer's gradient 2.8 s -> 1.1 s) at the price of slower
 convolutions at run time (the experiments' toy runs on CNNs lose a few seconds); the whole suite
 went from 854 s (defaults) to 560 s (level 1, older emitters) to 497 s (level 0) on 2 cores.
+The preset took another ~15% off the compile time of four test-sized programs (LeNet-5,
+Transformer, GoogLeNet and GRU gradients: 5.3-6.6 s -> 4.9-5.1 s) and no run time.
 These settings evaluate some elementwise functions with different rounding, so a result can differ from a default build's in its last
 bits: every comparison in the suite has a tolerance, and none compares with a number computed
 under other flags. (A comparison of rounding noise, such as the first bias-corrected step of
 centred RMSProp, was rewritten to have teeth.) XLA aborts on a flag it does not know, so the
-emitter flag is tried in a subprocess first and left out if this XLA refuses it. Benchmarks and
+optional flags are tried in a subprocess first and left out if this XLA refuses them. Benchmarks and
 experiments keep XLA's defaults.
 """
 import os
@@ -36,8 +39,8 @@ _SETTINGS = {
     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     "XLA_FLAGS": "--xla_backend_optimization_level=0",  # appended to the caller's flags
 }
-# Appended too when this XLA knows it (newer ones may drop the older emitters).
-_OPTIONAL_XLA_FLAG = "--xla_cpu_use_fusion_emitters=false"
+# Appended too where this XLA knows them (newer ones may drop the older emitters or the preset).
+_OPTIONAL_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE")
 
 
 def _xla_accepts(flags: str) -> bool:
@@ -51,6 +54,13 @@ def _xla_accepts(flags: str) -> bool:
         return False
 
 
+def _accepted(flags: str, optional: tuple[str, ...]) -> list[str]:
+    """The optional flags this XLA accepts beside ``flags``: all of them in one probe, else one by one."""
+    if _xla_accepts(" ".join([flags, *optional])):
+        return list(optional)
+    return [flag for flag in optional if _xla_accepts(f"{flags} {flag}")]
+
+
 def pytest_configure(config):
     if hasattr(config, "workerinput"):  # an xdist worker: it inherited the controller's variables
         return
@@ -61,8 +71,7 @@ def pytest_configure(config):
     for name, value in _SETTINGS.items():
         if name == "XLA_FLAGS":
             value = " ".join(filter(None, [os.environ.get(name), value]))
-            if _xla_accepts(f"{value} {_OPTIONAL_XLA_FLAG}"):
-                value = f"{value} {_OPTIONAL_XLA_FLAG}"
+            value = " ".join([value, *_accepted(value, _OPTIONAL_XLA_FLAGS)])
         os.environ[name] = config._jdl_cache_dir if value is None else value
     if "jax" in sys.modules:  # imported already (by a plugin): its flags have read the variables
         _set_jax_flags(config._jdl_cache_dir, float(_SETTINGS["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))

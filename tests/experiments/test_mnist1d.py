@@ -28,7 +28,7 @@ def test_dataset_is_mnist1d(data):
 def small_run(tmp_path_factory, data, monkeypatch_session):
     out = tmp_path_factory.mktemp("mnist1d")
     monkeypatch_session.setattr(mnist1d, "mnist1d_dataset", lambda seed=42: data)
-    results = mnist1d.main(["--steps", "250", "--num-seeds", "2", "--evals", "2", "--out", str(out), "--no-progress"])
+    results = mnist1d.main(["--steps", "250", "--num-seeds", "1", "--evals", "2", "--out", str(out), "--no-progress"])
     return out, results
 
 
@@ -42,8 +42,9 @@ def monkeypatch_session():
 def test_small_budget_is_well_above_chance(small_run):
     _, results = small_run
     assert set(results) == {"logistic", "mlp", "cnn", "gru", "transformer"}
-    # Chance is 10%; 250 steps already put every model far above it (seeds 0 and 1 measured:
-    # 0.30, 0.58, 0.72, 0.61, 0.74 in this order).
+    # Chance is 10%; 250 steps already put every model far above it (seed 0 measured under the
+    # test session's XLA flags: 0.31, 0.59, 0.70, 0.62, 0.72 in this order). One seed: the vmapped
+    # seeds are the next tests' subject.
     assert results["logistic"]["test_accuracy"] > 0.2
     assert results["mlp"]["test_accuracy"] > 0.4
     assert results["cnn"]["test_accuracy"] > 0.6
@@ -66,7 +67,7 @@ def test_writes_json_and_png(small_run):
     with open(os.path.join(out, "mnist1d.json")) as f:
         written = json.load(f)
     assert written["mlp"]["test_accuracy"] == pytest.approx(results["mlp"]["test_accuracy"])
-    assert len(written["cnn"]["test_accuracy_per_seed"]) == 2
+    assert written["cnn"]["test_accuracy_per_seed"] == [pytest.approx(results["cnn"]["test_accuracy"])]
     with open(os.path.join(out, "mnist1d_curves.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]

@@ -100,7 +100,9 @@ def test_sharded_init_holds_only_each_devices_shards():
     full, _ = jax.jit(MODEL.init)(jax.random.key(0), example)
     total = sum(leaf.nbytes for leaf in jax.tree.leaves(full))
     for leaf, reference in zip(jax.tree.leaves(params), jax.tree.leaves(full)):
-        np.testing.assert_array_equal(np.asarray(leaf), np.asarray(reference))  # the same numbers, in place
+        # The same numbers, in place, up to float32 rounding: the sharded program is fused differently,
+        # and under the test session's XLA flags (conftest.py) that moves some draws by an ulp.
+        np.testing.assert_allclose(np.asarray(leaf), np.asarray(reference), rtol=1e-6, atol=1e-7)
         for shard in leaf.addressable_shards:
             assert shard.data.size == leaf.size // 8 or leaf.sharding.spec == P()
     # What one device holds: about an eighth of the params (the replicated scalars aside).
