@@ -55,10 +55,15 @@ def _xla_accepts(flags: str) -> bool:
 
 
 def _accepted(flags: str, optional: tuple[str, ...]) -> list[str]:
-    """The optional flags this XLA accepts beside ``flags``: all of them in one probe, else one by one."""
+    """The optional flags this XLA accepts beside ``flags``: all of them in one probe, else one by one,
+    each with the ones already accepted."""
     if _xla_accepts(" ".join([flags, *optional])):
         return list(optional)
-    return [flag for flag in optional if _xla_accepts(f"{flags} {flag}")]
+    accepted = []
+    for flag in optional:
+        if _xla_accepts(" ".join([flags, *accepted, flag])):
+            accepted.append(flag)
+    return accepted
 
 
 def pytest_configure(config):

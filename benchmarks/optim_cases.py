@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import re
 from typing import Any, Callable
 
@@ -91,13 +92,14 @@ def param_shapes(d: int = 384, vocab: int = 5000, context: int = 512, hidden: in
 def random_tree(key: jax.Array, shapes: dict, scale: float, dtype) -> dict:
     """Normal(0, scale^2) leaves with the given shapes, each from its own key, on the device."""
     leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda x: isinstance(x, tuple))
+    return jax.tree.unflatten(treedef, _draw(key, jnp.float32(scale), tuple(leaves), jnp.dtype(dtype)))
 
-    @jax.jit  # one program for every leaf, not one compiled draw per distinct shape
-    def draw(key):
-        keys = jax.random.split(key, len(leaves))
-        return [(scale * jax.random.normal(k, shape, jnp.float32)).astype(dtype) for k, shape in zip(keys, leaves)]
 
-    return jax.tree.unflatten(treedef, draw(key))
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _draw(key, scale, shapes: tuple, dtype) -> list:
+    """One program for every leaf (compiled once per tree of shapes), not one draw per distinct shape."""
+    keys = jax.random.split(key, len(shapes))
+    return [(scale * jax.random.normal(k, shape, jnp.float32)).astype(dtype) for k, shape in zip(keys, shapes)]
 
 
 def tree_bytes(tree) -> int:

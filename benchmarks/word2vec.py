@@ -6,7 +6,7 @@
 
 The corpus, vocabulary and hyperparameters are ``experiments/word_vectors.py``'s (its
 ``load_corpus``; dim 100, window 5, 5 negatives, min count 5, sample 1e-3, learning rate
-0.025, 5 epochs): 511,096 tokens of gensim's Wikipedia sample and Lee corpus. One call is
+0.025, 5 epochs): 512,520 tokens of gensim's Wikipedia sample and Lee corpus. One call is
 a whole training run: jdl's ``Word2Vec.fit`` on the encoded corpus (the vocabulary and
 ids built once, outside; compiled by the first, untimed call), and gensim's
 ``Word2Vec.train`` on the token lists (its vocabulary built once, outside), with 2 worker

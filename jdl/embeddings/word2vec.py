@@ -35,7 +35,9 @@ on a CPU than differentiating the loss), and adds ``-lr`` times it back with one
 scatter-add per table. Examples of one batch see the same parameters, where word2vec's
 threads see each other's updates at once; by default each row of a batch reads its own
 contiguous slice of the corpus in order (``order="streams"``), so that consecutive,
-overlapping examples still build on each other's updates, as in word2vec's threads.
+overlapping examples still build on each other's updates, as in word2vec's threads (CBOW
+with hierarchical softmax instead reads the corpus in order, 64 examples per step: see
+``order``).
 
 **Shared noise words** (``shared_noise=S``, default 8, per ``noise_group`` consecutive
 examples, by default the whole batch): instead of ``K`` noise words per example, each
@@ -169,10 +171,10 @@ class Word2Vec:
         sample: the subsampling threshold ``t`` [``sample``] (0: keep every word);
             subsampling: its rule, word2vec's or seed 000's (``"mikolov2013"``).
         learning_rate, min_learning_rate: [``alpha``, ``min_alpha``]. epochs: [``epochs``].
-        batch_size: examples per step (default 1024 for negative sampling, 256 for hierarchical
-            softmax: every example of a batch updates the tree's top nodes, and 1024 summed
-            updates of the root diverge; 64 for CBOW with hierarchical softmax, which runs in
-            corpus order); steps_per_call: steps per compiled call (one ``lax.scan``; default
+        batch_size: examples per step (default 1024 for negative sampling; 64 for CBOW with
+            hierarchical softmax, which runs in corpus order; 256 otherwise: every example of a
+            batch updates the hierarchical softmax's top nodes, and 1024 summed updates of the
+            root diverge); steps_per_call: steps per compiled call (one ``lax.scan``; default
             65,536 examples' worth).
         max_score: word2vec's ``MAX_EXP``: a hierarchical-softmax node whose ``|score|`` is
             at least this is skipped (``None``: never).

@@ -208,6 +208,23 @@ def test_training_is_reproducible_and_groups_words_by_topic(toy, config):
         assert vectors.similarity(word, friend) > vectors.similarity(word, stranger) + 0.2
 
 
+def test_defaults_order_and_batch_by_variant():
+    """CBOW with hierarchical softmax reads the corpus in order, 64 examples per step (interleaved
+    slices cost it ~0.04 WordSim353 on the experiment's corpus: see ``Word2Vec._examples``);
+    the other variants read streams. A resolved default equals the same value given."""
+    cbow_hs = Word2Vec(model="cbow", output="hierarchical-softmax")
+    assert (cbow_hs.order, cbow_hs.batch_size, cbow_hs.steps_per_call) == ("corpus", 64, 1024)
+    for model, output, batch in [("skip-gram", "negative-sampling", 1024), ("cbow", "negative-sampling", 1024),
+                                 ("skip-gram", "hierarchical-softmax", 256), ("skip-gram", "softmax", 256)]:
+        config = Word2Vec(model=model, output=output)
+        assert (config.order, config.batch_size) == ("streams", batch), (model, output)
+    assert Word2Vec() == Word2Vec(order="streams", batch_size=1024)
+    assert hash(Word2Vec()) == hash(Word2Vec(order="streams", batch_size=1024))
+    assert Word2Vec(model="cbow", output="hierarchical-softmax", order="streams").order == "streams"
+    with pytest.raises(ValueError, match="expected order in"):
+        Word2Vec(order="random")
+
+
 def test_bad_configurations_and_corpora():
     with pytest.raises(ValueError, match="model in"):
         Word2Vec(model="glove")

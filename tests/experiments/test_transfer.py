@@ -48,7 +48,7 @@ def test_the_trunk_is_the_pretrained_one_and_the_head_is_new():
 
 
 def test_toy_run_writes_its_table(tmp_path):
-    output = transfer.main(["--pretrain-epochs", "2", "--steps", "20", "--evals", "2", "--num-seeds", "2",
+    output = transfer.main(["--pretrain-epochs", "2", "--steps", "20", "--evals", "4", "--num-seeds", "2",
                             "--shots", "5", "--out", str(tmp_path), "--no-progress"])
     with open(os.path.join(tmp_path, "transfer.json")) as f:
         saved = json.load(f)
@@ -57,7 +57,7 @@ def test_toy_run_writes_its_table(tmp_path):
     assert saved["pretrain_test_accuracy"] > 0.5  # five classes: chance is 20%
     for way in saved["ways"].values():
         accuracy = np.asarray(way["curves"]["test_accuracy"])  # (evaluations, seeds)
-        assert accuracy.shape == (2, 2) and way["test_accuracy_per_seed"] == accuracy[-1].tolist()
+        assert accuracy.shape == (4, 2) and way["test_accuracy_per_seed"] == accuracy[-1].tolist()
         assert way["test_accuracy"] == pytest.approx(accuracy[-1].mean())
     with open(os.path.join(tmp_path, "transfer.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
