@@ -137,9 +137,14 @@ def _standardize(x, axes, epsilon, axis_name):
 def _standardize_jvp(axes, epsilon, axis_name, primals, tangents):
     (x,), (dx,) = primals, tangents
     x_hat, mean, var, inverse_std = _standardize(x, axes, epsilon, axis_name)
-    d_mean = _mean(dx, axes, axis_name)
-    d_along = _mean(x_hat * dx, axes, axis_name)
-    d_x_hat = inverse_std * (dx - d_mean - x_hat * d_along)
+    mean_of = functools.partial(_mean, axes=axes, axis_name=axis_name)
+    # s dx - (s <dx> + x_hat (s <x_hat dx>)), its reductions its own (XLA merges the equal
+    # ones below). This form, no other tried, makes XLA compute the backward pass's input
+    # gradient once: from s (dx - <dx> - x_hat <x_hat dx>), or with the reductions shared with
+    # d_mean and d_var, XLA recomputed it inside each of its 3-4 consumers, a transposing copy
+    # among them: 2-4% of the Transformer's train step on CPU (benchmarks/transformer_cases.py).
+    d_x_hat = inverse_std * dx - (inverse_std * mean_of(dx) + x_hat * (inverse_std * mean_of(x_hat * dx)))
+    d_mean, d_along = mean_of(dx), mean_of(x_hat * dx)
     return (x_hat, mean, var), (d_x_hat, d_mean, 2.0 * d_along / inverse_std)
 
 

@@ -151,6 +151,20 @@ def test_layer_norm_transforms_and_finite_differences(randn, random_params, chec
     finite_differences(lambda p, v: layer.apply(p, {}, v)[0], (params, x))
 
 
+def test_layer_norm_forward_mode_and_second_order_match_flax(randn, random_params):
+    # The derivative is a custom JVP: forward mode (jvp, jacfwd) and the Hessian (jacfwd of
+    # jacrev) must work and equal flax's autodiff of its own LayerNorm.
+    layer, module = nn.LayerNorm(), fnn.LayerNorm()
+    x = randn((2, 6), scale=2.0, mean=1.0)
+    params = random_params(layer, x)
+    ours = lambda v: layer.apply(params, {}, v)[0]  # noqa: E731
+    theirs = lambda v: module.apply({"params": {"scale": params["gamma"], "bias": params["beta"]}}, v)  # noqa: E731
+    tangent = randn((2, 6), seed=5)
+    for transform in (lambda f: jax.jvp(f, (x,), (tangent,))[1], lambda f: jax.jacfwd(f)(x),
+                      lambda f: jax.hessian(lambda v: jnp.sum(jnp.sin(f(v))))(x)):
+        np.testing.assert_allclose(transform(ours), transform(theirs), rtol=1e-4, atol=1e-4)
+
+
 def test_norm_errors():
     layer = nn.BatchNorm()
     params, state = {"gamma": jnp.ones(4), "beta": jnp.zeros(4)}, {"mean": jnp.zeros(4), "var": jnp.ones(4)}
