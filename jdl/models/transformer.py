@@ -355,14 +355,17 @@ class Transformer(Layer):
     # --------------------------------------------------------------------------- decoding
 
     def init_decode_state(self, params, source_ids, max_length: int) -> DecodeState:
-        """Encode the source and make empty caches for ``max_length`` decoder positions."""
+        """Encode the source, project it once for every decoder block's cross-attention, and make empty
+        self-attention caches for ``max_length`` decoder positions."""
         check_that(isinstance(max_length, int) and 0 < max_length <= self.config.max_length, f"{self}.init_decode_"
                    f"state", f"max_length in [1, {self.config.max_length}] (the positional encodings' range)", repr(max_length))
         memory = self.encode(params, source_ids)
         caches = tuple(block.self_attention.init_cache(self._block_params(params["decoder"], index)["self_attention"],
                                                        source_ids.shape[:1], max_length, dtype=memory.dtype)
                        for index, block in enumerate(self.decoder_blocks))
-        return DecodeState(memory, source_ids != self.config.pad_id, caches)
+        context = tuple(block.context_cache(self._block_params(params["decoder"], index), memory)
+                        for index, block in enumerate(self.decoder_blocks))
+        return DecodeState(context, source_ids != self.config.pad_id, caches)
 
     def decode_step(self, params, state: DecodeState, tokens, step) -> tuple[jax.Array, DecodeState]:
         """Log-probabilities of the next token after ``tokens`` ``[batch]`` at position ``step``.
@@ -379,7 +382,7 @@ class Transformer(Layer):
         caches = []
         for index, block in enumerate(self.decoder_blocks):
             x, cache = block.decode_step(self._block_params(params["decoder"], index), x, state.caches[index],
-                                         context=state.memory, cross_mask=cross_mask)
+                                         context=state.context[index], cross_mask=cross_mask)
             caches.append(cache)
         logits = self._logits(params, self._end_of_stack(params["decoder"], x))[:, 0]
         return jax.nn.log_softmax(logits.astype(jnp.float32)), state._replace(caches=tuple(caches))
@@ -402,9 +405,10 @@ class Transformer(Layer):
 
 
 class DecodeState(NamedTuple):
-    """What one decoding step needs: the encoder's output, the source's mask, the caches."""
+    """What one decoding step needs: the encoder's output projected for each decoder block's
+    cross-attention, the source's mask, the self-attention caches."""
 
-    memory: jax.Array  # [batch, source_length, d_model]
+    context: tuple  # one full KVCache per decoder layer: the encoder's output as its keys and values
     source_valid: jax.Array  # [batch, source_length], True on real tokens
     caches: tuple  # one KVCache per decoder layer
 

@@ -12,12 +12,14 @@ head_dim]``, ``key`` and ``value`` ``[batch..., kv_len, heads, head_dim]`` (flax
 ``jax.nn.dot_product_attention``'s); masks and biases ``[batch..., heads or 1, q_len or 1,
 kv_len or 1]``, broadcast from the right; weights ``[batch..., heads, q_len, kv_len]``.
 
-Inside, the heads come first, ``[batch..., heads, length, head_dim]``: the layout of the two
-batched matrix products ``Q K^T`` and ``weights V``. :class:`~jdl.nn.MultiHeadAttention`
-projects straight into it and calls :func:`attend_heads_first`, so no array is transposed
-between the projections and the products. A query with no key left is zeroed on the output
-(``[..., head_dim]``) rather than on the weights (``[..., kv_len]``): less memory traffic,
-forward and backward.
+The products are written in that layout too (``...qhd,...khd->...hqk``), and
+:class:`~jdl.nn.MultiHeadAttention` projects into it and calls :func:`attend`: XLA then
+places the transposes, and on CPU it runs every product and weight gradient as one of its
+library matmuls (a heads-first ``[batch..., heads, length, head_dim]`` layout inside, tried
+before, forced transposing copies in the projections' weight gradients and left the value
+gradient to a slower loop: the Transformer's train step took 3% longer). A query with no key
+left is zeroed on the output (``[..., head_dim]``) rather than on the weights
+(``[..., kv_len]``): less memory traffic, forward and backward.
 
 Example:
     >>> import jax.numpy as jnp
@@ -69,10 +71,15 @@ def _check_query_key(where, query, key) -> None:
     check_same_axes(where, query, key, slice(-2, None), ("query", "key"), "(heads, head_dim)")
 
 
-def _logit_terms(where, query, key, mask, bias, scale):
-    """The checked mask and bias at the logits' rank, and the scale (``1 / sqrt(head_dim)`` by default).
-    ``query`` and ``key`` are heads-first, so the logits are ``query.shape[:-1] + (kv_len,)``."""
-    logits_shape = tuple(query.shape[:-1]) + (key.shape[-2],)
+def logits_shape_of(query, key, kv_heads_first: bool = False) -> tuple[int, ...]:
+    """``[batch..., heads, q_len, kv_len]`` for ``[batch..., q_len, heads, head_dim]`` queries and
+    ``[batch..., kv_len, heads, head_dim]`` keys (``[batch..., heads, kv_len, head_dim]`` if ``kv_heads_first``)."""
+    return tuple(query.shape[:-3]) + (query.shape[-2], query.shape[-3], key.shape[-2 if kv_heads_first else -3])
+
+
+def _logit_terms(where, query, key, mask, bias, scale, kv_heads_first=False):
+    """The checked mask and bias at the logits' rank, and the scale (``1 / sqrt(head_dim)`` by default)."""
+    logits_shape = logits_shape_of(query, key, kv_heads_first)
     full_rank = lambda array: array.reshape((1,) * (len(logits_shape) - array.ndim) + tuple(array.shape))  # noqa: E731
     if mask is not None:
         check_attention_mask(where, mask, logits_shape)
@@ -85,18 +92,23 @@ def _logit_terms(where, query, key, mask, bias, scale):
     return mask, bias, 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
 
 
-def heads_first(array):
-    """``[batch..., length, heads, head_dim]`` <-> ``[batch..., heads, length, head_dim]``."""
-    return jnp.swapaxes(array, -3, -2)
+def _heads_second(per_head):
+    """``[batch..., heads, length, 1]`` (a reduction of the mask) -> ``[batch..., length, heads, 1]``."""
+    return jnp.swapaxes(per_head, -3, -2)
 
 
-# ----------------------------------------------------------------------------- the two paths, heads first
+# ----------------------------------------------------------------------------- the two paths
 
 
-def _weights(query, key, mask, bias, scale, zero_empty_rows=True):
+def _kv(kv_heads_first: bool) -> str:
+    """The keys' and values' axes in an einsum: ``k`` the position, ``h`` the head, ``d`` the feature."""
+    return "hkd" if kv_heads_first else "khd"
+
+
+def _weights(query, key, mask, bias, scale, zero_empty_rows=True, kv_heads_first=False):
     """softmax(Q K^T scale + B), the logits and the softmax in float32 at least."""
     logits_dtype = jnp.promote_types(query.dtype, jnp.float32)
-    logits = jnp.einsum("...hqd,...hkd->...hqk", query, key, preferred_element_type=logits_dtype)
+    logits = jnp.einsum(f"...qhd,...{_kv(kv_heads_first)}->...hqk", query, key, preferred_element_type=logits_dtype)
     logits = logits * jnp.asarray(scale, logits_dtype)
     if bias is not None:
         logits = logits + bias.astype(logits_dtype)
@@ -106,15 +118,19 @@ def _weights(query, key, mask, bias, scale, zero_empty_rows=True):
 def _zero_queries_without_keys(out, mask):
     """Zeros for a query whose every key is masked (the softmax and jax.nn spread it evenly over the
     keys), and so a zero gradient through it."""
-    return out if mask is None else jnp.where(jnp.any(mask, axis=-1, keepdims=True), out, jnp.zeros((), out.dtype))
+    if mask is None:
+        return out
+    return jnp.where(_heads_second(jnp.any(mask, axis=-1, keepdims=True)), out, jnp.zeros((), out.dtype))
 
 
-def _zero_unattended_keys(key, value, mask):
+def _zero_unattended_keys(key, value, mask, kv_heads_first):
     """Zeros for the keys and values no query attends (padding): whatever they hold (NaN
     included) then cannot reach an output or a gradient, as ``0 x NaN`` in the products would."""
     if mask is None:
         return key, value
     attended = jnp.any(mask, axis=-2)[..., None]  # [batch..., heads or 1, kv_len or 1, 1]
+    if not kv_heads_first:
+        attended = jnp.swapaxes(attended, -3, -2)
     return tuple(jnp.where(attended, t, jnp.zeros((), t.dtype)) for t in (key, value))
 
 
@@ -126,38 +142,42 @@ def _to_one_batch_axis(array, batch: tuple[int, ...]):
     return jnp.broadcast_to(array, batch + rest).reshape((math.prod(batch),) + rest)
 
 
-def _fused_attention(query, key, value, mask, bias, scale, implementation):
+def _fused_attention(query, key, value, mask, bias, scale, implementation, kv_heads_first):
     """``jax.nn.dot_product_attention``, which wants ``[batch, length, heads, head_dim]``: one batch axis."""
     batch = tuple(query.shape[:-3])
+    if kv_heads_first:
+        key, value = jnp.swapaxes(key, -3, -2), jnp.swapaxes(value, -3, -2)
     out = jax.nn.dot_product_attention(
-        *(_to_one_batch_axis(heads_first(t), batch) for t in (query, key, value)),
+        *(_to_one_batch_axis(t, batch) for t in (query, key, value)),
         bias=None if bias is None else _to_one_batch_axis(bias, batch),
         mask=None if mask is None else _to_one_batch_axis(mask, batch),
         scale=scale, implementation="cudnn" if implementation == "cudnn" else None)
-    return heads_first(out.reshape(batch + tuple(out.shape[1:])))
+    return out.reshape(batch + tuple(out.shape[1:]))
 
 
 # ----------------------------------------------------------------------------- the functions
 
 
-def attention_weights_heads_first(where, query, key, *, mask=None, bias=None, scale=None) -> jax.Array:
-    """:func:`dot_product_attention_weights` of heads-first ``[batch..., heads, length, head_dim]``
-    query and key (a layer's projections, consistent by construction: only mask and bias are
-    checked, naming ``where``)."""
+def attention_weights(where, query, key, *, mask=None, bias=None, scale=None) -> jax.Array:
+    """:func:`dot_product_attention_weights` of a layer's projections, consistent by construction:
+    only mask and bias are checked, naming ``where``."""
     mask, bias, scale = _logit_terms(where, query, key, mask, bias, scale)
     return _weights(query, key, mask, bias, scale).astype(query.dtype)
 
 
-def attend_heads_first(where, query, key, value, *, mask=None, bias=None, scale=None, dropout_rate: float = 0.0,
-                       dropout_key=None, implementation: str = "auto") -> jax.Array:
-    """:func:`dot_product_attention` of heads-first ``[batch..., heads, length, head_dim]`` query, key
-    and value, the layout of its two batched matrix products (a layer that projects straight into
-    it saves the transposes); the output is heads-first too. Checks as
-    :func:`attention_weights_heads_first`."""
+def attend(where, query, key, value, *, mask=None, bias=None, scale=None, dropout_rate: float = 0.0,
+           dropout_key=None, implementation: str = "auto", unattended_keys_are_finite: bool = False,
+           kv_heads_first: bool = False) -> jax.Array:
+    """:func:`dot_product_attention` of a layer's projections; checks as :func:`attention_weights`.
+    ``unattended_keys_are_finite``: the caller has already made the keys and values that no
+    query attends finite (a layer that zeroed their source), so they are not zeroed again.
+    ``kv_heads_first``: keys and values are ``[batch..., heads, kv_len, head_dim]`` (a
+    :class:`~jdl.nn.KVCache`'s layout)."""
     check_choice(where, "implementation", implementation, IMPLEMENTATIONS)
     check_rate(where, "dropout_rate", dropout_rate)
-    mask, bias, scale = _logit_terms(where, query, key, mask, bias, scale)
-    key, value = _zero_unattended_keys(key, value, mask)
+    mask, bias, scale = _logit_terms(where, query, key, mask, bias, scale, kv_heads_first)
+    if not unattended_keys_are_finite:
+        key, value = _zero_unattended_keys(key, value, mask, kv_heads_first)
     dropout = dropout_key is not None and dropout_rate > 0.0
     needs_plain = dropout or value.shape[-1] != query.shape[-1]
     if implementation == "auto":
@@ -168,13 +188,14 @@ def attend_heads_first(where, query, key, value, *, mask=None, bias=None, scale=
         raise ValueError(f"{where}: implementation={implementation!r} applies no dropout to the attention weights "
                          f"and needs value's head_dim equal to the query's; use implementation='plain' or 'auto'")
     if implementation != "plain":
-        return _zero_queries_without_keys(_fused_attention(query, key, value, mask, bias, scale, implementation), mask)
+        out = _fused_attention(query, key, value, mask, bias, scale, implementation, kv_heads_first)
+        return _zero_queries_without_keys(out, mask)
 
-    weights = _weights(query, key, mask, bias, scale, zero_empty_rows=False)
+    weights = _weights(query, key, mask, bias, scale, zero_empty_rows=False, kv_heads_first=kv_heads_first)
     if dropout:
         keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, weights.shape)
         weights = jnp.where(keep, weights / jnp.asarray(1.0 - dropout_rate, weights.dtype), 0.0)
-    out = jnp.einsum("...hqk,...hkd->...hqd", weights.astype(value.dtype), value)
+    out = jnp.einsum(f"...hqk,...{_kv(kv_heads_first)}->...qhd", weights.astype(value.dtype), value)
     return _zero_queries_without_keys(out, mask)
 
 
@@ -215,10 +236,8 @@ def dot_product_attention(query, key, value, *, mask=None, bias=None, scale=None
     check_array(where, value, "value")
     check_same_axes(where, key, value, slice(None, -1), ("key", "value"), "[batch..., kv_len, heads]")
     check_same_dtype(where, (query, key, value), "query, key and value of one dtype")
-    out = attend_heads_first(where, heads_first(query), heads_first(key), heads_first(value), mask=mask, bias=bias,
-                             scale=scale, dropout_rate=dropout_rate, dropout_key=dropout_key,
-                             implementation=implementation)
-    return heads_first(out)
+    return attend(where, query, key, value, mask=mask, bias=bias, scale=scale, dropout_rate=dropout_rate,
+                  dropout_key=dropout_key, implementation=implementation)
 
 
 def dot_product_attention_weights(query, key, *, mask=None, bias=None, scale=None) -> jax.Array:
@@ -236,5 +255,4 @@ def dot_product_attention_weights(query, key, *, mask=None, bias=None, scale=Non
     """
     where = "dot_product_attention_weights"
     _check_query_key(where, query, key)
-    return attention_weights_heads_first(where, heads_first(query), heads_first(key), mask=mask, bias=bias,
-                                         scale=scale)
+    return attention_weights(where, query, key, mask=mask, bias=bias, scale=scale)

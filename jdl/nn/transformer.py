@@ -28,7 +28,8 @@ The blocks take their masks and context as keywords (:func:`jdl.nn.padding_mask`
 
 In :meth:`TransformerDecoderBlock.decode_step`, ``x`` holds the next positions only, which
 attend causally to the ones in the self-attention's :class:`~jdl.nn.KVCache`
-(``block.self_attention.init_cache(params["self_attention"], ...)``).
+(``block.self_attention.init_cache(params["self_attention"], ...)``). Its ``context`` is the
+encoder's output or, projected once for all the steps, ``block.context_cache(params, memory)``.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -257,8 +258,11 @@ class TransformerDecoderBlock(_Block):
     def _attend_context(self, params, x, context, mask, key, train):
         """Sublayer 2: multi-head attention over the encoder's output."""
         h = self._sublayer_input(params["norm_2"], x)
-        y, _ = self.cross_attention.apply(params["cross_attention"], {}, h, context=context, mask=mask,
-                                          key=child_key(key, 2), train=train)
+        if isinstance(context, KVCache):  # projected once (context_cache): decoding, no dropout
+            y = self.cross_attention.attend_cache(params["cross_attention"], h, context, mask=mask)
+        else:
+            y, _ = self.cross_attention.apply(params["cross_attention"], {}, h, context=context, mask=mask,
+                                              key=child_key(key, 2), train=train)
         return self._add_and_norm(params["norm_2"], x, y, child_key(key, 3), train)
 
     def apply(self, params, state, x, *, context, self_mask=None, cross_mask=None, key=None, train=False):
@@ -269,11 +273,17 @@ class TransformerDecoderBlock(_Block):
         x = self._feed_forward(params, x, "norm_3", child_key(key, 4), train)
         return x, state
 
+    def context_cache(self, params, context) -> KVCache:
+        """The cross-attention's keys and values of ``context`` (the encoder's output), projected once:
+        pass it as :meth:`decode_step`'s ``context`` and no step projects the context again."""
+        return self.cross_attention.context_cache(params["cross_attention"], context)
+
     def decode_step(self, params, x, cache: KVCache, *, context, cross_mask=None) -> tuple[jax.Array, KVCache]:
         """The block on the next positions ``x`` only, their self-attention against ``cache`` (causal).
 
-        Returns ``(y, new_cache)``; see :meth:`MultiHeadAttention.decode_step`. Evaluation
-        mode: no dropout.
+        ``context``: the encoder's output, or its :meth:`context_cache` (the same result,
+        without projecting the context at every step). Returns ``(y, new_cache)``; see
+        :meth:`MultiHeadAttention.decode_step`. Evaluation mode: no dropout.
         """
         self._check_inputs(params, {}, x, context)
 

@@ -331,3 +331,25 @@ def test_a_nan_at_a_padded_position_reaches_no_other_output_nor_gradient():
         return jnp.sum(jnp.where(valid[..., None], out, 0.0))
 
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(jax.jit(jax.grad(loss))(params)))
+
+
+def test_attending_to_a_context_cache_equals_cross_attention_on_the_context(randn, random_params):
+    layer = nn.MultiHeadAttention(2, context_features=6)
+    x, context = randn((2, 3, 8), 0), randn((2, 5, 6), 1)
+    params = random_params(layer, x, seed=2, scale=0.5)
+    mask = nn.padding_mask(jnp.array([[1, 1, 1, 1, 1], [1, 1, 0, 1, 0]], bool))
+    full, _ = layer.apply(params, {}, x, context=context, mask=mask)
+    cache = layer.context_cache(params, context)
+    assert cache.key.shape == (2, 2, 5, 4) and int(cache.index) == 5  # heads first, every slot written
+    np.testing.assert_allclose(layer.attend_cache(params, x, cache, mask=mask), full, rtol=1e-5, atol=1e-5)
+    # The decoder block takes either as its context, with the same result.
+    block = nn.TransformerDecoderBlock(num_heads=2, mlp_features=16)
+    memory = randn((2, 5, 8), 3)
+    block_params, _ = block.init(jax.random.key(4), x)
+    self_cache = block.self_attention.init_cache(block_params["self_attention"], (2,), 3)
+    steps = [block.decode_step(block_params, x[:, :1], self_cache, context=c, cross_mask=mask)[0]
+             for c in (memory, block.context_cache(block_params, memory))]
+    np.testing.assert_allclose(steps[1], steps[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"MultiHeadAttention\(num_heads=2, context_features=6\): expected a cache "
+                                         r"with key shape \(2, 2, 5, 4\)"):
+        layer.attend_cache(params, x, nn.init_kv_cache(params, (3,), 5), mask=mask)
