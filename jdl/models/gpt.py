@@ -19,10 +19,11 @@ Example:
     >>> config = models.GPTConfig(vocab_size=50, d_model=16, num_heads=2, num_layers=2, max_length=12)
     >>> lm = models.GPT(config)
     >>> ids = jnp.array([[5, 7, 9, 11]])
-    >>> params, state = lm.init(jax.random.key(0), ids)
-    >>> lm.apply(params, state, ids)[0].shape                  # next-token logits at each position
+    >>> params, state = jax.jit(lm.init)(jax.random.key(0), ids)
+    >>> jax.jit(lm.apply)(params, state, ids)[0].shape         # next-token logits at each position
     (1, 4, 50)
-    >>> out = lm.generate(params, ids, max_new_tokens=3)       # greedy: the prompt, then 3 tokens
+    >>> generate = jax.jit(lm.generate, static_argnames="max_new_tokens")
+    >>> out = generate(params, ids, max_new_tokens=3)          # greedy: the prompt, then 3 tokens
     >>> out.shape
     (1, 7)
 """

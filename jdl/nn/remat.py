@@ -18,7 +18,7 @@ Example:
     >>> sorted(params) == sorted(block.init(jax.random.key(0), x)[0])   # the same params tree
     True
     >>> loss = lambda layer: lambda p: layer.apply(p, state, x)[0].sum()
-    >>> g1, g2 = jax.grad(loss(remat))(params), jax.grad(loss(block))(params)
+    >>> g1, g2 = jax.jit(jax.grad(loss(remat)))(params), jax.jit(jax.grad(loss(block)))(params)
     >>> bool(jnp.allclose(g1["dense_0"]["w"], g2["dense_0"]["w"]))
     True
 """

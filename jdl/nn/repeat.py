@@ -19,10 +19,10 @@ Example:
     >>> from jdl import nn
     >>> stack = nn.Repeat(nn.TransformerEncoderBlock(num_heads=2, mlp_features=16), 6)
     >>> x = jnp.ones((2, 5, 8))
-    >>> params, state = stack.init(jax.random.key(0), x)
+    >>> params, state = jax.jit(stack.init)(jax.random.key(0), x)
     >>> params["self_attention"]["query"]["w"].shape          # 6 blocks of (in, heads, head_dim)
     (6, 8, 2, 4)
-    >>> stack.apply(params, state, x)[0].shape
+    >>> jax.jit(stack.apply)(params, state, x)[0].shape
     (2, 5, 8)
 """
 from __future__ import annotations

@@ -36,10 +36,11 @@ Example:
     >>> from jdl import nn
     >>> block = nn.TransformerEncoderBlock(num_heads=2, mlp_features=32)
     >>> x = jnp.ones((3, 5, 8))
-    >>> params, state = block.init(jax.random.key(0), x)
+    >>> params, state = jax.jit(block.init)(jax.random.key(0), x)
     >>> sorted(params)
     ['feed_forward', 'norm_1', 'norm_2', 'self_attention']
-    >>> y, _ = block.apply(params, state, x, mask=nn.padding_mask(jnp.array([5, 3, 1]), key_length=5))
+    >>> mask = nn.padding_mask(jnp.array([5, 3, 1]), key_length=5)
+    >>> y, _ = jax.jit(block.apply)(params, state, x, mask=mask)
     >>> y.shape
     (3, 5, 8)
 """

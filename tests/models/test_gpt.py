@@ -67,11 +67,13 @@ def test_generate_is_repeated_greedy_full_passes(model_and_params):
     model, params = model_and_params
     out = jax.jit(lambda p, ids: model.generate(p, ids, 3))(params, IDS[:, :4])
     ids = IDS[:, :4]
+    full_pass = jax.jit(lambda p, ids: model.apply(p, {}, ids)[0])  # one compilation per length, not per op
     for _ in range(3):
-        logits, _ = model.apply(params, {}, ids)
+        logits = full_pass(params, ids)
         ids = jnp.concatenate([ids, jnp.argmax(logits[:, -1], -1)[:, None].astype(jnp.int32)], axis=1)
     np.testing.assert_array_equal(np.asarray(out), np.asarray(ids))
-    sampled = model.generate(params, IDS[:, :4], 3, temperature=1.0, key=jax.random.key(1))
+    sampled = jax.jit(lambda p, ids, key: model.generate(p, ids, 3, temperature=1.0, key=key))(
+        params, IDS[:, :4], jax.random.key(1))
     assert sampled.shape == (2, 7) and np.array_equal(sampled[:, :4], IDS[:, :4])
 
 

@@ -34,8 +34,8 @@ def assert_close(a, b, tol=1e-5):
 
 def test_remat_is_the_layer_recomputed():
     remat = nn.Remat(BLOCK, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
-    params, state = remat.init(jax.random.key(0), X)
-    assert jax.tree.structure(params) == jax.tree.structure(BLOCK.init(jax.random.key(0), X)[0])
+    params, state = jax.jit(remat.init)(jax.random.key(0), X)
+    assert jax.tree.structure(params) == jax.tree.structure(jax.eval_shape(BLOCK.init, jax.random.key(0), X)[0])
     assert remat.name == BLOCK.name and repr(remat) == f"Remat({BLOCK})"
     assert_close(outputs_and_grads(remat, params, state, mask=MASK), outputs_and_grads(BLOCK, params, state, mask=MASK))
     # It really rematerialises: the backward pass of the jaxpr holds a remat (checkpoint) call.
@@ -45,7 +45,7 @@ def test_remat_is_the_layer_recomputed():
 
 def test_repeat_equals_the_sequential_of_its_blocks_dropout_included():
     repeat = nn.Repeat(BLOCK, 3)
-    params, state = repeat.init(jax.random.key(0), X)
+    params, state = jax.jit(repeat.init)(jax.random.key(0), X)
     assert params["self_attention"]["query"]["w"].shape == (3, 8, 2, 4)
     blocks = unstack(params)
     assert len(blocks) == 3 and jax.tree.structure(stack(blocks)) == jax.tree.structure(params)
@@ -65,7 +65,7 @@ def test_repeat_equals_the_sequential_of_its_blocks_dropout_included():
 
 def test_repeat_of_remat_gives_the_same_gradients():
     plain, remat = nn.Repeat(BLOCK, 2), nn.Repeat(nn.Remat(BLOCK), 2)
-    params, state = plain.init(jax.random.key(0), X)
+    params, state = jax.jit(plain.init)(jax.random.key(0), X)
     assert_close(outputs_and_grads(remat, params, state), outputs_and_grads(plain, params, state))
 
 
