@@ -196,7 +196,8 @@ def test_cached_decoding_matches_the_causal_forward_pass(randn, random_params):
     params = random_params(layer, x, seed=1, scale=0.5)
     valid = np.ones((2, 8), bool)
     valid[1, 2] = False  # a pad inside example 1's prefix
-    full, _ = layer.apply(params, {}, x, mask=nn.combine_masks(nn.causal_mask(6), nn.padding_mask(valid[:, :6])))
+    apply = jax.jit(layer.apply)  # one program per mask shape, not one per op
+    full, _ = apply(params, {}, x, mask=nn.combine_masks(nn.causal_mask(6), nn.padding_mask(valid[:, :6])))
     ys, cache = _decode_with_cache(layer, params, x, max_length=8, mask=nn.padding_mask(jnp.asarray(valid)))
     np.testing.assert_allclose(ys, full, rtol=1e-5, atol=1e-5)
     assert int(cache.index) == 6
@@ -211,7 +212,7 @@ def test_cached_decoding_matches_the_causal_forward_pass(randn, random_params):
     for t in range(3, 6):
         y_t, cache = layer.decode_step(params, x[:, t:t + 1], cache)
         outputs.append(y_t)
-    causal_only, _ = layer.apply(params, {}, x, mask=nn.causal_mask(6))
+    causal_only, _ = apply(params, {}, x, mask=nn.causal_mask(6))
     np.testing.assert_allclose(jnp.concatenate(outputs, axis=1), causal_only, rtol=1e-5, atol=1e-5)
 
 
@@ -338,17 +339,17 @@ def test_attending_to_a_context_cache_equals_cross_attention_on_the_context(rand
     x, context = randn((2, 3, 8), 0), randn((2, 5, 6), 1)
     params = random_params(layer, x, seed=2, scale=0.5)
     mask = nn.padding_mask(jnp.array([[1, 1, 1, 1, 1], [1, 1, 0, 1, 0]], bool))
-    full, _ = layer.apply(params, {}, x, context=context, mask=mask)
-    cache = layer.context_cache(params, context)
+    full, _ = jax.jit(layer.apply)(params, {}, x, context=context, mask=mask)
+    cache = jax.jit(layer.context_cache)(params, context)
     assert cache.key.shape == (2, 2, 5, 4) and int(cache.index) == 5  # heads first, every slot written
-    np.testing.assert_allclose(layer.attend_cache(params, x, cache, mask=mask), full, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(layer.attend_cache)(params, x, cache, mask=mask), full, rtol=1e-5, atol=1e-5)
     # The decoder block takes either as its context, with the same result.
     block = nn.TransformerDecoderBlock(num_heads=2, mlp_features=16)
     memory = randn((2, 5, 8), 3)
-    block_params, _ = block.init(jax.random.key(4), x)
+    block_params, _ = jax.jit(block.init)(jax.random.key(4), x)
     self_cache = block.self_attention.init_cache(block_params["self_attention"], (2,), 3)
-    steps = [block.decode_step(block_params, x[:, :1], self_cache, context=c, cross_mask=mask)[0]
-             for c in (memory, block.context_cache(block_params, memory))]
+    step = jax.jit(lambda c: block.decode_step(block_params, x[:, :1], self_cache, context=c, cross_mask=mask)[0])
+    steps = [step(c) for c in (memory, block.context_cache(block_params, memory))]
     np.testing.assert_allclose(steps[1], steps[0], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=r"MultiHeadAttention\(num_heads=2, context_features=6\): expected a cache "
                                          r"with key shape \(2, 2, 5, 4\)"):
