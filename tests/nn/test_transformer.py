@@ -106,8 +106,10 @@ def test_cross_attention_weights_match_flax(pre_ln, inputs, random_params):
     x, context, self_mask, cross_mask = inputs
     block, module = _block(True, pre_ln), FlaxBlock(2, 16, pre_ln, True)
     params = random_params(block, x, seed=4, scale=0.5)
-    weights = block.cross_attention_weights(params, x, context=context, self_mask=self_mask, cross_mask=cross_mask)
-    _, sown = module.apply({"params": _to_flax(params)}, x, context, self_mask, cross_mask, mutable=["intermediates"])
+    weights = jax.jit(block.cross_attention_weights)(params, x, context=context, self_mask=self_mask,
+                                                     cross_mask=cross_mask)
+    _, sown = jax.jit(lambda p: module.apply({"params": p}, x, context, self_mask, cross_mask,
+                                             mutable=["intermediates"]))(_to_flax(params))
     expected = sown["intermediates"]["cross_attention"]["attention_weights"][0]
     assert weights.shape == (2, 2, 5, 4)
     np.testing.assert_allclose(weights, expected, rtol=1e-5, atol=1e-6)
@@ -119,7 +121,7 @@ def test_decode_step_matches_the_full_causal_pass(pre_ln, inputs, random_params)
     x, context, _, cross_mask = inputs
     block = _block(True, pre_ln)
     params = random_params(block, x, seed=5, scale=0.5)
-    full, _ = block.apply(params, {}, x, context=context, self_mask=nn.causal_mask(5), cross_mask=cross_mask)
+    full, _ = jax.jit(block.apply)(params, {}, x, context=context, self_mask=nn.causal_mask(5), cross_mask=cross_mask)
 
     @jax.jit
     def decode(params, x, context):
@@ -147,7 +149,8 @@ def test_dropout_needs_a_key_and_is_keyed(inputs, random_params):
 
     with pytest.raises(ValueError, match=r"train=True needs a PRNG key"):
         run(None)
-    a, b, c = run(jax.random.key(1)), run(jax.random.key(1)), run(jax.random.key(2))
+    keyed = jax.jit(run)  # one program for the three keys, not one per op
+    a, b, c = keyed(jax.random.key(1)), keyed(jax.random.key(1)), keyed(jax.random.key(2))
     np.testing.assert_array_equal(a, b)
     assert np.max(np.abs(np.asarray(a - c))) > 1e-2
     evaluation = run(None, train=False)
