@@ -35,10 +35,10 @@ Example:
     >>> weights = [jax.random.normal(k, s) for k, s in zip(jax.random.split(key, 2), [(4, 3), (1, 4)])]
     >>> biases = [jnp.zeros(4), jnp.zeros(1)]
     >>> x, y = jnp.ones((5, 3)), jnp.zeros((5, 1))
-    >>> out, memo = backprop.forward(weights, biases, x)
-    >>> d_weights, d_biases = backprop.backward(weights, memo, 2 * (out - y))  # l = sum (f - y)^2
+    >>> out, memo = jax.jit(backprop.forward)(weights, biases, x)
+    >>> d_weights, d_biases = jax.jit(backprop.backward)(weights, memo, 2 * (out - y))  # l = sum (f - y)^2
     >>> loss = lambda w: jnp.sum((backprop.forward(w, biases, x)[0] - y) ** 2)
-    >>> bool(jnp.allclose(d_weights[0], jax.grad(loss)(weights)[0], atol=1e-5))
+    >>> bool(jnp.allclose(d_weights[0], jax.jit(jax.grad(loss))(weights)[0], atol=1e-5))
     True
 """
 from __future__ import annotations

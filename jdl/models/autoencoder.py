@@ -33,10 +33,11 @@ Example:
     >>> params, state = model.init(jax.random.key(1), x)
     >>> sorted(params["encoder"]["layer_1"]), sorted(params["decoder"]["layer_0"])   # tied: no decoder kernels
     (['b', 'w'], ['b'])
-    >>> model.encode(params, x).shape
+    >>> jax.jit(model.encode)(params, x).shape
     (32, 3)
-    >>> x_hat, _ = model.apply(params, state, x, key=jax.random.key(2), train=True)   # denoising
-    >>> jdl.losses.mean_squared_error(x_hat, x).shape                                # against the clean x
+    >>> apply = jax.jit(model.apply, static_argnames="train")
+    >>> x_hat, _ = apply(params, state, x, key=jax.random.key(2), train=True)   # denoising
+    >>> jdl.losses.mean_squared_error(x_hat, x).shape                           # against the clean x
     ()
 """
 from __future__ import annotations

@@ -15,7 +15,7 @@ Example:
     >>> attention = nn.AdditiveAttention(16, context_features=6)
     >>> s, h = jnp.ones((2, 4)), jnp.ones((2, 7, 6))   # decoder state, 7 encoder states
     >>> params, state = attention.init(jax.random.key(0), s)
-    >>> (c, alpha), _ = attention.apply(params, state, s, context=h)
+    >>> (c, alpha), _ = jax.jit(attention.apply)(params, state, s, context=h)
     >>> c.shape, alpha.shape, bool(jnp.allclose(alpha.sum(-1), 1.0))
     ((2, 6), (2, 7), True)
 """

@@ -21,9 +21,9 @@ Example:
     >>> policy = nn.Policy.from_string("params=float32,compute=bfloat16,output=float32")
     >>> model = nn.MixedPrecision(nn.Sequential([nn.Dense(8), nn.ReLU(), nn.Dense(2)]), policy)
     >>> params, state = model.init(jax.random.key(0), jnp.ones((4, 3)))
-    >>> params["dense_0"]["w"].dtype, model.apply(params, state, jnp.ones((4, 3)))[0].dtype
+    >>> params["dense_0"]["w"].dtype, jax.jit(model.apply)(params, state, jnp.ones((4, 3)))[0].dtype
     (dtype('float32'), dtype('float32'))
-    >>> grads = jax.grad(lambda p: model.apply(p, state, jnp.ones((4, 3)))[0].sum())(params)
+    >>> grads = jax.jit(jax.grad(lambda p: model.apply(p, state, jnp.ones((4, 3)))[0].sum()))(params)
     >>> grads["dense_0"]["w"].dtype
     dtype('float32')
 """

@@ -36,7 +36,8 @@ Example:
     >>> params, state = layer.init(jax.random.key(0), jnp.zeros((2, 5, 3)))
     >>> params["input"]["w"].shape, params["hidden"]["w"].shape
     ((3, 32), (8, 32))
-    >>> (outputs, (c, h)), state = layer.apply(params, state, jnp.ones((2, 5, 3)), lengths=jnp.array([5, 2]))
+    >>> apply = jax.jit(layer.apply)
+    >>> (outputs, (c, h)), state = apply(params, state, jnp.ones((2, 5, 3)), lengths=jnp.array([5, 2]))
     >>> outputs.shape, h.shape
     ((2, 5, 8), (2, 8))
 """
@@ -141,7 +142,7 @@ class RNN(_Recurrent):
         >>> layer
         RNN(SimpleRNNCell(hidden_size=4, activation='tanh'), return_carry=False, reverse=True)
         >>> params, state = layer.init(jax.random.key(0), jnp.zeros((2, 5, 3)))
-        >>> outputs, _ = layer.apply(params, state, jnp.ones((2, 5, 3)))
+        >>> outputs, _ = jax.jit(layer.apply)(params, state, jnp.ones((2, 5, 3)))
         >>> outputs.shape
         (2, 5, 4)
     """
@@ -212,7 +213,7 @@ class Bidirectional(_Recurrent):
         >>> params, state = layer.init(jax.random.key(0), jnp.zeros((2, 5, 3)))
         >>> sorted(params)
         ['backward', 'forward']
-        >>> (outputs, (forward, backward)), _ = layer.apply(params, state, jnp.ones((2, 5, 3)))
+        >>> (outputs, (forward, backward)), _ = jax.jit(layer.apply)(params, state, jnp.ones((2, 5, 3)))
         >>> outputs.shape, backward.shape
         ((2, 5, 8), (2, 4))
     """
@@ -278,7 +279,8 @@ class StackedRNN(_Recurrent):
         >>> params, state = layer.init(jax.random.key(0), jnp.zeros((2, 7, 3)))
         >>> sorted(params)
         ['layer_0', 'layer_1']
-        >>> (outputs, carries), _ = layer.apply(params, state, jnp.ones((2, 7, 3)), key=jax.random.key(1), train=True)
+        >>> apply = jax.jit(layer.apply, static_argnames="train")
+        >>> (outputs, carries), _ = apply(params, state, jnp.ones((2, 7, 3)), key=jax.random.key(1), train=True)
         >>> outputs.shape, len(carries)
         ((2, 7, 16), 2)
     """

@@ -150,10 +150,11 @@ def random_variables(layer, x, seed=0):
     """Random params and running statistics (a variance stays positive), drawn with NumPy."""
     rng = np.random.default_rng(seed)
     params, state = jax.eval_shape(layer.init, jax.random.key(0), x)
-    draw = lambda leaf: jnp.asarray(rng.standard_normal(leaf.shape) * 0.5, jnp.float32)  # noqa: E731
+    # In NumPy, float32 like jnp's, then device_put: eager jnp ops compile once per leaf shape.
+    draw = lambda leaf: np.asarray(rng.standard_normal(leaf.shape) * 0.5, np.float32)  # noqa: E731
     state = jax.tree_util.tree_map_with_path(
-        lambda path, leaf: jnp.abs(draw(leaf)) + 0.5 if path[-1].key == "var" else draw(leaf), state)
-    return jax.tree.map(draw, params), state
+        lambda path, leaf: np.abs(draw(leaf)) + np.float32(0.5) if path[-1].key == "var" else draw(leaf), state)
+    return jax.device_put((jax.tree.map(draw, params), state))
 
 
 def outputs_gradients_and_statistics(forward, params, x, cotangent):
@@ -176,10 +177,10 @@ def outputs_gradients_and_statistics(forward, params, x, cotangent):
 def test_matches_the_flax_twin(layer, module, shape):
     """Same weights and running statistics in both: outputs, gradients (params and input) and the
     updated statistics agree in evaluation and in training (batch statistics, momentum 0.9)."""
-    x = jnp.asarray(np.random.default_rng(1).standard_normal(shape), jnp.float32)
+    x = jax.device_put(np.random.default_rng(1).standard_normal(shape).astype(np.float32))
     params, state = random_variables(layer, x)
     out_shape = jax.eval_shape(lambda: layer.apply(params, state, x)[0]).shape
-    cotangent = jnp.asarray(np.random.default_rng(2).standard_normal(out_shape), jnp.float32)
+    cotangent = jax.device_put(np.random.default_rng(2).standard_normal(out_shape).astype(np.float32))
 
     def jdl_forward(p, v, train):
         y, new_state = layer.apply(p, state, v, train=train)

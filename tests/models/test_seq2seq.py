@@ -36,7 +36,9 @@ def _random_params(model, scale=0.5, seed=0):
     shapes, _ = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 1), jnp.int32))
     leaves, treedef = jax.tree.flatten(shapes)
     rng = np.random.default_rng(seed)
-    return treedef.unflatten([jnp.asarray(rng.standard_normal(l.shape) * scale, l.dtype) for l in leaves])
+    # Cast in NumPy (the same rounding) and device_put: jnp.asarray compiles a convert (or a copy) per shape.
+    return treedef.unflatten([jax.device_put(np.asarray(rng.standard_normal(l.shape) * scale, l.dtype))
+                              for l in leaves])
 
 
 SOURCE_LENGTHS = np.array([5, 2, 4], np.int32)
@@ -56,7 +58,7 @@ def _reference_logits(model, params, source, source_lengths, target):
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
     sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
     encoder = nn.Bidirectional(nn.GRUCell(model.hidden_size))
-    embedded = jnp.asarray(p["source_embedding"]["embedding"][np.asarray(source)], jnp.float32)
+    embedded = jnp.asarray(np.asarray(p["source_embedding"]["embedding"][np.asarray(source)], np.float32))
     run = jax.jit(lambda e, x, n: encoder.apply(e, {}, x, lengths=n)[0])
     annotations, (forwards, backwards) = (jax.tree.map(lambda a: np.asarray(a, np.float64), y)
                                           for y in run(params["encoder"], embedded, jnp.asarray(source_lengths)))
@@ -114,10 +116,12 @@ def test_teacher_forcing_matches_the_seeds_equations_and_the_step_interface(opti
     assert all(leaf.shape[0] == 3 for leaf in jax.tree.leaves(state))
     step_fn = model.step_fn(params)
     both = jax.jit(lambda st, tokens, i: (step_fn(st, tokens, i), model.step(params, st, tokens)[2]))
-    inputs = np.concatenate([np.full((3, 1), BOS), np.asarray(TARGET)[:, :-1]], axis=1)
+    inputs = np.concatenate([np.full((3, 1), BOS), np.asarray(TARGET)[:, :-1]], axis=1).astype(np.int32)
+    log_softmax = jax.jit(jax.nn.log_softmax)  # sliced in NumPy: eager slicing compiles per index
+    logits, weights = np.asarray(logits), np.asarray(weights)
     for i in range(4):
-        (log_probs, state), step_weights = both(state, jnp.asarray(inputs[:, i], jnp.int32), i)
-        np.testing.assert_allclose(log_probs, jax.nn.log_softmax(logits[:, i]), rtol=1e-5, atol=2e-5)
+        (log_probs, state), step_weights = both(state, jnp.asarray(inputs[:, i]), i)
+        np.testing.assert_allclose(log_probs, log_softmax(logits[:, i]), rtol=1e-5, atol=2e-5)
         np.testing.assert_allclose(step_weights, weights[:, i], rtol=1e-5, atol=1e-6)
 
 
@@ -254,7 +258,7 @@ def test_greedy_decode_is_argmax_step_by_step(reversal):
     assert np.all(finished)  # every sentence ended, so the <eos> / <pad> path was exercised
     # Other values of the same shapes reuse the compiled decoder.
     compiled = _search._cache_size()
-    shifted = jax.tree.map(lambda a: a * 1.01, params)
+    shifted = jax.jit(lambda p: jax.tree.map(lambda a: a * 1.01, p))(params)  # eager: a compile per leaf shape
     model.greedy_decode(shifted, source, jnp.minimum(lengths, 5), max_length)
     assert _search._cache_size() == compiled
 
