@@ -41,7 +41,8 @@ def _assert_trees_close(actual, expected, rtol=RTOL, atol=ATOL):
 
 
 def _randn(shape, seed=0, scale=1.0, mean=0.0, dtype=np.float32):
-    return jnp.asarray((np.random.default_rng(seed).standard_normal(shape) * scale + mean).astype(dtype))
+    # device_put, not jnp.asarray: in this JAX the latter compiles a copy for every new shape.
+    return jax.device_put((np.random.default_rng(seed).standard_normal(shape) * scale + mean).astype(dtype))
 
 
 def _random_params(layer, x, seed=0, scale=1.0):
