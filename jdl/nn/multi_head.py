@@ -48,7 +48,7 @@ from jdl.nn.core import KW_ONLY, Layer, check_params
 from jdl.nn.dense import init_kernel_and_bias
 from jdl.nn.masks import combine_masks
 from jdl.nn.scaled_dot_product import (
-    Implementation, attend, attention_weights, check_attention_mask, logits_shape_of,
+    Implementation, attend, attention_weights, check_attention_mask, logits_shape_of, swap_heads,
 )
 
 PROJECTIONS = ("query", "key", "value")
@@ -61,9 +61,7 @@ class KVCache(NamedTuple):
 
     Attributes:
       key: ``[batch..., heads, max_length, head_dim]``, the projected keys, heads first (each
-        decoding step reads the whole cache; in this layout it reads it without a transposing
-        copy: greedy decoding ran 1.35x longer with flax's ``[batch..., max_length, heads,
-        head_dim]``).
+        decoding step reads the whole cache, in the layout of the attention's batched products).
       value: ``[batch..., heads, max_length, head_dim]``, the projected values.
       index: int32 scalar, the next position to write (the number of positions written).
     """
@@ -131,7 +129,7 @@ def _slots_for(query, params, cache):
 def _write_cache(where, cache: KVCache, keys, values):
     """Write a step's keys and values ``[batch..., steps, heads, head_dim]`` at ``cache.index``: the new
     cache, the causal mask over its slots, and (for a traced index) whether the write fitted."""
-    keys, values = jnp.swapaxes(keys, -3, -2), jnp.swapaxes(values, -3, -2)  # the cache's heads-first layout
+    keys, values = swap_heads(keys), swap_heads(values)  # the cache's heads-first layout
     _check_cache(where, cache, keys, values)
     batch, steps, max_length = tuple(keys.shape[:-3]), keys.shape[-2], cache.key.shape[-2]
     index = jnp.asarray(cache.index)
@@ -343,7 +341,7 @@ class MultiHeadAttention(Layer):
         check_last_axis(self, context, self._fan_in(params, "key", context), "the key and value params' in_features",
                         "context")
         keys, values = self._project_inputs(params, context, context, ("key", "value"))
-        return KVCache(key=jnp.swapaxes(keys, -3, -2), value=jnp.swapaxes(values, -3, -2),
+        return KVCache(key=swap_heads(keys), value=swap_heads(values),
                        index=jnp.asarray(context.shape[-2], jnp.int32))
 
     def attend_cache(self, params, x, cache: KVCache, *, mask=None) -> jax.Array:
@@ -355,8 +353,6 @@ class MultiHeadAttention(Layer):
         check_params(self, params, {}, x)
         (query,) = self._project_inputs(params, x, x, ("query",))
         _check_cache(self, cache, *_slots_for(query, params, cache))
-        if mask is not None:
-            check_attention_mask(self, mask, logits_shape_of(query, cache.key, kv_heads_first=True))
         heads = attend(self, query, cache.key, cache.value, mask=mask, implementation=self.implementation,
                        kv_heads_first=True)
         return self._project_output(params["out"], heads)

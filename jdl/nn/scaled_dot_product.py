@@ -92,9 +92,9 @@ def _logit_terms(where, query, key, mask, bias, scale, kv_heads_first=False):
     return mask, bias, 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
 
 
-def _heads_second(per_head):
-    """``[batch..., heads, length, 1]`` (a reduction of the mask) -> ``[batch..., length, heads, 1]``."""
-    return jnp.swapaxes(per_head, -3, -2)
+def swap_heads(array):
+    """``[batch..., length, heads, d]`` <-> ``[batch..., heads, length, d]`` (the cache's layout, the mask's)."""
+    return jnp.swapaxes(array, -3, -2)
 
 
 # ----------------------------------------------------------------------------- the two paths
@@ -120,7 +120,7 @@ def _zero_queries_without_keys(out, mask):
     keys), and so a zero gradient through it."""
     if mask is None:
         return out
-    return jnp.where(_heads_second(jnp.any(mask, axis=-1, keepdims=True)), out, jnp.zeros((), out.dtype))
+    return jnp.where(swap_heads(jnp.any(mask, axis=-1, keepdims=True)), out, jnp.zeros((), out.dtype))
 
 
 def _zero_unattended_keys(key, value, mask, kv_heads_first):
@@ -130,7 +130,7 @@ def _zero_unattended_keys(key, value, mask, kv_heads_first):
         return key, value
     attended = jnp.any(mask, axis=-2)[..., None]  # [batch..., heads or 1, kv_len or 1, 1]
     if not kv_heads_first:
-        attended = jnp.swapaxes(attended, -3, -2)
+        attended = swap_heads(attended)
     return tuple(jnp.where(attended, t, jnp.zeros((), t.dtype)) for t in (key, value))
 
 
@@ -146,7 +146,7 @@ def _fused_attention(query, key, value, mask, bias, scale, implementation, kv_he
     """``jax.nn.dot_product_attention``, which wants ``[batch, length, heads, head_dim]``: one batch axis."""
     batch = tuple(query.shape[:-3])
     if kv_heads_first:
-        key, value = jnp.swapaxes(key, -3, -2), jnp.swapaxes(value, -3, -2)
+        key, value = swap_heads(key), swap_heads(value)
     out = jax.nn.dot_product_attention(
         *(_to_one_batch_axis(t, batch) for t in (query, key, value)),
         bias=None if bias is None else _to_one_batch_axis(bias, batch),
