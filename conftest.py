@@ -1,6 +1,7 @@
 """Test-session settings shared by every test file and doctest (``tests/`` and ``jdl/``).
 
-One persistent XLA compilation cache per test session, shared by the pytest-xdist workers and
+One persistent XLA compilation cache per test session (and one folder for the datasets the
+experiments build, ``JDL_DATA_CACHE``), shared by the pytest-xdist workers and
 the subprocesses tests start: a program compiled once (the same initialiser drawn for the same
 shape in another worker, a seed's run repeated to check that it repeats) is loaded instead of
 compiled again. A cached executable is the same program, so it computes the same bits; the
@@ -38,6 +39,8 @@ _SETTINGS = {
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.1",
     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     "XLA_FLAGS": "--xla_backend_optimization_level=0",  # appended to the caller's flags
+    # Datasets built once per session (experiments.common.mnist1d_dataset), not once per test file.
+    "JDL_DATA_CACHE": None,  # the session's directory's data/
 }
 # Appended too where this XLA knows them (newer ones may drop the older emitters or the preset).
 _OPTIONAL_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE")
@@ -77,6 +80,8 @@ def pytest_configure(config):
         if name == "XLA_FLAGS":
             value = " ".join(filter(None, [os.environ.get(name), value]))
             value = " ".join([value, *_accepted(value, _OPTIONAL_XLA_FLAGS)])
+        if name == "JDL_DATA_CACHE":
+            value = os.path.join(config._jdl_cache_dir, "data")
         os.environ[name] = config._jdl_cache_dir if value is None else value
     if "jax" in sys.modules:  # imported already (by a plugin): its flags have read the variables
         _set_jax_flags(config._jdl_cache_dir, float(_SETTINGS["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))

@@ -4,6 +4,7 @@ Nothing here is part of the library: `jdl/` is the toolkit, `experiments/` uses 
 """
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import io
@@ -45,18 +46,38 @@ def mnist1d_dataset(seed: int = 42) -> dict[str, np.ndarray]:
     """MNIST-1D (Greydanus, 2020) generated on this machine: 4000 train and 1000 test signals.
 
     Built with ``mnist1d.data.make_dataset`` from the default arguments (the published
-    dataset's), never downloaded: no network and no pickle from the web.
+    dataset's), never downloaded: no network and no pickle from the web. Building takes a few
+    seconds, so it is done once per process and seed (each call gets its own copies), and once
+    per machine where the environment variable ``JDL_DATA_CACHE`` names a folder (the test
+    session sets one for its workers): the arrays are kept there as ``.npz``, written atomically.
     """
+    return {name: array.copy() for name, array in _mnist1d_arrays(seed).items()}
+
+
+@functools.lru_cache(maxsize=4)
+def _mnist1d_arrays(seed: int) -> dict[str, np.ndarray]:
+    folder = os.environ.get("JDL_DATA_CACHE")
+    version = importlib.metadata.version("mnist1d")
+    path = os.path.join(folder, f"mnist1d-{version}-seed{seed}.npz") if folder else None
+    if path and os.path.exists(path):
+        with np.load(path) as stored:
+            return {name: stored[name] for name in stored.files}
     data_module = mnist1d_package().data
     args = data_module.get_dataset_args()
     args.seed = seed
     data = data_module.make_dataset(args)
-    return {
+    arrays = {
         "x_train": np.asarray(data["x"], np.float32),
         "y_train": np.asarray(data["y"], np.int32),
         "x_test": np.asarray(data["x_test"], np.float32),
         "y_test": np.asarray(data["y_test"], np.int32),
     }
+    if path:
+        os.makedirs(folder, exist_ok=True)
+        temporary = f"{path}.{os.getpid()}.tmp.npz"  # np.savez keeps a name ending in .npz as given
+        np.savez(temporary, **arrays)
+        os.replace(temporary, path)
+    return arrays
 
 
 def digits_dataset(size: int = 32, test_fraction: float = 0.2, split_seed: int = 0) -> dict[str, np.ndarray]:

@@ -87,8 +87,9 @@ def test_float64(built):
     output dtype) and agree with float32."""
     case, layer, params, state, x, kwargs, eager = built
     with jax.enable_x64(True):
-        high = jax.jit(lambda *trees: _apply(layer, *trees, case))(
-            *(to_dtype(tree, jnp.float64) for tree in (params, state, x, kwargs)))
+        # Cast inside the program: one compilation, not an eager cast compiled per leaf shape.
+        high = jax.jit(lambda *trees: _apply(layer, *(to_dtype(tree, jnp.float64) for tree in trees), case))(
+            params, state, x, kwargs)
         want = case.output_dtype or np.float64  # a precision policy casts its output by design
         assert all(leaf.dtype == want for leaf in jax.tree.leaves(high) if jnp.issubdtype(leaf.dtype, jnp.floating))
         _assert_close(high, eager, rtol=1e-4, atol=1e-5)

@@ -24,6 +24,21 @@ def test_dataset_is_mnist1d(data):
     assert sorted(np.unique(data["y_train"]).tolist()) == list(range(10))
 
 
+def test_the_dataset_is_built_once_and_each_caller_gets_its_own_copy(data, tmp_path, monkeypatch):
+    """In the process: the same numbers, new arrays. On disk (``JDL_DATA_CACHE``): what the generator
+    built, read back."""
+    first, second = common.mnist1d_dataset(), common.mnist1d_dataset()
+    first["x_train"][0] = np.nan
+    assert np.array_equal(second["x_train"], data["x_train"]) and not np.isnan(second["x_train"][0]).any()
+    monkeypatch.setenv("JDL_DATA_CACHE", str(tmp_path))
+    built = common._mnist1d_arrays.__wrapped__(7)  # no file yet: generated and written
+    assert [path.name for path in tmp_path.iterdir()] == [f"mnist1d-{common.importlib.metadata.version('mnist1d')}"
+                                                          f"-seed7.npz"]
+    read = common._mnist1d_arrays.__wrapped__(7)
+    assert all(np.array_equal(read[name], built[name]) and read[name].dtype == built[name].dtype for name in built)
+    assert not np.array_equal(built["x_train"], data["x_train"])  # the seed is part of the key
+
+
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory, data, monkeypatch_session):
     out = tmp_path_factory.mktemp("mnist1d")
