@@ -236,6 +236,10 @@ def check_params(layer: Layer, params: Params, state: State, x: Any) -> None:
     model's params, but integer params are refused (they would be cast, and trained, silently).
     Raises naming the layer and the first path that differs, at trace time.
     """
+    if inferring_shapes.get():
+        # Shape inference runs apply on params its init just made: checking them would trace
+        # that init a second time (for every layer of a deep network).
+        return
     expected_params, expected_state = expected_shapes(layer, x)
     _compare(layer, "params", params, expected_params)
     _compare(layer, "state", state, expected_state)
