@@ -40,7 +40,7 @@ _SETTINGS = {
     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     "XLA_FLAGS": "--xla_backend_optimization_level=0",  # appended to the caller's flags
     # Datasets built once per session (experiments.common.mnist1d_dataset), not once per test file.
-    "JDL_DATA_CACHE": None,  # the session's directory's data/
+    "JDL_DATA_CACHE": "data",  # a folder inside the session's directory
 }
 # Appended too where this XLA knows them (newer ones may drop the older emitters or the preset).
 _OPTIONAL_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE")
@@ -81,7 +81,7 @@ def pytest_configure(config):
             value = " ".join(filter(None, [os.environ.get(name), value]))
             value = " ".join([value, *_accepted(value, _OPTIONAL_XLA_FLAGS)])
         if name == "JDL_DATA_CACHE":
-            value = os.path.join(config._jdl_cache_dir, "data")
+            value = os.path.join(config._jdl_cache_dir, value)
         os.environ[name] = config._jdl_cache_dir if value is None else value
     if "jax" in sys.modules:  # imported already (by a plugin): its flags have read the variables
         _set_jax_flags(config._jdl_cache_dir, float(_SETTINGS["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))

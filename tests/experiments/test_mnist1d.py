@@ -40,18 +40,10 @@ def test_the_dataset_is_built_once_and_each_caller_gets_its_own_copy(data, tmp_p
 
 
 @pytest.fixture(scope="session")
-def small_run(tmp_path_factory, data, monkeypatch_session):
+def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("mnist1d")
-    monkeypatch_session.setattr(mnist1d, "mnist1d_dataset", lambda seed=42: data)
     results = mnist1d.main(["--steps", "250", "--num-seeds", "1", "--evals", "2", "--out", str(out), "--no-progress"])
     return out, results
-
-
-@pytest.fixture(scope="session")
-def monkeypatch_session():
-    patcher = pytest.MonkeyPatch()
-    yield patcher
-    patcher.undo()
 
 
 def test_small_budget_is_well_above_chance(small_run):

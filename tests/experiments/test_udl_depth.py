@@ -1,5 +1,4 @@
 """experiments/udl_depth.py on a toy budget (256 signals, 20 epochs, depths 1 and 2): learning, determinism, files."""
-import functools
 import json
 import os
 
@@ -18,11 +17,9 @@ TOY = ["--num-train", "256", "--epochs", "20", "--evals", "1", "--record-every",
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The toy run twice with the same seeds (the dataset built once; the second run reuses the compilations)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(udl_depth, "mnist1d_dataset", functools.lru_cache(udl_depth.mnist1d_dataset))
-        outs = [tmp_path_factory.mktemp("udl_depth") for _ in range(2)]
-        return [(udl_depth.main(TOY + ["--out", str(out)]), out) for out in outs]
+    """The toy run twice with the same seeds (the second run reuses the dataset and the compilations)."""
+    outs = [tmp_path_factory.mktemp("udl_depth") for _ in range(2)]
+    return [(udl_depth.main(TOY + ["--out", str(out)]), out) for out in outs]
 
 
 def test_parameter_counts_are_the_books_but_for_its_slip():
