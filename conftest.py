@@ -26,7 +26,15 @@ under other flags. (A comparison of rounding noise, such as the first bias-corre
 centred RMSProp, was rewritten to have teeth.) XLA aborts on a flag it does not know, so the
 optional flags are tried in a subprocess first and left out if this XLA refuses them. Benchmarks and
 experiments keep XLA's defaults.
+
+Python's cyclic garbage collector runs less often in every test process (``gc.set_threshold``, and
+``gc.freeze`` of what collecting the tests made): at its defaults a worker ran ~3,000 collections,
+and each full one scans every object JAX's caches hold, more of them as the session goes on. The
+whole suite went from 690 s to 555 s on 2 cores; the workers' peak memory did not grow (3.4-3.5 GiB
+on ``tests/models``, ``tests/conformance`` and ``tests/nn`` either way). Nothing a test computes
+depends on when garbage is collected.
 """
+import gc
 import os
 import shutil
 import subprocess
@@ -69,7 +77,15 @@ def _accepted(flags: str, optional: tuple[str, ...]) -> list[str]:
     return accepted
 
 
+# Python's cyclic garbage collector, tuned for a process that traces and compiles for ten minutes:
+# collections of the youngest objects every 50,000 allocations instead of 700, of all of them
+# rarely, and never of what the imports and the collection made (frozen once collected).
+_GC_THRESHOLDS = (50_000, 20, 20)
+
+
 def pytest_configure(config):
+    config._jdl_saved_gc_thresholds = gc.get_threshold()
+    gc.set_threshold(*_GC_THRESHOLDS)  # in every process: the controller and each xdist worker
     if hasattr(config, "workerinput"):  # an xdist worker: it inherited the controller's variables
         return
     if "JAX_COMPILATION_CACHE_DIR" in os.environ:  # the caller chose a cache: keep it
@@ -87,6 +103,11 @@ def pytest_configure(config):
         _set_jax_flags(config._jdl_cache_dir, float(_SETTINGS["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
+def pytest_collection_finish(session):
+    gc.collect()
+    gc.freeze()  # the modules, the test items and their parameters: alive all session, never scanned again
+
+
 def _set_jax_flags(cache_dir, min_compile_time):
     jax = sys.modules["jax"]
     jax.config.update("jax_compilation_cache_dir", cache_dir)
@@ -94,6 +115,8 @@ def _set_jax_flags(cache_dir, min_compile_time):
 
 
 def pytest_unconfigure(config):
+    gc.unfreeze()
+    gc.set_threshold(*config._jdl_saved_gc_thresholds)
     cache_dir = getattr(config, "_jdl_cache_dir", None)
     if cache_dir is None:
         return
