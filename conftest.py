@@ -29,10 +29,11 @@ experiments keep XLA's defaults.
 
 Python's cyclic garbage collector runs less often in every test process (``gc.set_threshold``, and
 ``gc.freeze`` of what collecting the tests made): at its defaults a worker ran ~3,000 collections,
-and each full one scans every object JAX's caches hold, more of them as the session goes on. The
-whole suite went from 690 s to 555 s on 2 cores; the workers' peak memory did not grow (3.4-3.5 GiB
-on ``tests/models``, ``tests/conformance`` and ``tests/nn`` either way). Nothing a test computes
-depends on when garbage is collected.
+and each full one scans every object JAX's caches hold, more of them as the session goes on. On
+``tests/models``, ``tests/conformance`` and ``tests/nn`` (2 workers, 2 cores) that took 274 s -> 259 s,
+user CPU time 481 s -> 453 s, and the workers' peak memory did not grow (3.4-3.5 GiB either way).
+(Whole-suite runs on this machine vary more than that from hour to hour: 555 s and 680 s, the same
+code.) Nothing a test computes depends on when garbage is collected.
 """
 import gc
 import os
