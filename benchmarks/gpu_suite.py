@@ -152,7 +152,8 @@ def suite(toy: bool) -> dict:
             d=32, vocab=100, context=16, hidden=64, blocks=1, classes=10, patch=4))
         lstm = RecurrentCase("lstm_t8", "lstm", 8, budget=Budget(1, 2, 1, 2))
         config = Config(steps_per_call=2, rounds=2)
-        repeat_compile = dict(layers=2, shape=(2, 8, 16), block=nn.TransformerEncoderBlock(num_heads=2, mlp_features=32))
+        repeat_compile = dict(layers=2, shape=(2, 8, 16), rounds=1,
+                              block=nn.TransformerEncoderBlock(num_heads=2, mlp_features=32))
     else:
         gpt = [LMCase("gpt_124m", models.GPTConfig(50257, scan_layers=True), batch=16, length=1024),
                LMCase("gpt_350m", models.GPTConfig(50257, d_model=1024, num_heads=16, num_layers=24,
