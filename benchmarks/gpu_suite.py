@@ -163,7 +163,7 @@ def suite(toy: bool) -> dict:
                          size=224, batch=64, budget=Budget(5, 11, 5, 5))
         lstm = RecurrentCase("lstm_t200", "lstm", 200)
         config = Config()
-        repeat_compile = dict(layers=24)
+        repeat_compile = dict(layers=24, rounds=1)  # one compile each after the warm-up: device time is scarce
         adam = OPTIMIZER_CASES["adam_update"]
     return {"gpt": gpt, "resnet": resnet, "lstm": lstm, "adam": adam, "config": config,
             "repeat_compile": repeat_compile}
