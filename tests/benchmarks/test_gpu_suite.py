@@ -1,6 +1,9 @@
 """The GPU suite runs end to end at toy sizes on CPU (the same code as on a GPU), and its
 peak table and FLOP count are the published ones."""
 import json
+import os
+import pathlib
+import subprocess
 
 import pytest
 
@@ -44,3 +47,14 @@ def test_gpt2_small_flops_per_token_is_palms_estimate():
     6 N + 12 L d T = 741,920,256 + 113,246,208 = 855,166,464 FLOPs per token."""
     case = gpu_suite.LMCase("gpt_124m", models.GPTConfig(50257), batch=1, length=1024)
     assert case.flops_per_token(124_439_808) == 855_166_464
+
+
+def test_the_prepared_device_script_parses_and_names_its_stages(tmp_path):
+    """``benchmarks/gpu_session.sh``, what a session lent a GPU runs (its toy run is the suite's above):
+    valid bash, and a wrong stage is refused before anything starts."""
+    script = pathlib.Path(__file__).parents[2] / "benchmarks" / "gpu_session.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    refused = subprocess.run(["bash", str(script), "train"], capture_output=True, text=True,
+                             env={**os.environ, "OUT": str(tmp_path)})
+    assert refused.returncode == 2 and "suite|steps" in refused.stderr
+    assert not any(tmp_path.iterdir())
