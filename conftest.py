@@ -20,6 +20,13 @@ convolutions at run time (the experiments' toy runs on CNNs lose a few seconds);
 went from 854 s (defaults) to 560 s (level 1, older emitters) to 497 s (level 0) on 2 cores.
 The preset took another ~15% off the compile time of four test-sized programs (LeNet-5,
 Transformer, GoogLeNet and GRU gradients: 5.3-6.6 s -> 4.9-5.1 s) and no run time.
+And XLA compiles each program's machine code in one piece (``--xla_cpu_parallel_codegen_split_count=1``)
+instead of splitting the LLVM module to compile the parts on several threads: with two test
+workers on two cores there is no idle core for the parts, and the split itself cost ~0.4 s of a
+test-sized Transformer gradient's ~2.5 s compile (XLA's profile: ``SplitModule``, the modules'
+clones). Measured on ``tests/models`` + ``tests/conformance`` (2 workers), alternated: 161 and
+170 s without it, 138 and 154 s with it (user CPU 296, 315 -> 248, 283 s). It changes how the
+code is split for compiling, not what it computes (the suite passes either way).
 These settings evaluate some elementwise functions with different rounding, so a result can differ from a default build's in its last
 bits: every comparison in the suite has a tolerance, and none compares with a number computed
 under other flags. (A comparison of rounding noise, such as the first bias-corrected step of
@@ -52,7 +59,8 @@ _SETTINGS = {
     "JDL_DATA_CACHE": "data",  # a folder inside the session's directory
 }
 # Appended too where this XLA knows them (newer ones may drop the older emitters or the preset).
-_OPTIONAL_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE")
+_OPTIONAL_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE",
+                       "--xla_cpu_parallel_codegen_split_count=1")
 
 
 def _xla_accepts(flags: str) -> bool:
