@@ -26,6 +26,7 @@ an unknown device (a CPU) MFU and bandwidth shares are ``None``.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -169,26 +170,39 @@ def suite(toy: bool) -> dict:
             "repeat_compile": repeat_compile}
 
 
-def run(toy: bool = False) -> list[dict]:
-    """Every case of the suite, one record each (``benchmarks.run``'s fields for the compared cases)."""
+def run(toy: bool = False, on_record: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    """Every case of the suite, one record each (``benchmarks.run``'s fields for the compared cases).
+
+    ``on_record`` gets the records so far after each case: a run cut short keeps what it measured.
+    """
     from benchmarks.run import run_case
 
     cases = suite(toy)
     peaks = device_peaks()
-    records = [lm_train_step(case) for case in cases["gpt"]]
+    where = {**provenance(), "peaks": peaks, "toy": toy}
+    records = []
+
+    def keep(record: dict) -> None:
+        records.append({**where, **record})
+        if on_record is not None:
+            on_record(records)
+
+    for case in cases["gpt"]:
+        keep(lm_train_step(case))
     resnet = run_case(cases["resnet"].name, cases["config"], case=cases["resnet"])
     resnet["images_per_s"] = resnet["batch"] / resnet["jdl_s"]
     resnet["ref_images_per_s"] = resnet["batch"] / resnet["ref_s"]
+    keep(resnet)
     lstm = run_case(cases["lstm"].name, cases["config"], case=cases["lstm"])
     cudnn = cudnn_lstm_seconds(lstm["time"], lstm["repeats"])
     lstm.update(cudnn_s=cudnn, jdl_over_cudnn=None if cudnn is None else lstm["jdl_s"] / cudnn)
+    keep(lstm)
     adam = run_case("adam_update", dataclasses.replace(cases["config"], quick=True), case=cases["adam"])
     adam["jdl_hbm_fraction"] = None if peaks is None else adam["jdl_bytes_per_s"] / (peaks["hbm_tb_s"] * 1e12)
     adam["ref_hbm_fraction"] = None if peaks is None else adam["ref_bytes_per_s"] / (peaks["hbm_tb_s"] * 1e12)
-    compile_times = scaling.repeat_compile(**cases["repeat_compile"])
-    records += [resnet, lstm, adam, {"case": "repeat_compile", "kind": "compile", **compile_times}]
-    where = {**provenance(), "peaks": peaks, "toy": toy}
-    return [{**where, **record} for record in records]
+    keep(adam)
+    keep({"case": "repeat_compile", "kind": "compile", **scaling.repeat_compile(**cases["repeat_compile"])})
+    return records
 
 
 def summary(records: list[dict]) -> str:

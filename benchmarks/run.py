@@ -246,10 +246,11 @@ def main(argv=None) -> list[dict]:
 def run_gpu_suite(args: argparse.Namespace) -> list[dict]:
     from benchmarks import gpu_suite
 
-    records = gpu_suite.run(toy=args.toy)
-    print(gpu_suite.summary(records))
-    if args.json:
+    def write(records):  # after every case: a run stopped by a time limit keeps what it measured
         atomic_write_text(args.json, json.dumps(records, indent=2) + "\n")
+
+    records = gpu_suite.run(toy=args.toy, on_record=write if args.json else None)
+    print(gpu_suite.summary(records))
     return records
 
 
