@@ -5,7 +5,7 @@
   ``lax.scan``): compile seconds (``jax.jit(...).lower(...).compile()``, tracing included),
   same shapes, the median of alternated compiles after a warm-up one (a process's first
   compile pays XLA's own set-up). On CPU the same case runs again in a process of its own
-  with XLA's fast-compile settings (``FAST_COMPILE_FLAGS``, the test suite's): the ratio
+  with XLA's fast-compile settings (``FAST_COMPILE_FLAGS``, as the test suite's): the ratio
   depends on them. With its default fusion emitters XLA's CPU backend compiles each distinct
   fusion kernel once per program, so the 23 further unrolled blocks reuse the first one's
   kernels (a 4-block stack: 401 fusions, 47 kernels compiled; one block: 92 and 40) and cost
@@ -42,7 +42,8 @@ from jdl import nn
 
 BLOCK = nn.TransformerEncoderBlock(num_heads=8, mlp_features=1024)
 # XLA's settings for the fastest compiles on CPU (LLVM at -O0, the older elemental emitters, the
-# fast-compile preset): what conftest.py gives the test suite.
+# fast-compile preset), as conftest.py gives the test suite; it also keeps each program's codegen in
+# one piece, which pays on two busy cores, not in this one-process measurement.
 FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false "
                       "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE")
 
