@@ -140,16 +140,20 @@ def pytest_unconfigure(config):
     shutil.rmtree(cache_dir, ignore_errors=True)
 
 
-# Test files that run long as one piece (a subprocess with its own JAX), started first: pytest-xdist
-# hands out whole files in collection order, and a long file handed out last keeps one worker busy
-# while the other idles (a run with the 8-device checks near the end took 650 s, one with them
-# earlier 562 s).
-# The longest first (measured with --junitxml: 10-60 s each), so that the short files fill the end.
-_LONG_FILES_FIRST = ("tests/parallel/test_multidevice.py", "tests/experiments/test_mnist1d.py",
-                     "tests/experiments/test_transfer.py", "tests/benchmarks/test_gpu_suite.py",
-                     "tests/experiments/test_cnn_zoo.py", "tests/experiments/test_translate_dates.py",
-                     "tests/parallel/test_two_processes.py", "tests/models/test_seq2seq.py",
-                     "tests/models/test_transformer.py", "tests/conformance/test_models.py")
+# Test files that run long, started first: pytest-xdist hands out whole files (``--dist loadfile``)
+# in collection order, and a long file handed out last keeps one worker busy while the other idles
+# (a run with the 8-device checks near the end took 650 s, one with them earlier 562 s). pytest-xdist
+# 3.8 hands the files out by their number of tests instead (most first: a one-test file that runs for
+# a minute last) unless told ``--no-loadscope-reorder`` (pyproject's addopts), which keeps this order.
+# The longest first (seconds per file on 2 cores, measured with a timeline of the whole suite:
+# 40-72 s each, then 26-35 s), so that the short files fill the end.
+_LONG_FILES_FIRST = ("tests/conformance/test_models.py", "tests/parallel/test_multidevice.py",
+                     "tests/experiments/test_mnist1d.py", "tests/conformance/test_battery.py",
+                     "tests/models/test_transformer.py", "tests/benchmarks/test_gpu_suite.py",
+                     "tests/nn/test_precision.py", "tests/experiments/test_transfer.py",
+                     "tests/models/test_sequence.py", "tests/models/test_seq2seq.py",
+                     "tests/experiments/test_shallow_deep.py", "tests/experiments/test_translate_dates.py",
+                     "tests/nn/test_recurrent.py", "tests/parallel/test_two_processes.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
