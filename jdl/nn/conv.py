@@ -41,7 +41,7 @@ from jax import lax
 
 from jdl import init as initializers
 from jdl._checks import PositiveInt, check_divisible, check_floating, check_min_rank, check_that
-from jdl.nn.core import KW_ONLY, Layer, check_params
+from jdl.nn.core import KW_ONLY, Layer, check_params, inferring_shapes
 from jdl.nn.dense import init_kernel_and_bias
 
 PADDING_STRINGS = ("SAME", "VALID", "CAUSAL")
@@ -226,6 +226,12 @@ def convolve(x, w, strides, padding, dilation, feature_group_count: int = 1, imp
     if isinstance(padding, str):
         effective = tuple(d * (k - 1) + 1 for k, d in zip(window, dilation))
         padding = lax.padtype_to_pads(x.shape[1:-1], effective, strides, padding)
+    if inferring_shapes.get():
+        # Only the output's shape is asked for (a network's init infers its layers' shapes, traced,
+        # never run): the one primitive traces faster than the matmul form's prod(window) slices and
+        # einsum, and both give the same shape (tracing ResNet-110's init: 1.6 -> 1.0 s, ResNet-152's
+        # 1.95 -> 1.6 s, GoogLeNet's 2.3 -> 1.9 s).
+        implementation = "xla"
     if implementation == "auto":
         out_sizes = [conv_output_size(size, k, s, p, d)
                      for size, k, s, p, d in zip(x.shape[1:-1], window, strides, padding, dilation)]
