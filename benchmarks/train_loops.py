@@ -125,13 +125,15 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn"])
+    parser.add_argument("--chunks", type=int, default=4, help="fit's compiled calls per timed run")
+    parser.add_argument("--epochs-per-chunk", type=int, default=5, help="epochs in each of fit's calls")
     parser.add_argument("--json")
     parser.add_argument("--markdown")
     args = parser.parse_args(argv)
     records = []
     for name in args.models:
         records.append(epoch_comparison(name, args.rounds))
-        records.append(fit_comparison(name, max(3, args.rounds // 3)))
+        records.append(fit_comparison(name, max(3, args.rounds // 3), args.chunks, args.epochs_per_chunk))
         print(json.dumps({k: v for k, v in records[-2].items() if k in ("case", "speedup")}),
               json.dumps({k: v for k, v in records[-1].items() if k in ("case", "overhead")}), flush=True)
     table = markdown_table(COLUMNS, records, text_columns=2)
