@@ -97,7 +97,12 @@ def test_sharded_init_holds_only_each_devices_shards():
     rules = sharding.fsdp(min_size=1)
     example = tuple(jax.ShapeDtypeStruct((BATCH, 8), jnp.int32) for _ in range(2))
     params, _ = sharding.init(MODEL.init, mesh, rules, jax.random.key(0), example)
-    full, _ = jax.jit(MODEL.init)(jax.random.key(0), example)
+
+    def compiled_init(out_shardings):
+        return jax.jit(MODEL.init, out_shardings=out_shardings).lower(jax.random.key(0), example).compile()
+
+    one_device = compiled_init(None)  # its numbers and, below, its memory plan: one compilation for both
+    full, _ = one_device(jax.random.key(0), example)
     total = sum(leaf.nbytes for leaf in jax.tree.leaves(full))
     for leaf, reference in zip(jax.tree.leaves(params), jax.tree.leaves(full)):
         # The same numbers, in place, up to float32 rounding: the sharded program is fused differently,
@@ -113,12 +118,12 @@ def test_sharded_init_holds_only_each_devices_shards():
     # (outputs and temporaries: the random bits, the truncated normal's steps) is less than one copy
     # of the params, and a fraction of what the same init plans on one device (17,348 bytes against
     # 62,692 measured: the per-leaf key splits and the smallest leaves do not shrink with the mesh).
-    def planned(out_shardings):
-        memory = jax.jit(MODEL.init, out_shardings=out_shardings).lower(jax.random.key(0), example).compile() \
-            .memory_analysis()
+    def planned(compiled):
+        memory = compiled.memory_analysis()
         return memory.output_size_in_bytes + memory.temp_size_in_bytes
 
-    one_device, sharded = planned(None), planned((sharding.named_shardings(rules, full, mesh), None))
+    one_device, sharded = planned(one_device), planned(compiled_init((sharding.named_shardings(rules, full, mesh),
+                                                                      None)))
     assert sharded < total and sharded <= one_device / 3, (sharded, one_device, total)
 
 
@@ -133,7 +138,8 @@ def test_batch_norm_with_axis_name_under_shard_map_equals_global_statistics():
 
     y, new_state = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P("data")), out_specs=(P("data"), P()))(
         params, state, sharding.shard_batch(x, mesh))
-    y_ref, state_ref = nn.BatchNorm().apply(params, state, x, train=True)
+    # Jitted: one compilation, not one per operation of an eager apply.
+    y_ref, state_ref = jax.jit(functools.partial(nn.BatchNorm().apply, train=True))(params, state, x)
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), rtol=1e-5, atol=1e-5)
     for got, want in zip(jax.tree.leaves(new_state), jax.tree.leaves(state_ref)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
