@@ -1,6 +1,8 @@
 """The CNN zoo: parameter counts and sizes against the papers, seed 003 and torchvision (counted
 with ``jax.eval_shape``: nothing is allocated), Inception's multiplies through ``jdl.summary``,
 and the ResNet blocks and a VGG against flax.linen twins with copied weights."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,8 +16,10 @@ def image(size, channels=3):
     return jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)
 
 
+@functools.lru_cache(maxsize=None)
 def init_shapes(model, example):
-    """``(params, state)`` as ``jax.ShapeDtypeStruct``s: the counts without a single array."""
+    """``(params, state)`` as ``jax.ShapeDtypeStruct``s: the counts without a single array (traced once
+    per network and input: several tests count and measure the same one)."""
     return jax.eval_shape(model.init, jax.random.key(0), example)
 
 
