@@ -43,6 +43,7 @@ user CPU time 481 s -> 453 s, and the workers' peak memory did not grow (3.4-3.5
 (Whole-suite runs on this machine vary more than that from hour to hour: 555 s and 680 s, the same
 code.) Nothing a test computes depends on when garbage is collected.
 """
+import atexit
 import gc
 import os
 import shutil
@@ -127,6 +128,11 @@ def _set_jax_flags(cache_dir, min_compile_time):
 def pytest_unconfigure(config):
     gc.unfreeze()
     gc.set_threshold(*config._jdl_saved_gc_thresholds)
+    if hasattr(config, "workerinput"):
+        # An xdist worker has reported everything by now; when its interpreter exits, it would free
+        # every compiled program and cached trace one by one while the controller waits for it (2.5 s
+        # after a 98-test run, ~8 s after the whole suite's). Registered last, this handler runs first.
+        atexit.register(_exit_without_teardown)
     cache_dir = getattr(config, "_jdl_cache_dir", None)
     if cache_dir is None:
         return
@@ -138,6 +144,12 @@ def pytest_unconfigure(config):
     if "jax" in sys.modules:
         _set_jax_flags(None, 1.0)  # jax's defaults: no cache
     shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+def _exit_without_teardown():
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # Test files that run long, started first: pytest-xdist hands out whole files (``--dist loadfile``)
