@@ -101,8 +101,8 @@ def test_sharded_init_holds_only_each_devices_shards():
     def compiled_init(out_shardings):
         return jax.jit(MODEL.init, out_shardings=out_shardings).lower(jax.random.key(0), example).compile()
 
-    one_device = compiled_init(None)  # its numbers and, below, its memory plan: one compilation for both
-    full, _ = one_device(jax.random.key(0), example)
+    one_device_init = compiled_init(None)  # its numbers and, below, its memory plan: one compilation for both
+    full, _ = one_device_init(jax.random.key(0), example)
     total = sum(leaf.nbytes for leaf in jax.tree.leaves(full))
     for leaf, reference in zip(jax.tree.leaves(params), jax.tree.leaves(full)):
         # The same numbers, in place, up to float32 rounding: the sharded program is fused differently,
@@ -122,8 +122,8 @@ def test_sharded_init_holds_only_each_devices_shards():
         memory = compiled.memory_analysis()
         return memory.output_size_in_bytes + memory.temp_size_in_bytes
 
-    one_device, sharded = planned(one_device), planned(compiled_init((sharding.named_shardings(rules, full, mesh),
-                                                                      None)))
+    sharded_init = compiled_init((sharding.named_shardings(rules, full, mesh), None))
+    one_device, sharded = planned(one_device_init), planned(sharded_init)
     assert sharded < total and sharded <= one_device / 3, (sharded, one_device, total)
 
 
